@@ -1,0 +1,234 @@
+"""The ``primus`` command line. Results go to stdout, progress and logs to stderr; a user's
+mistake is one ``error: ...`` line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .components import KINDS, list_components
+from .errors import PrimusError
+from .plugins import get_host, list_plugins
+
+log = logging.getLogger("primus")
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def echo_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="primus")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr.")
+def cli(verbose: int) -> None:
+    """primus: pretrained IMU encoders - plugins, recipes, training, zoo, evaluation."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------- plugins / components
+@cli.group()
+def plugins() -> None:
+    """Installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(as_json: bool) -> None:
+    """Every plugin found through the "primus" entry-point group, with its status."""
+    infos = list_plugins()
+    if as_json:
+        echo_json([p.as_dict() for p in infos])
+        return
+    rows = [[p.name, p.status, f"{p.distribution or '-'} {p.version or ''}".strip(), p.module,
+             ", ".join(h.removeprefix("register_") for h in p.hooks) or (p.error or "")]
+            for p in infos]
+    echo_table(rows, ["plugin", "status", "distribution", "module", "hooks / error"])
+
+
+@cli.group()
+def components() -> None:
+    """Registered components (encoders, teachers, losses, augmentations, datasets)."""
+
+
+@components.command("list")
+@click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def components_list(kind: str | None, as_json: bool) -> None:
+    """Components with their parameters, defaults and the plugin that supplies them."""
+    comps = list_components(kind)
+    if as_json:
+        echo_json([c.as_dict() for c in comps])
+        return
+    for comp in comps:
+        click.echo(f"{comp.kind:<12} {comp.name:<22} [{comp.plugin}]  {comp.description}")
+        for p in comp.params():
+            default = "(required)" if p["required"] else json.dumps(p["default"])
+            click.echo(f"{'':<14}{p['name']}: {p['type']} = {default}")
+
+
+# ---------------------------------------------------------------- recipes
+@cli.group()
+def recipes() -> None:
+    """Named recipes from registry.yaml."""
+
+
+@recipes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def recipes_list(as_json: bool) -> None:
+    """Every recipe in registry.yaml, with what it extends and whether it can be built."""
+    from .recipes import check_recipe, load_registry, resolve_recipe
+
+    registry = load_registry().get("recipes") or {}
+    rows = []
+    for name in sorted(registry):
+        loaded = resolve_recipe(name)
+        problems = check_recipe(loaded.recipe)
+        rows.append({
+            "name": name,
+            "extends": registry[name].get("extends"),
+            "description": loaded.recipe.description,
+            "losses": [ref.type for ref in loaded.recipe.losses],
+            "data": [ref.type for ref in loaded.recipe.data.pretrain],
+            "ready": not problems,
+            "problems": problems,
+        })
+    if as_json:
+        echo_json(rows)
+        return
+    echo_table([[r["name"], "+".join(r["losses"]), ",".join(r["data"]),
+                 "yes" if r["ready"] else "no", r["description"]] for r in rows],
+               ["recipe", "losses", "data", "ready", "description"])
+
+
+@recipes.command("show")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """The resolved recipe NAME (a registry name or a YAML file), after extends and overrides.
+    Exits 1 when a component it names is missing or its parameters are invalid."""
+    import yaml
+
+    from .recipes import check_recipe, resolve_recipe
+
+    loaded = resolve_recipe(name, overrides)
+    problems = check_recipe(loaded.recipe)
+    resolved = loaded.recipe.model_dump(mode="json", exclude_defaults=False)
+    if as_json:
+        echo_json({"recipe": resolved, "hash": loaded.hash, "problems": problems})
+    else:
+        click.echo(f"# recipe {loaded.recipe.name} (hash {loaded.hash})")
+        click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+    if problems:
+        raise PrimusError(f"recipe '{loaded.recipe.name}' cannot be built: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- embedding
+@cli.command()
+@click.argument("model")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--head", type=click.Choice(["emb", "ssl", "mmcl"]), default="mmcl", show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="Where to write the (N, D) embeddings (.npy).")
+@click.option("--rate", type=float, help="Sampling rate of INPUT in Hz (resampled to the model's).")
+@click.option("--stride", type=int, help="Window stride in samples for a (C, T) recording.")
+@click.option("--key", help="Array name inside an .npz file.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def embed(model: str, input_path: Path, head: str, out_path: Path, rate: float | None,
+          stride: int | None, key: str | None, batch_size: int, device: str) -> None:
+    """Embed IMU windows with MODEL (a model directory or zoo name)."""
+    import numpy as np
+
+    from .embed import embed_windows, prepare_windows, read_input
+    from .modeldir import load_pretrained, resolve_device
+
+    dev = resolve_device(device)
+    encoder = load_pretrained(model, device=str(dev))
+    contract = encoder.imu_contract
+    windows = prepare_windows(read_input(input_path, key), channels=contract.num_channels,
+                              window=contract.window_samples, rate_hz=contract.rate_hz,
+                              input_rate_hz=rate, stride=stride)
+    start = time.perf_counter()
+    vectors = embed_windows(encoder, windows, head=head, batch_size=batch_size, device=dev,
+                            progress=True)
+    seconds = time.perf_counter() - start
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(out_path)
+    log.info("embedded %d windows in %.2f s (%.0f windows/s on %s)", len(windows), seconds,
+             len(windows) / max(seconds, 1e-9), dev)
+    click.echo(f"{out_path}\t{vectors.shape[0]}x{vectors.shape[1]}")
+
+
+# ---------------------------------------------------------------- zoo (model directories)
+@cli.group()
+def zoo() -> None:
+    """Pretrained models: model directories, the Hub, the reference checkpoint."""
+
+
+@zoo.command("convert-reference")
+@click.argument("ckpt", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--variant", type=click.Choice(["stacked-rnn", "stacked-rnn-imu2clip"]),
+              default="stacked-rnn", show_default=True, help="Encoder the checkpoint holds.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+def zoo_convert_reference(ckpt: Path, out_dir: Path, variant: str, overwrite: bool) -> None:
+    """Convert a reference PRIMUS checkpoint (Lightning .ckpt or bare state dict) to a model
+    directory; the frozen teacher weights are dropped."""
+    from .modeldir import convert_reference
+
+    click.echo(str(convert_reference(ckpt, out_dir, variant=variant, overwrite=overwrite)))
+
+
+def add_command_groups() -> None:
+    """Command groups that live in their own modules, then the plugins' commands."""
+    import importlib
+
+    for module_name, attr in [("data_cli", "data"), ("cache_cli", "cache"), ("demo", "demo")]:
+        try:
+            module = importlib.import_module(f"primus_core.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"primus_core.{module_name}":
+                raise
+            continue
+        cli.add_command(getattr(module, attr))
+    get_host().pm.hook.register_commands(cli=cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        add_command_groups()
+        cli.main(args=argv, prog_name="primus", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except PrimusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

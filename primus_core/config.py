@@ -1,0 +1,99 @@
+"""Pydantic models shared by the core: the IMU contract, component references, recipes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PRIMUS_CHANNELS = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
+PRIMUS_UNITS = ["m/s^2"] * 3 + ["rad/s"] * 3
+
+
+class IMUContract(BaseModel):
+    """What an encoder expects of a window: channels (names and units), rate and length."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[str] = Field(default_factory=lambda: list(PRIMUS_CHANNELS))
+    units: list[str] = Field(default_factory=lambda: list(PRIMUS_UNITS))
+    rate_hz: float = Field(50.0, gt=0)
+    window_samples: int = Field(250, gt=0)
+
+    @model_validator(mode="after")
+    def _units_match_channels(self) -> IMUContract:
+        if len(self.units) != len(self.channels):
+            raise ValueError(
+                f"{len(self.channels)} channels but {len(self.units)} units were given"
+            )
+        return self
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.rate_hz
+
+    def describe(self) -> str:
+        return (
+            f"{self.num_channels} channels ({', '.join(self.channels)}), {self.rate_hz:g} Hz, "
+            f"{self.window_samples} samples ({self.window_seconds:g} s)"
+        )
+
+
+class ComponentRef(BaseModel):
+    """``{type: <registered name>, ...params}``: the parameters are validated by the component."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossRef(ComponentRef):
+    weight: float = 1.0
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pretrain: list[ComponentRef] = Field(default_factory=list)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    stride_seconds: float | None = None
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(16, gt=0)
+    epochs: int = Field(15, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    seed: int = 1234
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    checkpoint_every: int = Field(500, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class Recipe(BaseModel):
+    """A named composition of components and training settings (see registry.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    encoder: ComponentRef
+    teachers: list[ComponentRef] = Field(default_factory=list)
+    losses: list[LossRef] = Field(default_factory=list)
+    augmentations: list[ComponentRef] = Field(default_factory=list)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,0 +1,225 @@
+"""registry.yaml: named recipes (with ``extends:``), ``a.b=value`` overrides, validation."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .components import KINDS, format_validation_error, get_component, has_component
+from .config import ComponentRef, Recipe
+from .errors import ComponentError, RecipeError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def registry_path() -> Path:
+    """registry.yaml: $PRIMUS_REGISTRY, else the one at the root of this source tree."""
+    env = os.environ.get("PRIMUS_REGISTRY")
+    return Path(env) if env else REPO_ROOT / "registry.yaml"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def load_registry(path: Path | None = None) -> dict[str, Any]:
+    path = path or registry_path()
+    data = _read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping with 'recipes' and 'zoo'")
+    recipes = data.get("recipes") or {}
+    if not isinstance(recipes, dict):
+        raise RecipeError(f"{path}: 'recipes' must be a mapping of name -> recipe")
+    return data
+
+
+def recipe_names() -> list[str]:
+    return sorted(load_registry().get("recipes") or {})
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _unknown_recipe(name: str, known: list[str]) -> RecipeError:
+    hint = difflib.get_close_matches(name, known, n=1)
+    suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+    return RecipeError(f"unknown recipe '{name}'{suggestion} Recipes: {', '.join(known)}")
+
+
+def _resolve(name: str, recipes: dict[str, Any], chain: tuple[str, ...] = ()) -> dict:
+    if name in chain:
+        raise RecipeError(f"recipe '{name}' extends itself: {' -> '.join((*chain, name))}")
+    if name not in recipes:
+        raise _unknown_recipe(name, sorted(recipes))
+    body = recipes[name]
+    if not isinstance(body, dict):
+        raise RecipeError(f"recipe '{name}' must be a mapping")
+    return _extend(body, recipes, (*chain, name))
+
+
+def _extend(body: dict, recipes: dict[str, Any], chain: tuple[str, ...]) -> dict:
+    body = dict(body)
+    parent = body.pop("extends", None)
+    if parent is None:
+        return copy.deepcopy(body)
+    return _deep_merge(_resolve(str(parent), recipes, chain), body)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise RecipeError(f"bad override '{text}': expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".")]
+    if not key.strip() or any(not part for part in path):
+        raise RecipeError(f"bad override '{text}': empty key in '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise RecipeError(f"bad override '{text}': value is not valid YAML") from None
+    return path, value
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, path[: depth + 1])
+            continue
+        if not isinstance(node, dict):
+            raise RecipeError(f"cannot set '{'.'.join(path)}': '{'.'.join(path[:depth])}' is not a mapping")
+        node = node.setdefault(part, {})
+    last = path[-1]
+    if isinstance(node, list):
+        index = _list_index(node, last, path)
+        node[index] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise RecipeError(f"cannot set '{'.'.join(path)}': '{'.'.join(path[:-1])}' is not a mapping")
+
+
+def _list_index(items: list, part: str, path: list[str]) -> int:
+    """A list element is addressed by position (``losses.0``) or by its type (``losses.mm``)."""
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if -len(items) <= index < len(items):
+            return index
+        raise RecipeError(f"cannot set '{'.'.join(path)}': index {index} out of range")
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == part:
+            return index
+    types = [item.get("type") for item in items if isinstance(item, dict)]
+    raise RecipeError(f"cannot set '{'.'.join(path)}': no entry of type '{part}' (has: {types})")
+
+
+def _list_item(items: list, part: str, path: list[str]) -> Any:
+    return items[_list_index(items, part, path)]
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: Recipe
+    data: dict[str, Any]  # the resolved mapping, after extends and overrides
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _looks_like_path(name_or_path: str | os.PathLike) -> bool:
+    text = str(name_or_path)
+    return text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file()
+
+
+def resolve_recipe(name_or_path: str | os.PathLike, overrides=()) -> LoadedRecipe:
+    recipes = load_registry().get("recipes") or {}
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path)
+        body = _read_yaml(path)
+        if not isinstance(body, dict):
+            raise RecipeError(f"{path}: a recipe file must be a mapping")
+        data = _extend(body, recipes, (path.stem,))
+        data.setdefault("name", path.stem)
+    else:
+        data = _resolve(str(name_or_path), recipes)
+        data.setdefault("name", str(name_or_path))
+    for text in overrides:
+        path_parts, value = parse_override(text)
+        apply_override(data, path_parts, value)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(f"recipe '{data['name']}': {format_validation_error('', exc)}") from None
+    return LoadedRecipe(recipe, data)
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides=()) -> Recipe:
+    """A validated Recipe by registry name or YAML file path, with ``a.b=value`` overrides."""
+    return resolve_recipe(name_or_path, overrides).recipe
+
+
+def component_refs(recipe: Recipe) -> list[tuple[str, str, ComponentRef]]:
+    """(dotted path, kind, ref) of every component a recipe names."""
+    refs = [("encoder", "encoder", recipe.encoder)]
+    refs += [(f"teachers.{i}", "teacher", r) for i, r in enumerate(recipe.teachers)]
+    refs += [(f"losses.{i}", "loss", r) for i, r in enumerate(recipe.losses)]
+    refs += [(f"augmentations.{i}", "augmentation", r) for i, r in enumerate(recipe.augmentations)]
+    refs += [(f"data.pretrain.{i}", "dataset", r) for i, r in enumerate(recipe.data.pretrain)]
+    return refs
+
+
+def check_recipe(recipe: Recipe) -> list[str]:
+    """Problems that stop a recipe from being built: missing components and bad parameters."""
+    problems = []
+    for path, kind, ref in component_refs(recipe):
+        if not has_component(kind, ref.type):
+            problems.append(
+                f"{path}: missing {kind} '{ref.type}' (no installed plugin registers it; "
+                f"see `primus components list --kind {kind}`)"
+            )
+            continue
+        try:
+            get_component(kind, ref.type).config.model_validate(ref.params)
+        except ValidationError as exc:
+            problems.append(format_validation_error(path, exc))
+    return problems
+
+
+def build_component(kind: str, ref: ComponentRef, path: str, **extra: Any) -> Any:
+    """Create the component a recipe names; errors carry the recipe's dotted path."""
+    assert kind in KINDS
+    comp = get_component(kind, ref.type)
+    try:
+        config = comp.config.model_validate({**ref.params, **extra})
+    except ValidationError as exc:
+        raise ComponentError(format_validation_error(path, exc)) from None
+    return comp.factory(config)
