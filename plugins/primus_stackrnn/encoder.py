@@ -39,7 +39,7 @@ class StackedRNNConfig(BaseModel):
             raise ValueError(
                 f"norm_groups={self.norm_groups} must divide the {len(self.channels)} channels"
             )
-        if time_bins(self) < 1:
+        if conv_length(self.window_samples) < 1 or time_bins(self) < 1:
             raise ValueError(f"window_samples={self.window_samples} is too short for the convs")
         return self
 
@@ -58,12 +58,16 @@ def _conv_out(length: int, kernel: int, dilation: int = 2) -> int:
     return length - dilation * (kernel - 1)
 
 
+def conv_length(window_samples: int) -> int:
+    """Time steps after the third conv (before its pooling)."""
+    length = _conv_out(window_samples, 10) // 3
+    length = _conv_out(length, 5) // 3
+    return _conv_out(length, 5)
+
+
 def time_bins(cfg: StackedRNNConfig) -> int:
     """Length of the sequence the GRU sees as its feature size (see the 'quirk' in PRIMUS.md)."""
-    length = _conv_out(cfg.window_samples, 10) // 3
-    length = _conv_out(length, 5) // 3
-    length = _conv_out(length, 5)
-    return cfg.pooled_bins if cfg.pool == "adaptive" else length // 3
+    return cfg.pooled_bins if cfg.pool == "adaptive" else conv_length(cfg.window_samples) // 3
 
 
 class ConvBlock(nn.Module):

@@ -1,0 +1,62 @@
+"""Shared fixtures: an isolated PRIMUS_HOME, strict plugins, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def primus_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("primus_home")
+
+
+@pytest.fixture(autouse=True)
+def _primus_env(primus_home, monkeypatch):
+    monkeypatch.setenv("PRIMUS_HOME", str(primus_home))
+    monkeypatch.setenv("PRIMUS_STRICT_PLUGINS", "1")
+    monkeypatch.delenv("PRIMUS_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("PRIMUS_DISABLE_PLUGINS", raising=False)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``primus ARGS`` in this process; assert the exit code (``expect``)."""
+    from primus_core.cli import main
+
+    def run(*args: str, expect: int = 0) -> CliResult:
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        assert code == expect, f"primus {' '.join(map(str, args))} exited {code}:\n{err}\n{out}"
+        return CliResult(code, out, err)
+
+    return run
+
+
+def run_primus(*args: str, env: dict[str, str] | None = None, expect: int | None = 0,
+               timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter (for tests that change installed plugins)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "primus_core.cli", *map(str, args)],
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    if expect is not None:
+        assert proc.returncode == expect, f"exit {proc.returncode}:\n{proc.stderr}\n{proc.stdout}"
+    return proc

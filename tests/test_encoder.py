@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+import primus_core
+from primus_core.errors import ComponentError
+
+REFERENCE_KEYS = {
+    "backbone.0.weight": (6,), "backbone.0.bias": (6,),
+    "backbone.1.net.0.weight": (32, 6, 10), "backbone.2.net.0.weight": (32, 32, 5),
+    "backbone.3.net.0.weight": (32, 32, 5), "backbone.4.weight": (32,), "backbone.4.bias": (32,),
+    "backbone.5.weight_ih_l0": (1536, 32), "backbone.5.weight_hh_l0": (1536, 512),
+    "backbone.5.bias_ih_l0": (1536,), "backbone.5.bias_hh_l0": (1536,),
+    "ssl_head.weight": (512, 512), "ssl_head.bias": (512,),
+    "mmcl_head.weight": (512, 512), "mmcl_head.bias": (512,),
+}
+
+
+def test_primus_encoder_matches_the_reference_layout():
+    encoder = primus_core.create("encoder", "stacked-rnn")
+    assert sum(p.numel() for p in encoder.parameters()) == 1_376_204
+    assert {k: tuple(v.shape) for k, v in encoder.state_dict().items()} == REFERENCE_KEYS
+    out = encoder(torch.randn(4, 6, 250))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "emb": (4, 512), "ssl": (4, 512), "mmcl": (4, 512)}
+    assert encoder.imu_contract.rate_hz == 50 and encoder.imu_contract.window_samples == 250
+    assert encoder.imu_contract.channels[:3] == ["acc_x", "acc_y", "acc_z"]
+    assert encoder.output_sizes == {"emb": 512, "ssl": 512, "mmcl": 512}
+    # 28.1 M multiply-adds per window forward, the GRU about 95 % of it
+    assert encoder.multiply_adds_per_window() == 28_138_496
+
+
+def test_emb_is_the_last_gru_state_scanning_conv_channels():
+    encoder = primus_core.create("encoder", "stacked-rnn").eval()
+    x = torch.randn(2, 6, 250)
+    features = encoder.backbone[:5](x)
+    assert features.shape == (2, 32, 32)
+    output, _ = encoder.backbone[5](features)
+    torch.testing.assert_close(encoder(x)["emb"], output[:, -1])
+
+
+def test_imu2clip_variant():
+    encoder = primus_core.create("encoder", "stacked-rnn-imu2clip")
+    assert encoder.imu_contract.rate_hz == 200 and encoder.imu_contract.window_samples == 1000
+    out = encoder(torch.randn(2, 6, 1000))
+    assert set(out) == {"emb"} and out["emb"].shape == (2, 512)
+    assert isinstance(encoder.backbone[3].net[1], torch.nn.MaxPool1d)
+
+
+def test_sizes_are_parameters():
+    encoder = primus_core.create("encoder", "stacked-rnn", hidden_size=64, ssl_dim=0,
+                                 mmcl_dim=384, channels=["a", "b", "c", "d"],
+                                 units=["g"] * 4)
+    out = encoder(torch.randn(3, 4, 250))
+    assert out["emb"].shape == (3, 64) and out["mmcl"].shape == (3, 384) and "ssl" not in out
+
+
+def test_bad_encoder_params_name_the_field():
+    with pytest.raises(ComponentError, match=r"encoder:stacked-rnn.hidden_size: .*greater than 0"):
+        primus_core.create("encoder", "stacked-rnn", hidden_size=0)
+    with pytest.raises(ComponentError, match="norm_groups=4 must divide the 6 channels"):
+        primus_core.create("encoder", "stacked-rnn", norm_groups=4)
+    with pytest.raises(ComponentError, match="too short"):
+        primus_core.create("encoder", "stacked-rnn", window_samples=40)

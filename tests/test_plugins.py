@@ -1,0 +1,143 @@
+"""Plugins are found through the "primus" entry-point group of really installed distributions:
+the example third-party plugin (examples/primus-example-plugin) and a few broken ones are
+installed with pip into a target folder that the child processes put on their path."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO, run_primus
+from primus_core.plugins import list_plugins
+
+BAD_PLUGINS = {
+    "broken": "raise ImportError('this plugin is broken on purpose')\n",
+    "typo": textwrap.dedent("""
+        import primus_core
+
+        @primus_core.hookimpl
+        def register_encoderz(register):
+            pass
+    """),
+    "dup": textwrap.dedent("""
+        import primus_core
+        from primus_stackrnn import StackedRNNConfig, StackedRNNEncoder
+
+        @primus_core.hookimpl
+        def register_encoders(register):
+            register("stacked-rnn", StackedRNNEncoder, config=StackedRNNConfig)
+    """),
+}
+
+
+def write_plugin_package(root, name, source):
+    root.mkdir()
+    (root / f"primus_{name}_plugin.py").write_text(source)
+    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "primus-{name}-plugin"
+        version = "0.0.1"
+        [project.entry-points.primus]
+        {name} = "primus_{name}_plugin"
+        [tool.setuptools]
+        py-modules = ["primus_{name}_plugin"]
+    """))
+    return root
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A folder with the example plugin and the bad plugins pip-installed into it."""
+    work = tmp_path_factory.mktemp("plugins")
+    target = work / "site"
+    sources = [REPO / "examples" / "primus-example-plugin"]
+    sources += [write_plugin_package(work / name, name, src) for name, src in BAD_PLUGINS.items()]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), *map(str, sources)],
+                   check=True, capture_output=True, text=True)
+    return target
+
+
+def env_for(site, disable="broken,typo,dup", strict="1", **extra):
+    env = {"PYTHONPATH": str(site), "PRIMUS_STRICT_PLUGINS": strict,
+           "PRIMUS_DISABLE_PLUGINS": disable}
+    env.update(extra)
+    return env
+
+
+def test_builtin_plugins_come_from_entry_points():
+    plugins = {p.name: p for p in list_plugins()}
+    for name in ("stackrnn", "objectives", "teachers", "datasets"):
+        assert plugins[name].status == "ok" and plugins[name].distribution == "primus-zoo"
+    assert "register_encoders" in plugins["stackrnn"].hooks
+
+
+def test_hook_register_encoders_third_party_component_used_from_a_recipe(site, tmp_path):
+    env = env_for(site)
+    rows = json.loads(run_primus("components", "list", "--kind", "encoder", "--json", env=env).stdout)
+    stats = next(r for r in rows if r["name"] == "stats-mlp")
+    assert stats["plugin"] == "example"
+    assert {p["name"]: p["default"] for p in stats["params"]}["hidden_size"] == 64
+    recipe = tmp_path / "stats.yaml"
+    recipe.write_text("encoder: {type: stats-mlp, hidden_size: 32}\n")
+    shown = json.loads(run_primus("recipes", "show", recipe, "--json", env=env).stdout)
+    assert shown["problems"] == [] and shown["recipe"]["encoder"]["hidden_size"] == 32
+    recipe.write_text("encoder: {type: stats-mlp, hidden_size: -1}\n")
+    bad = run_primus("recipes", "show", recipe, env=env, expect=1)
+    assert "encoder.hidden_size: Input should be greater than 0" in bad.stderr
+
+
+def test_hook_register_commands_adds_a_cli_command(site):
+    proc = run_primus("stats-mlp-info", env=env_for(site))
+    assert int(proc.stdout) == 4 * 6 * 64 + 64 + 64 * 64 + 64 + 64 * 32 + 32
+
+
+def test_broken_plugin_is_reported_and_the_rest_work(site):
+    env = env_for(site, disable="typo,dup", strict="0")
+    rows = {p["name"]: p for p in json.loads(
+        run_primus("plugins", "list", "--json", env=env).stdout)}
+    assert rows["broken"]["status"] == "broken"
+    assert "ImportError: this plugin is broken on purpose" in rows["broken"]["error"]
+    assert rows["example"]["status"] == "ok" and rows["stackrnn"]["status"] == "ok"
+    proc = run_primus("plugins", "list", env=env_for(site, disable="typo,dup"), expect=1)
+    assert "error: plugin 'broken'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_hook_implementation_is_rejected(site):
+    env = env_for(site, disable="broken,dup", strict="0")
+    rows = {p["name"]: p for p in json.loads(
+        run_primus("plugins", "list", "--json", env=env).stdout)}
+    assert rows["typo"]["status"] == "broken"
+    assert "unknown hook implementation" in rows["typo"]["error"]
+    assert "register_encoderz" in rows["typo"]["error"]
+
+
+def test_duplicate_names_name_both_plugins(site):
+    proc = run_primus("components", "list", env=env_for(site, disable="broken,typo"), expect=1)
+    assert "duplicate encoder 'stacked-rnn'" in proc.stderr
+    assert "'dup'" in proc.stderr and "'stackrnn'" in proc.stderr
+
+
+def test_allow_and_block_lists(site):
+    env = env_for(site, disable="", PRIMUS_LOAD_PLUGINS="stackrnn,example")
+    rows = {p["name"]: p["status"] for p in json.loads(
+        run_primus("plugins", "list", "--json", env=env).stdout)}
+    assert rows["stackrnn"] == "ok" and rows["example"] == "ok"
+    assert rows["broken"] == rows["dup"] == rows["datasets"] == "disabled"
+    env = env_for(site, disable="broken,typo,dup,example")
+    names = {r["name"] for r in json.loads(
+        run_primus("components", "list", "--json", env=env).stdout)}
+    assert "stats-mlp" not in names and "stacked-rnn" in names
+
+
+def test_example_plugin_own_test_passes(site):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(REPO / "examples" / "primus-example-plugin" / "tests")],
+                          capture_output=True, text=True, env={**os.environ, **env_for(site)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr

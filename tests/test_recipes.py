@@ -1,0 +1,106 @@
+import json
+
+import pytest
+
+import primus_core
+from primus_core.errors import RecipeError
+from primus_core.recipes import check_recipe, recipe_names, resolve_recipe
+
+PAPER_RECIPES = {"primus", "primus-ss-mm", "imu2clip", "simclr", "supervised"}
+
+
+def test_registry_holds_the_paper_recipes_and_offline_variants():
+    names = set(recipe_names())
+    assert PAPER_RECIPES <= names
+    assert {f"{n}-hapt" for n in PAPER_RECIPES} <= names
+
+
+def test_extends_merges_and_overrides_are_yaml_typed():
+    base = primus_core.load_recipe("primus")
+    child = primus_core.load_recipe("primus-ss-mm")
+    assert [loss.type for loss in base.losses] == ["ss", "mm", "nn"]
+    assert [loss.type for loss in child.losses] == ["ss", "mm"]
+    assert child.encoder == base.encoder and child.train == base.train
+    recipe = primus_core.load_recipe("primus", [
+        "train.batch_size=64", "train.lr=1e-3", "train.amp=false",
+        "encoder.hidden_size=128", "losses.nn.queue_size=16", "losses.0.weight=2",
+    ])
+    assert recipe.train.batch_size == 64 and recipe.train.lr == pytest.approx(1e-3)
+    assert recipe.train.amp is False
+    assert recipe.encoder.params == {"hidden_size": 128}
+    assert recipe.losses[2].params["queue_size"] == 16 and recipe.losses[0].weight == 2.0
+
+
+def test_recipe_file_by_path_extends_a_named_recipe(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: simclr\ndescription: mine\ntrain: {batch_size: 8}\n")
+    recipe = primus_core.load_recipe(path)
+    assert recipe.name == "mine" and recipe.train.batch_size == 8
+    assert [loss.type for loss in recipe.losses] == ["ss"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size", "expected KEY.PATH=VALUE"),
+    ("train..x=1", "empty key"),
+    ("train.batch_size=-3", r"train.batch_size: Input should be greater than 0"),
+    ("train.batch_size=abc", r"train.batch_size: Input should be a valid integer"),
+    ("train.bach_size=3", r"train.bach_size: Extra inputs are not permitted"),
+    ("losses.zz.weight=1", "no entry of type 'zz'"),
+    ("losses.9.weight=1", "index 9 out of range"),
+    ("train.batch_size.x=1", "is not a mapping"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(RecipeError, match=message):
+        primus_core.load_recipe("primus", [override])
+
+
+def test_unknown_recipe_suggests_and_cycles_are_caught(tmp_path, monkeypatch):
+    with pytest.raises(RecipeError, match="did you mean 'primus'"):
+        primus_core.load_recipe("primuss")
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("recipes:\n  a: {extends: b, encoder: {type: stacked-rnn}}\n"
+                        "  b: {extends: a}\n")
+    monkeypatch.setenv("PRIMUS_REGISTRY", str(registry))
+    with pytest.raises(RecipeError, match="extends itself: a -> b -> a"):
+        primus_core.load_recipe("a")
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("encoder: {type: stacked-rnn}\ntrain: [\n")
+    with pytest.raises(RecipeError, match=r"broken.yaml: line \d+ invalid YAML"):
+        primus_core.load_recipe(path)
+
+
+def test_missing_components_are_reported_with_their_kind(tmp_path):
+    path = tmp_path / "future.yaml"
+    path.write_text("encoder: {type: stacked-rnn, hidden_size: 0}\n"
+                    "losses: [{type: not-a-loss}]\n")
+    problems = check_recipe(primus_core.load_recipe(path))
+    assert any("losses.0: missing loss 'not-a-loss'" in p for p in problems)
+    assert any("encoder.hidden_size: Input should be greater than 0" in p for p in problems)
+
+
+def test_recipe_hash_changes_with_overrides():
+    a = resolve_recipe("primus").hash
+    assert a == resolve_recipe("primus").hash
+    assert a != resolve_recipe("primus", ["train.seed=1"]).hash
+
+
+def test_recipes_cli(cli, tmp_path):
+    rows = json.loads(cli("recipes", "list", "--json").out)
+    assert PAPER_RECIPES <= {r["name"] for r in rows}
+    shown = json.loads(cli("recipes", "show", "simclr", "--set", "train.epochs=2", "--json",
+                           expect=_ready_code("simclr")).out)
+    assert shown["recipe"]["train"]["epochs"] == 2 and len(shown["hash"]) == 16
+    path = tmp_path / "future.yaml"
+    path.write_text("encoder: {type: stacked-rnn}\nlosses: [{type: not-a-loss}]\n")
+    result = cli("recipes", "show", path, expect=1)
+    assert "missing loss 'not-a-loss'" in result.err and result.err.count("\n") == 1
+    assert "stacked-rnn" in result.out  # the resolved recipe is still shown
+    result = cli("recipes", "show", "nope", expect=1)
+    assert result.err.startswith("error: unknown recipe 'nope'")
+
+
+def _ready_code(name: str) -> int:
+    return 0 if not check_recipe(primus_core.load_recipe(name)) else 1
