@@ -26,7 +26,7 @@ def echo_json(data) -> None:
 def echo_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,8 +34,11 @@ def echo_table(rows: list[list[str]], header: list[str]) -> None:
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
 def cli(verbose: int) -> None:
     """primus: pretrained IMU encoders - plugins, recipes, training, zoo, evaluation."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 # ---------------------------------------------------------------- plugins / components
@@ -52,9 +55,16 @@ def plugins_list(as_json: bool) -> None:
     if as_json:
         echo_json([p.as_dict() for p in infos])
         return
-    rows = [[p.name, p.status, f"{p.distribution or '-'} {p.version or ''}".strip(), p.module,
-             ", ".join(h.removeprefix("register_") for h in p.hooks) or (p.error or "")]
-            for p in infos]
+    rows = [
+        [
+            p.name,
+            p.status,
+            f"{p.distribution or '-'} {p.version or ''}".strip(),
+            p.module,
+            ", ".join(h.removeprefix("register_") for h in p.hooks) or (p.error or ""),
+        ]
+        for p in infos
+    ]
     echo_table(rows, ["plugin", "status", "distribution", "module", "hooks / error"])
 
 
@@ -96,21 +106,33 @@ def recipes_list(as_json: bool) -> None:
     for name in sorted(registry):
         loaded = resolve_recipe(name)
         problems = check_recipe(loaded.recipe)
-        rows.append({
-            "name": name,
-            "extends": registry[name].get("extends"),
-            "description": loaded.recipe.description,
-            "losses": [ref.type for ref in loaded.recipe.losses],
-            "data": [ref.type for ref in loaded.recipe.data.pretrain],
-            "ready": not problems,
-            "problems": problems,
-        })
+        rows.append(
+            {
+                "name": name,
+                "extends": registry[name].get("extends"),
+                "description": loaded.recipe.description,
+                "losses": [ref.type for ref in loaded.recipe.losses],
+                "data": [ref.type for ref in loaded.recipe.data.pretrain],
+                "ready": not problems,
+                "problems": problems,
+            }
+        )
     if as_json:
         echo_json(rows)
         return
-    echo_table([[r["name"], "+".join(r["losses"]), ",".join(r["data"]),
-                 "yes" if r["ready"] else "no", r["description"]] for r in rows],
-               ["recipe", "losses", "data", "ready", "description"])
+    echo_table(
+        [
+            [
+                r["name"],
+                "+".join(r["losses"]),
+                ",".join(r["data"]),
+                "yes" if r["ready"] else "no",
+                r["description"],
+            ]
+            for r in rows
+        ],
+        ["recipe", "losses", "data", "ready", "description"],
+    )
 
 
 @recipes.command("show")
@@ -140,16 +162,32 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @cli.command()
 @click.argument("model")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--head", type=click.Choice(["emb", "ssl", "mmcl"]), default="mmcl", show_default=True)
-@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
-              help="Where to write the (N, D) embeddings (.npy).")
+@click.option(
+    "--head", type=click.Choice(["emb", "ssl", "mmcl"]), default="mmcl", show_default=True
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the (N, D) embeddings (.npy).",
+)
 @click.option("--rate", type=float, help="Sampling rate of INPUT in Hz (resampled to the model's).")
 @click.option("--stride", type=int, help="Window stride in samples for a (C, T) recording.")
 @click.option("--key", help="Array name inside an .npz file.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def embed(model: str, input_path: Path, head: str, out_path: Path, rate: float | None,
-          stride: int | None, key: str | None, batch_size: int, device: str) -> None:
+def embed(
+    model: str,
+    input_path: Path,
+    head: str,
+    out_path: Path,
+    rate: float | None,
+    stride: int | None,
+    key: str | None,
+    batch_size: int,
+    device: str,
+) -> None:
     """Embed IMU windows with MODEL (a model directory or zoo name)."""
     import numpy as np
 
@@ -159,19 +197,30 @@ def embed(model: str, input_path: Path, head: str, out_path: Path, rate: float |
     dev = resolve_device(device)
     encoder = load_pretrained(model, device=str(dev))
     contract = encoder.imu_contract
-    windows = prepare_windows(read_input(input_path, key), channels=contract.num_channels,
-                              window=contract.window_samples, rate_hz=contract.rate_hz,
-                              input_rate_hz=rate, stride=stride)
+    windows = prepare_windows(
+        read_input(input_path, key),
+        channels=contract.num_channels,
+        window=contract.window_samples,
+        rate_hz=contract.rate_hz,
+        input_rate_hz=rate,
+        stride=stride,
+    )
     start = time.perf_counter()
-    vectors = embed_windows(encoder, windows, head=head, batch_size=batch_size, device=dev,
-                            progress=True)
+    vectors = embed_windows(
+        encoder, windows, head=head, batch_size=batch_size, device=dev, progress=True
+    )
     seconds = time.perf_counter() - start
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp.npy")
     np.save(tmp, vectors)
     tmp.replace(out_path)
-    log.info("embedded %d windows in %.2f s (%.0f windows/s on %s)", len(windows), seconds,
-             len(windows) / max(seconds, 1e-9), dev)
+    log.info(
+        "embedded %d windows in %.2f s (%.0f windows/s on %s)",
+        len(windows),
+        seconds,
+        len(windows) / max(seconds, 1e-9),
+        dev,
+    )
     click.echo(f"{out_path}\t{vectors.shape[0]}x{vectors.shape[1]}")
 
 
@@ -184,8 +233,13 @@ def zoo() -> None:
 @zoo.command("convert-reference")
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--variant", type=click.Choice(["stacked-rnn", "stacked-rnn-imu2clip"]),
-              default="stacked-rnn", show_default=True, help="Encoder the checkpoint holds.")
+@click.option(
+    "--variant",
+    type=click.Choice(["stacked-rnn", "stacked-rnn-imu2clip"]),
+    default="stacked-rnn",
+    show_default=True,
+    help="Encoder the checkpoint holds.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
 def zoo_convert_reference(ckpt: Path, out_dir: Path, variant: str, overwrite: bool) -> None:
     """Convert a reference PRIMUS checkpoint (Lightning .ckpt or bare state dict) to a model

@@ -51,7 +51,9 @@ class Component:
                 {
                     "name": field_name,
                     "type": _type_name(field.annotation),
-                    "default": None if required else _jsonable(field.get_default(call_default_factory=True)),
+                    "default": None
+                    if required
+                    else _jsonable(field.get_default(call_default_factory=True)),
                     "required": required,
                     "description": field.description or "",
                 }
@@ -103,8 +105,14 @@ def _collect() -> dict[str, dict[str, Component]]:
             plugin_name = impl.plugin_name
             table = registry[kind]
 
-            def register(name: str, factory: Callable, config: type[BaseModel] | None = None,
-                         _kind=kind, _plugin=plugin_name, _table=table) -> None:
+            def register(
+                name: str,
+                factory: Callable,
+                config: type[BaseModel] | None = None,
+                _kind=kind,
+                _plugin=plugin_name,
+                _table=table,
+            ) -> None:
                 _add(_table, Component(_kind, name, factory, config or NoParams, _plugin))
 
             info = host.plugins.get(plugin_name)
@@ -183,7 +191,9 @@ def format_validation_error(prefix: str, error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_params(kind: str, name: str, params: dict[str, Any], path: str | None = None) -> BaseModel:
+def validate_params(
+    kind: str, name: str, params: dict[str, Any], path: str | None = None
+) -> BaseModel:
     comp = get_component(kind, name)
     try:
         return comp.config.model_validate(params)
@@ -196,4 +206,3 @@ def create(kind: str, name: str, **params: Any) -> Any:
     comp = get_component(kind, name)
     config = validate_params(kind, name, params)
     return comp.factory(config)
-

@@ -69,8 +69,15 @@ def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
     return resample_poly(x, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
 
 
-def prepare_windows(array: np.ndarray, *, channels: int, window: int, rate_hz: float,
-                    input_rate_hz: float | None = None, stride: int | None = None) -> np.ndarray:
+def prepare_windows(
+    array: np.ndarray,
+    *,
+    channels: int,
+    window: int,
+    rate_hz: float,
+    input_rate_hz: float | None = None,
+    stride: int | None = None,
+) -> np.ndarray:
     """Check an input array and turn it into (N, channels, window) float32 windows."""
     array = np.asarray(array)
     if array.size == 0:
@@ -80,8 +87,10 @@ def prepare_windows(array: np.ndarray, *, channels: int, window: int, rate_hz: f
     if array.ndim not in (2, 3):
         raise DataError(f"input has shape {array.shape}; expected (N, C, T) or (C, T)")
     if array.shape[-2] != channels:
-        raise DataError(f"input has {array.shape[-2]} channels (shape {array.shape}); "
-                        f"the model expects {channels}")
+        raise DataError(
+            f"input has {array.shape[-2]} channels (shape {array.shape}); "
+            f"the model expects {channels}"
+        )
     bad = ~np.isfinite(array)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -91,8 +100,10 @@ def prepare_windows(array: np.ndarray, *, channels: int, window: int, rate_hz: f
         array = resample(array, input_rate_hz, rate_hz)
     length = array.shape[-1]
     if length < window:
-        raise DataError(f"input has {length} samples at {rate_hz:g} Hz; a window needs {window} "
-                        f"({window / rate_hz:g} s)")
+        raise DataError(
+            f"input has {length} samples at {rate_hz:g} Hz; a window needs {window} "
+            f"({window / rate_hz:g} s)"
+        )
     if array.ndim == 3:
         return np.ascontiguousarray(array[..., :window])
     stride = stride or window
@@ -101,9 +112,14 @@ def prepare_windows(array: np.ndarray, *, channels: int, window: int, rate_hz: f
 
 
 @torch.no_grad()
-def embed_windows(encoder: torch.nn.Module, windows: np.ndarray, head: str = "mmcl",
-                  batch_size: int = 256, device: torch.device | None = None,
-                  progress: bool = False) -> np.ndarray:
+def embed_windows(
+    encoder: torch.nn.Module,
+    windows: np.ndarray,
+    head: str = "mmcl",
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Batched inference: (N, C, T) -> (N, D) float32 outputs of ``head``."""
     if head not in encoder.output_sizes:
         raise DataError(f"the model has no head '{head}' (has: {', '.join(encoder.output_sizes)})")

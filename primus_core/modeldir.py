@@ -41,7 +41,9 @@ class _AtomicDir:
         if self.target.exists() and not self.overwrite:
             raise ModelDirError(f"{self.target} already exists (use --overwrite to replace it)")
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        self.tmp = Path(
+            tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent)
+        )
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -57,9 +59,16 @@ class _AtomicDir:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def save_model_dir(encoder: torch.nn.Module, out_dir: str | Path, *, encoder_type: str,
-                   encoder_params: dict[str, Any], extra_config: dict[str, Any] | None = None,
-                   card: str | None = None, overwrite: bool = False) -> Path:
+def save_model_dir(
+    encoder: torch.nn.Module,
+    out_dir: str | Path,
+    *,
+    encoder_type: str,
+    encoder_params: dict[str, Any],
+    extra_config: dict[str, Any] | None = None,
+    card: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``encoder`` as a model directory, atomically."""
     out_dir = Path(out_dir)
     config = {
@@ -71,8 +80,13 @@ def save_model_dir(encoder: torch.nn.Module, out_dir: str | Path, *, encoder_typ
         **(extra_config or {}),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in encoder.state_dict().items()}
-    metadata = {"format": "pt", "primus_format": FORMAT, "primus_version": __version__,
-                "torch_version": torch.__version__, "encoder_type": encoder_type}
+    metadata = {
+        "format": "pt",
+        "primus_format": FORMAT,
+        "primus_version": __version__,
+        "torch_version": torch.__version__,
+        "encoder_type": encoder_type,
+    }
     with atomic_dir(out_dir, overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
@@ -80,14 +94,23 @@ def save_model_dir(encoder: torch.nn.Module, out_dir: str | Path, *, encoder_typ
     return out_dir
 
 
-def model_card(config: dict[str, Any], *, license: str = "cc-by-4.0", title: str | None = None,
-               body: str = "") -> str:
+def model_card(
+    config: dict[str, Any], *, license: str = "cc-by-4.0", title: str | None = None, body: str = ""
+) -> str:
     """A Hugging Face model card with front matter, from a model directory's config."""
     contract = config["imu_contract"]
     datasets = config.get("training_data") or []
     results = config.get("evaluation") or []
-    front = ["---", "library_name: primus", f"license: {license}", "tags:", "  - imu",
-             "  - human-activity-recognition", "  - primus", "  - time-series"]
+    front = [
+        "---",
+        "library_name: primus",
+        f"license: {license}",
+        "tags:",
+        "  - imu",
+        "  - human-activity-recognition",
+        "  - primus",
+        "  - time-series",
+    ]
     if datasets:
         front += ["datasets:"] + [f"  - {d}" for d in datasets]
     if results:
@@ -105,15 +128,32 @@ def model_card(config: dict[str, Any], *, license: str = "cc-by-4.0", title: str
         f"- outputs: {', '.join(f'{k} ({v})' for k, v in config['output_sizes'].items())}",
     ]
     if config.get("recipe"):
-        lines.append(f"- recipe: `{config['recipe'].get('name')}` (hash {config.get('recipe_hash')})")
+        lines.append(
+            f"- recipe: `{config['recipe'].get('name')}` (hash {config.get('recipe_hash')})"
+        )
     if results:
-        lines += ["", "## Evaluation", "", "| dataset | mode | shots | accuracy | macro-F1 |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Evaluation",
+            "",
+            "| dataset | mode | shots | accuracy | macro-F1 |",
+            "|---|---|---|---|---|",
+        ]
         for row in results:
-            lines.append(f"| {row.get('dataset')} | {row.get('mode')} | {row.get('shots')} | "
-                         f"{row.get('accuracy', float('nan')):.3f} | {row.get('macro_f1', float('nan')):.3f} |")
-    lines += ["", "## Use", "", "```python", "import primus_core",
-              "encoder = primus_core.load_pretrained('PATH_OR_NAME')", "```", ""]
+            lines.append(
+                f"| {row.get('dataset')} | {row.get('mode')} | {row.get('shots')} | "
+                f"{row.get('accuracy', float('nan')):.3f} | {row.get('macro_f1', float('nan')):.3f} |"
+            )
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import primus_core",
+        "encoder = primus_core.load_pretrained('PATH_OR_NAME')",
+        "```",
+        "",
+    ]
     return "\n".join(front + [""] + lines)
 
 
@@ -124,11 +164,15 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"{path}: not a model directory")
     config_path = path / CONFIG
     if not config_path.is_file():
-        raise ModelDirError(f"{path}: missing {CONFIG} (weights are never loaded without their config)")
+        raise ModelDirError(
+            f"{path}: missing {CONFIG} (weights are never loaded without their config)"
+        )
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
-        raise ModelDirError(f"{config_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        raise ModelDirError(
+            f"{config_path}: invalid JSON at line {exc.lineno}: {exc.msg}"
+        ) from None
     if not isinstance(config, dict) or "encoder" not in config:
         raise ModelDirError(f"{config_path}: not a primus model config (no 'encoder' entry)")
     return config
@@ -142,7 +186,9 @@ def load_model_dir(path: str | Path, device: str | torch.device | None = None) -
     if not weights.is_file():
         raise ModelDirError(f"{path}: missing {WEIGHTS}")
     try:
-        encoder = create("encoder", config["encoder"]["type"], **config["encoder"].get("params", {}))
+        encoder = create(
+            "encoder", config["encoder"]["type"], **config["encoder"].get("params", {})
+        )
     except ComponentError as exc:
         raise ModelDirError(f"{path / CONFIG}: {exc}") from None
     try:
@@ -166,8 +212,11 @@ def check_keys(encoder: torch.nn.Module, state: dict[str, torch.Tensor], source:
         if unexpected:
             parts.append(f"unexpected keys: {', '.join(unexpected)}")
         raise ModelDirError(f"{source}: weights do not match the encoder ({'; '.join(parts)})")
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-           if tuple(state[k].shape) != tuple(v.shape)]
+    bad = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
     if bad:
         raise ModelDirError(f"{source}: shape mismatch: {', '.join(bad)}")
 
@@ -192,8 +241,13 @@ def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> torch
 
 # ---------------------------------------------------------------- reference checkpoints
 # Lightning writes these non-tensor objects into checkpoints; they are inert data containers.
-LIGHTNING_SAFE_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.WindowsPath,
-                          pathlib.PurePosixPath, pathlib.PureWindowsPath]
+LIGHTNING_SAFE_GLOBALS = [
+    argparse.Namespace,
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+]
 
 
 def read_reference_state(ckpt: str | Path) -> dict[str, torch.Tensor]:
@@ -211,15 +265,23 @@ def read_reference_state(ckpt: str | Path) -> dict[str, torch.Tensor]:
             f"({first[:200]})"
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise ModelDirError(f"{ckpt}: not a readable PyTorch checkpoint ({str(exc)[:200]})") from None
+        raise ModelDirError(
+            f"{ckpt}: not a readable PyTorch checkpoint ({str(exc)[:200]})"
+        ) from None
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
-        raise ModelDirError(f"{ckpt}: expected a state dict or a Lightning checkpoint with 'state_dict'")
-    prefixed = {k[len(REFERENCE_PREFIX):]: v for k, v in state.items() if k.startswith(REFERENCE_PREFIX)}
+        raise ModelDirError(
+            f"{ckpt}: expected a state dict or a Lightning checkpoint with 'state_dict'"
+        )
+    prefixed = {
+        k[len(REFERENCE_PREFIX) :]: v for k, v in state.items() if k.startswith(REFERENCE_PREFIX)
+    }
     encoder_state = prefixed or state
     tensors = {k: v for k, v in encoder_state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ModelDirError(f"{ckpt}: no encoder tensors found (expected keys '{REFERENCE_PREFIX}*')")
+        raise ModelDirError(
+            f"{ckpt}: no encoder tensors found (expected keys '{REFERENCE_PREFIX}*')"
+        )
     return tensors
 
 
@@ -233,14 +295,17 @@ def infer_stacked_rnn_params(state: dict[str, torch.Tensor], variant: str) -> di
         raise ModelDirError(f"not a stacked-RNN state dict: missing key {exc}") from None
     params: dict[str, Any] = {"hidden_size": int(hidden), "conv_channels": int(conv)}
     params["ssl_dim"] = int(state["ssl_head.weight"].shape[0]) if "ssl_head.weight" in state else 0
-    params["mmcl_dim"] = int(state["mmcl_head.weight"].shape[0]) if "mmcl_head.weight" in state else 0
+    params["mmcl_dim"] = (
+        int(state["mmcl_head.weight"].shape[0]) if "mmcl_head.weight" in state else 0
+    )
     if channels != 6:
         raise ModelDirError(f"reference checkpoints have 6 input channels, this one has {channels}")
     return params
 
 
-def convert_reference(ckpt: str | Path, out_dir: str | Path, *, variant: str = "stacked-rnn",
-                      overwrite: bool = False) -> Path:
+def convert_reference(
+    ckpt: str | Path, out_dir: str | Path, *, variant: str = "stacked-rnn", overwrite: bool = False
+) -> Path:
     """Convert a reference PRIMUS checkpoint to a model directory (teacher weights are dropped)."""
     state = read_reference_state(ckpt)
     params = infer_stacked_rnn_params(state, variant)
@@ -249,10 +314,19 @@ def convert_reference(ckpt: str | Path, out_dir: str | Path, *, variant: str = "
     encoder.load_state_dict(state)
     extra = {
         "name": f"PRIMUS reference encoder ({Path(ckpt).name})",
-        "source": {"file": Path(ckpt).name, "converted_by": f"primus {__version__}",
-                   "python": platform.python_version()},
+        "source": {
+            "file": Path(ckpt).name,
+            "converted_by": f"primus {__version__}",
+            "python": platform.python_version(),
+        },
         "teachers": ["clip-text", "clip-video"],
         "training_data": ["egoexo4d"],
     }
-    return save_model_dir(encoder, out_dir, encoder_type=variant, encoder_params=params,
-                          extra_config=extra, overwrite=overwrite)
+    return save_model_dir(
+        encoder,
+        out_dir,
+        encoder_type=variant,
+        encoder_params=params,
+        extra_config=extra,
+        overwrite=overwrite,
+    )

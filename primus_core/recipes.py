@@ -114,7 +114,9 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
             node = _list_item(node, part, path[: depth + 1])
             continue
         if not isinstance(node, dict):
-            raise RecipeError(f"cannot set '{'.'.join(path)}': '{'.'.join(path[:depth])}' is not a mapping")
+            raise RecipeError(
+                f"cannot set '{'.'.join(path)}': '{'.'.join(path[:depth])}' is not a mapping"
+            )
         node = node.setdefault(part, {})
     last = path[-1]
     if isinstance(node, list):
@@ -123,7 +125,9 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise RecipeError(f"cannot set '{'.'.join(path)}': '{'.'.join(path[:-1])}' is not a mapping")
+        raise RecipeError(
+            f"cannot set '{'.'.join(path)}': '{'.'.join(path[:-1])}' is not a mapping"
+        )
 
 
 def _list_index(items: list, part: str, path: list[str]) -> int:

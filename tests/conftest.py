@@ -51,12 +51,18 @@ def cli(capsys):
     return run
 
 
-def run_primus(*args: str, env: dict[str, str] | None = None, expect: int | None = 0,
-               timeout: int = 300) -> subprocess.CompletedProcess:
+def run_primus(
+    *args: str, env: dict[str, str] | None = None, expect: int | None = 0, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh interpreter (for tests that change installed plugins)."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "primus_core.cli", *map(str, args)],
-                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "primus_core.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
     if expect is not None:
         assert proc.returncode == expect, f"exit {proc.returncode}:\n{proc.stderr}\n{proc.stdout}"
     return proc

@@ -28,9 +28,13 @@ def test_unknown_name_lists_names_and_suggests_closest():
 def test_unknown_kind_and_bad_params():
     with pytest.raises(ComponentError, match="unknown component kind 'encodr'"):
         primus_core.create("encodr", "x")
-    with pytest.raises(ComponentError, match=r"pool: Input should be 'adaptive' or 'max'.*got 'avg'"):
+    with pytest.raises(
+        ComponentError, match=r"pool: Input should be 'adaptive' or 'max'.*got 'avg'"
+    ):
         primus_core.create("encoder", "stacked-rnn", pool="avg")
-    with pytest.raises(ComponentError, match=r"stacked-rnn.hiden_size: Extra inputs are not permitted"):
+    with pytest.raises(
+        ComponentError, match=r"stacked-rnn.hiden_size: Extra inputs are not permitted"
+    ):
         primus_core.create("encoder", "stacked-rnn", hiden_size=3)
 
 

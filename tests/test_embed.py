@@ -23,8 +23,17 @@ def reference_embedding(model_dir, windows, head="mmcl"):
 def test_embed_windows_npy(cli, model_dir, tmp_path):
     windows = np.random.default_rng(0).normal(size=(7, 6, 250)).astype(np.float32)
     np.save(tmp_path / "x.npy", windows)
-    result = cli("embed", model_dir, tmp_path / "x.npy", "--head", "emb", "--out",
-                 tmp_path / "e.npy", "--batch-size", "3")
+    result = cli(
+        "embed",
+        model_dir,
+        tmp_path / "x.npy",
+        "--head",
+        "emb",
+        "--out",
+        tmp_path / "e.npy",
+        "--batch-size",
+        "3",
+    )
     assert result.out.strip().endswith("7x512")
     got = np.load(tmp_path / "e.npy")
     np.testing.assert_allclose(got, reference_embedding(model_dir, windows, "emb"), atol=1e-5)
@@ -48,13 +57,16 @@ def test_npz_key(cli, model_dir, tmp_path):
     assert np.load(tmp_path / "e.npy").shape == (1, 512)
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((2, 3, 250)), "input has 3 channels"),
-    (np.full((1, 6, 250), np.nan), "NaN/inf values"),
-    (np.zeros((0, 6, 250)), "input is empty"),
-    (np.zeros((1, 6, 100)), "input has 100 samples at 50 Hz; a window needs 250"),
-    (np.zeros(250), "expected (N, C, T) or (C, T)"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((2, 3, 250)), "input has 3 channels"),
+        (np.full((1, 6, 250), np.nan), "NaN/inf values"),
+        (np.zeros((0, 6, 250)), "input is empty"),
+        (np.zeros((1, 6, 100)), "input has 100 samples at 50 Hz; a window needs 250"),
+        (np.zeros(250), "expected (N, C, T) or (C, T)"),
+    ],
+)
 def test_bad_input_is_one_clear_line(cli, model_dir, tmp_path, array, message):
     np.save(tmp_path / "x.npy", array)
     result = cli("embed", model_dir, tmp_path / "x.npy", "--out", tmp_path / "e.npy", expect=1)
@@ -66,6 +78,7 @@ def test_bad_csv_names_the_line(cli, model_dir, tmp_path):
     (tmp_path / "r.csv").write_text("1,2,3,4,5,6\n1,2,3,4,5\n")
     result = cli("embed", model_dir, tmp_path / "r.csv", "--out", tmp_path / "e.npy", expect=1)
     assert "r.csv:2: 5 columns, expected 6" in result.err
-    result = cli("embed", tmp_path / "nomodel", tmp_path / "r.csv", "--out", tmp_path / "e.npy",
-                 expect=1)
+    result = cli(
+        "embed", tmp_path / "nomodel", tmp_path / "r.csv", "--out", tmp_path / "e.npy", expect=1
+    )
     assert "nomodel" in result.err

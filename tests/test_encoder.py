@@ -5,13 +5,21 @@ import primus_core
 from primus_core.errors import ComponentError
 
 REFERENCE_KEYS = {
-    "backbone.0.weight": (6,), "backbone.0.bias": (6,),
-    "backbone.1.net.0.weight": (32, 6, 10), "backbone.2.net.0.weight": (32, 32, 5),
-    "backbone.3.net.0.weight": (32, 32, 5), "backbone.4.weight": (32,), "backbone.4.bias": (32,),
-    "backbone.5.weight_ih_l0": (1536, 32), "backbone.5.weight_hh_l0": (1536, 512),
-    "backbone.5.bias_ih_l0": (1536,), "backbone.5.bias_hh_l0": (1536,),
-    "ssl_head.weight": (512, 512), "ssl_head.bias": (512,),
-    "mmcl_head.weight": (512, 512), "mmcl_head.bias": (512,),
+    "backbone.0.weight": (6,),
+    "backbone.0.bias": (6,),
+    "backbone.1.net.0.weight": (32, 6, 10),
+    "backbone.2.net.0.weight": (32, 32, 5),
+    "backbone.3.net.0.weight": (32, 32, 5),
+    "backbone.4.weight": (32,),
+    "backbone.4.bias": (32,),
+    "backbone.5.weight_ih_l0": (1536, 32),
+    "backbone.5.weight_hh_l0": (1536, 512),
+    "backbone.5.bias_ih_l0": (1536,),
+    "backbone.5.bias_hh_l0": (1536,),
+    "ssl_head.weight": (512, 512),
+    "ssl_head.bias": (512,),
+    "mmcl_head.weight": (512, 512),
+    "mmcl_head.bias": (512,),
 }
 
 
@@ -21,7 +29,10 @@ def test_primus_encoder_matches_the_reference_layout():
     assert {k: tuple(v.shape) for k, v in encoder.state_dict().items()} == REFERENCE_KEYS
     out = encoder(torch.randn(4, 6, 250))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "emb": (4, 512), "ssl": (4, 512), "mmcl": (4, 512)}
+        "emb": (4, 512),
+        "ssl": (4, 512),
+        "mmcl": (4, 512),
+    }
     assert encoder.imu_contract.rate_hz == 50 and encoder.imu_contract.window_samples == 250
     assert encoder.imu_contract.channels[:3] == ["acc_x", "acc_y", "acc_z"]
     assert encoder.output_sizes == {"emb": 512, "ssl": 512, "mmcl": 512}
@@ -47,9 +58,15 @@ def test_imu2clip_variant():
 
 
 def test_sizes_are_parameters():
-    encoder = primus_core.create("encoder", "stacked-rnn", hidden_size=64, ssl_dim=0,
-                                 mmcl_dim=384, channels=["a", "b", "c", "d"],
-                                 units=["g"] * 4)
+    encoder = primus_core.create(
+        "encoder",
+        "stacked-rnn",
+        hidden_size=64,
+        ssl_dim=0,
+        mmcl_dim=384,
+        channels=["a", "b", "c", "d"],
+        units=["g"] * 4,
+    )
     out = encoder(torch.randn(3, 4, 250))
     assert out["emb"].shape == (3, 64) and out["mmcl"].shape == (3, 384) and "ssl" not in out
 

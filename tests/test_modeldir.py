@@ -22,10 +22,16 @@ def reference_checkpoint(path, encoder, extra_entries=None):
     state["clip_model.text_projection"] = torch.randn(8, 8)  # frozen teacher weights
     state["clip_model.visual.proj"] = torch.randn(8, 8)
     blob = {
-        "epoch": 14, "global_step": 1234, "pytorch-lightning_version": "2.1.0",
-        "state_dict": state, "optimizer_states": [], "lr_schedulers": [],
-        "hyper_parameters": {"args": argparse.Namespace(lr=2e-4, batch_size=16),
-                             "path": pathlib.PosixPath("/data/egoexo")},
+        "epoch": 14,
+        "global_step": 1234,
+        "pytorch-lightning_version": "2.1.0",
+        "state_dict": state,
+        "optimizer_states": [],
+        "lr_schedulers": [],
+        "hyper_parameters": {
+            "args": argparse.Namespace(lr=2e-4, batch_size=16),
+            "path": pathlib.PosixPath("/data/egoexo"),
+        },
         **(extra_entries or {}),
     }
     torch.save(blob, path)
@@ -39,10 +45,16 @@ def test_convert_reference_round_trip(tmp_path, cli):
     out = tmp_path / "converted"
     result = cli("zoo", "convert-reference", ckpt, out)
     assert result.out.strip() == str(out)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     config = json.loads((out / "config.json").read_text())
     assert config["encoder"]["type"] == "stacked-rnn"
-    assert config["imu_contract"]["rate_hz"] == 50 and config["imu_contract"]["window_samples"] == 250
+    assert (
+        config["imu_contract"]["rate_hz"] == 50 and config["imu_contract"]["window_samples"] == 250
+    )
     with safe_open(out / "model.safetensors", "pt") as f:
         assert f.metadata()["primus_format"] == "primus-model-dir/1"
         assert not any(k.startswith("clip") for k in f.keys())
@@ -78,7 +90,9 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, cli):
     state = primus_core.create("encoder", "stacked-rnn").state_dict()
     del state["backbone.4.bias"]
     state["extra.weight"] = torch.zeros(1)
-    torch.save({"state_dict": {f"imu_encoder.{k}": v for k, v in state.items()}}, tmp_path / "c.ckpt")
+    torch.save(
+        {"state_dict": {f"imu_encoder.{k}": v for k, v in state.items()}}, tmp_path / "c.ckpt"
+    )
     result = cli("zoo", "convert-reference", tmp_path / "c.ckpt", tmp_path / "out", expect=1)
     assert "missing keys: backbone.4.bias" in result.err
     assert "unexpected keys: extra.weight" in result.err

@@ -36,7 +36,8 @@ BAD_PLUGINS = {
 def write_plugin_package(root, name, source):
     root.mkdir()
     (root / f"primus_{name}_plugin.py").write_text(source)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=68"]
         build-backend = "setuptools.build_meta"
@@ -47,7 +48,8 @@ def write_plugin_package(root, name, source):
         {name} = "primus_{name}_plugin"
         [tool.setuptools]
         py-modules = ["primus_{name}_plugin"]
-    """))
+    """)
+    )
     return root
 
 
@@ -58,15 +60,32 @@ def site(tmp_path_factory):
     target = work / "site"
     sources = [REPO / "examples" / "primus-example-plugin"]
     sources += [write_plugin_package(work / name, name, src) for name, src in BAD_PLUGINS.items()]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), *map(str, sources)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            *map(str, sources),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return target
 
 
 def env_for(site, disable="broken,typo,dup", strict="1", **extra):
-    env = {"PYTHONPATH": str(site), "PRIMUS_STRICT_PLUGINS": strict,
-           "PRIMUS_DISABLE_PLUGINS": disable}
+    env = {
+        "PYTHONPATH": str(site),
+        "PRIMUS_STRICT_PLUGINS": strict,
+        "PRIMUS_DISABLE_PLUGINS": disable,
+    }
     env.update(extra)
     return env
 
@@ -80,7 +99,9 @@ def test_builtin_plugins_come_from_entry_points():
 
 def test_hook_register_encoders_third_party_component_used_from_a_recipe(site, tmp_path):
     env = env_for(site)
-    rows = json.loads(run_primus("components", "list", "--kind", "encoder", "--json", env=env).stdout)
+    rows = json.loads(
+        run_primus("components", "list", "--kind", "encoder", "--json", env=env).stdout
+    )
     stats = next(r for r in rows if r["name"] == "stats-mlp")
     assert stats["plugin"] == "example"
     assert {p["name"]: p["default"] for p in stats["params"]}["hidden_size"] == 64
@@ -100,8 +121,9 @@ def test_hook_register_commands_adds_a_cli_command(site):
 
 def test_broken_plugin_is_reported_and_the_rest_work(site):
     env = env_for(site, disable="typo,dup", strict="0")
-    rows = {p["name"]: p for p in json.loads(
-        run_primus("plugins", "list", "--json", env=env).stdout)}
+    rows = {
+        p["name"]: p for p in json.loads(run_primus("plugins", "list", "--json", env=env).stdout)
+    }
     assert rows["broken"]["status"] == "broken"
     assert "ImportError: this plugin is broken on purpose" in rows["broken"]["error"]
     assert rows["example"]["status"] == "ok" and rows["stackrnn"]["status"] == "ok"
@@ -111,8 +133,9 @@ def test_broken_plugin_is_reported_and_the_rest_work(site):
 
 def test_unknown_hook_implementation_is_rejected(site):
     env = env_for(site, disable="broken,dup", strict="0")
-    rows = {p["name"]: p for p in json.loads(
-        run_primus("plugins", "list", "--json", env=env).stdout)}
+    rows = {
+        p["name"]: p for p in json.loads(run_primus("plugins", "list", "--json", env=env).stdout)
+    }
     assert rows["typo"]["status"] == "broken"
     assert "unknown hook implementation" in rows["typo"]["error"]
     assert "register_encoderz" in rows["typo"]["error"]
@@ -126,18 +149,32 @@ def test_duplicate_names_name_both_plugins(site):
 
 def test_allow_and_block_lists(site):
     env = env_for(site, disable="", PRIMUS_LOAD_PLUGINS="stackrnn,example")
-    rows = {p["name"]: p["status"] for p in json.loads(
-        run_primus("plugins", "list", "--json", env=env).stdout)}
+    rows = {
+        p["name"]: p["status"]
+        for p in json.loads(run_primus("plugins", "list", "--json", env=env).stdout)
+    }
     assert rows["stackrnn"] == "ok" and rows["example"] == "ok"
     assert rows["broken"] == rows["dup"] == rows["datasets"] == "disabled"
     env = env_for(site, disable="broken,typo,dup,example")
-    names = {r["name"] for r in json.loads(
-        run_primus("components", "list", "--json", env=env).stdout)}
+    names = {
+        r["name"] for r in json.loads(run_primus("components", "list", "--json", env=env).stdout)
+    }
     assert "stats-mlp" not in names and "stacked-rnn" in names
 
 
 def test_example_plugin_own_test_passes(site):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(REPO / "examples" / "primus-example-plugin" / "tests")],
-                          capture_output=True, text=True, env={**os.environ, **env_for(site)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "examples" / "primus-example-plugin" / "tests"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env_for(site)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -21,10 +21,17 @@ def test_extends_merges_and_overrides_are_yaml_typed():
     assert [loss.type for loss in base.losses] == ["ss", "mm", "nn"]
     assert [loss.type for loss in child.losses] == ["ss", "mm"]
     assert child.encoder == base.encoder and child.train == base.train
-    recipe = primus_core.load_recipe("primus", [
-        "train.batch_size=64", "train.lr=1e-3", "train.amp=false",
-        "encoder.hidden_size=128", "losses.nn.queue_size=16", "losses.0.weight=2",
-    ])
+    recipe = primus_core.load_recipe(
+        "primus",
+        [
+            "train.batch_size=64",
+            "train.lr=1e-3",
+            "train.amp=false",
+            "encoder.hidden_size=128",
+            "losses.nn.queue_size=16",
+            "losses.0.weight=2",
+        ],
+    )
     assert recipe.train.batch_size == 64 and recipe.train.lr == pytest.approx(1e-3)
     assert recipe.train.amp is False
     assert recipe.encoder.params == {"hidden_size": 128}
@@ -39,16 +46,19 @@ def test_recipe_file_by_path_extends_a_named_recipe(tmp_path):
     assert [loss.type for loss in recipe.losses] == ["ss"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.batch_size", "expected KEY.PATH=VALUE"),
-    ("train..x=1", "empty key"),
-    ("train.batch_size=-3", r"train.batch_size: Input should be greater than 0"),
-    ("train.batch_size=abc", r"train.batch_size: Input should be a valid integer"),
-    ("train.bach_size=3", r"train.bach_size: Extra inputs are not permitted"),
-    ("losses.zz.weight=1", "no entry of type 'zz'"),
-    ("losses.9.weight=1", "index 9 out of range"),
-    ("train.batch_size.x=1", "is not a mapping"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size", "expected KEY.PATH=VALUE"),
+        ("train..x=1", "empty key"),
+        ("train.batch_size=-3", r"train.batch_size: Input should be greater than 0"),
+        ("train.batch_size=abc", r"train.batch_size: Input should be a valid integer"),
+        ("train.bach_size=3", r"train.bach_size: Extra inputs are not permitted"),
+        ("losses.zz.weight=1", "no entry of type 'zz'"),
+        ("losses.9.weight=1", "index 9 out of range"),
+        ("train.batch_size.x=1", "is not a mapping"),
+    ],
+)
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(RecipeError, match=message):
         primus_core.load_recipe("primus", [override])
@@ -58,8 +68,9 @@ def test_unknown_recipe_suggests_and_cycles_are_caught(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match="did you mean 'primus'"):
         primus_core.load_recipe("primuss")
     registry = tmp_path / "registry.yaml"
-    registry.write_text("recipes:\n  a: {extends: b, encoder: {type: stacked-rnn}}\n"
-                        "  b: {extends: a}\n")
+    registry.write_text(
+        "recipes:\n  a: {extends: b, encoder: {type: stacked-rnn}}\n  b: {extends: a}\n"
+    )
     monkeypatch.setenv("PRIMUS_REGISTRY", str(registry))
     with pytest.raises(RecipeError, match="extends itself: a -> b -> a"):
         primus_core.load_recipe("a")
@@ -74,8 +85,7 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 def test_missing_components_are_reported_with_their_kind(tmp_path):
     path = tmp_path / "future.yaml"
-    path.write_text("encoder: {type: stacked-rnn, hidden_size: 0}\n"
-                    "losses: [{type: not-a-loss}]\n")
+    path.write_text("encoder: {type: stacked-rnn, hidden_size: 0}\nlosses: [{type: not-a-loss}]\n")
     problems = check_recipe(primus_core.load_recipe(path))
     assert any("losses.0: missing loss 'not-a-loss'" in p for p in problems)
     assert any("encoder.hidden_size: Input should be greater than 0" in p for p in problems)
@@ -90,8 +100,17 @@ def test_recipe_hash_changes_with_overrides():
 def test_recipes_cli(cli, tmp_path):
     rows = json.loads(cli("recipes", "list", "--json").out)
     assert PAPER_RECIPES <= {r["name"] for r in rows}
-    shown = json.loads(cli("recipes", "show", "simclr", "--set", "train.epochs=2", "--json",
-                           expect=_ready_code("simclr")).out)
+    shown = json.loads(
+        cli(
+            "recipes",
+            "show",
+            "simclr",
+            "--set",
+            "train.epochs=2",
+            "--json",
+            expect=_ready_code("simclr"),
+        ).out
+    )
     assert shown["recipe"]["train"]["epochs"] == 2 and len(shown["hash"]) == 16
     path = tmp_path / "future.yaml"
     path.write_text("encoder: {type: stacked-rnn}\nlosses: [{type: not-a-loss}]\n")

@@ -17,10 +17,12 @@ class StackedRNNConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    channels: list[str] = Field(default_factory=lambda: list(PRIMUS_CHANNELS),
-                                description="channel names, in input order")
-    units: list[str] = Field(default_factory=lambda: list(PRIMUS_UNITS),
-                             description="unit of each channel")
+    channels: list[str] = Field(
+        default_factory=lambda: list(PRIMUS_CHANNELS), description="channel names, in input order"
+    )
+    units: list[str] = Field(
+        default_factory=lambda: list(PRIMUS_UNITS), description="unit of each channel"
+    )
     rate_hz: float = Field(50.0, gt=0, description="sampling rate of the input")
     window_samples: int = Field(250, gt=0, description="samples per window")
     norm_groups: int = Field(2, gt=0, description="GroupNorm groups of the input (acc, gyro)")
@@ -88,7 +90,9 @@ class StackedRNNEncoder(nn.Module):
         super().__init__()
         self.config = cfg
         c, k = len(cfg.channels), cfg.conv_channels
-        last_pool = nn.AdaptiveAvgPool1d(cfg.pooled_bins) if cfg.pool == "adaptive" else nn.MaxPool1d(3)
+        last_pool = (
+            nn.AdaptiveAvgPool1d(cfg.pooled_bins) if cfg.pool == "adaptive" else nn.MaxPool1d(3)
+        )
         self.backbone = nn.Sequential(
             nn.GroupNorm(cfg.norm_groups, c),
             ConvBlock(c, k, 10, nn.MaxPool1d(3)),
@@ -100,7 +104,9 @@ class StackedRNNEncoder(nn.Module):
         self.ssl_head = nn.Linear(cfg.hidden_size, cfg.ssl_dim) if cfg.ssl_dim else None
         self.mmcl_head = nn.Linear(cfg.hidden_size, cfg.mmcl_dim) if cfg.mmcl_dim else None
         self.imu_contract = IMUContract(
-            channels=cfg.channels, units=cfg.units, rate_hz=cfg.rate_hz,
+            channels=cfg.channels,
+            units=cfg.units,
+            rate_hz=cfg.rate_hz,
             window_samples=cfg.window_samples,
         )
         self.output_sizes = {"emb": cfg.hidden_size}
