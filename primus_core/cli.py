@@ -253,7 +253,13 @@ def add_command_groups() -> None:
     """Command groups that live in their own modules, then the plugins' commands."""
     import importlib
 
-    for module_name, attr in [("data_cli", "data"), ("cache_cli", "cache"), ("demo", "demo")]:
+    for module_name, attr in [
+        ("data_cli", "data"),
+        ("cache_cli", "cache"),
+        ("train_cli", "train"),
+        ("demo", "demo"),
+        ("bench", "bench"),
+    ]:
         try:
             module = importlib.import_module(f"primus_core.{module_name}")
         except ModuleNotFoundError as exc:

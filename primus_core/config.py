@@ -80,8 +80,10 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     amp: bool = True
     compile: bool = False
+    warmup_steps: int = Field(0, ge=0)
     checkpoint_every: int = Field(500, gt=0)
-    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, gt=0)
+    gather_negatives: bool = True
 
 
 class Recipe(BaseModel):

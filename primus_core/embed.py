@@ -130,6 +130,7 @@ def embed_windows(
     out = []
     starts = range(0, len(windows), batch_size)
     for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
-        batch = torch.from_numpy(windows[start : start + batch_size]).to(device, non_blocking=True)
+        batch = torch.from_numpy(np.array(windows[start : start + batch_size], dtype=np.float32))
+        batch = batch.to(device, non_blocking=True)
         out.append(encoder(batch)[head].float().cpu())
     return torch.cat(out).numpy()

@@ -1,0 +1,210 @@
+"""``primus bench``: training-step, inference and data-loading throughput, side by side in one
+run, with peak memory and the ratio to the encoder's compute bound on this device.
+
+Each measurement runs in its own subprocess so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import click
+import torch
+
+STEP_RECIPE = "primus-hapt"
+
+
+def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
+    """Measured float32 matrix-multiply throughput at the GRU's shape (batch 256, 512 -> 1536)."""
+    a = torch.randn(256, 512, device=device)
+    b = torch.randn(512, 1536, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            a @ b
+        sync(device)
+        count += 10
+    return 2 * 256 * 512 * 1536 * count / (time.perf_counter() - start) / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def timed(fn, device: torch.device, min_seconds: float, min_iters: int = 3) -> float:
+    """Seconds per call after a warm-up call."""
+    fn()
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while count < min_iters or time.perf_counter() - start < min_seconds:
+        fn()
+        count += 1
+    sync(device)
+    return (time.perf_counter() - start) / count
+
+
+def synthetic_run(batch: int, device: torch.device, windows: int):
+    """A PRIMUS step on real-sized inputs: random IMU windows, cached (precomputed) teacher
+    embeddings; all three losses, scaling + permutation augmentations."""
+    from .recipes import resolve_recipe
+    from .train import BatchSource, Pretrainer, build_encoder
+
+    loaded = resolve_recipe(STEP_RECIPE, [f"train.batch_size={batch}"])
+    recipe = loaded.recipe
+
+    class CachedTeacher:  # what the trainer reads from the embedding cache: a fixed tensor
+        modality, output_size, identity = "text", 512, "bench"
+
+    encoder = build_encoder(recipe, [CachedTeacher()])
+    from .recipes import build_component
+
+    losses = {ref.type: build_component("loss", ref, f"losses.{i}") for i, ref in enumerate(recipe.losses)}
+    augs = [build_component("augmentation", ref, "aug") for ref in recipe.augmentations]
+    model = Pretrainer(encoder, losses, {k: 1.0 for k in losses}).to(device)
+    gen = torch.Generator().manual_seed(0)
+    imu = torch.randn(windows, 6, 250, generator=gen).numpy()
+    text = torch.nn.functional.normalize(torch.randn(windows, 512, generator=gen), dim=1)
+    source = BatchSource(imu, {"text": (text, torch.ones(windows, dtype=torch.bool))}, None, device)
+    return model, augs, source
+
+
+def measure_step(batch: int, device: torch.device, seconds: float) -> dict:
+    model, augs, source = synthetic_run(batch, device, windows=max(4 * batch, 1024))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    gen = torch.Generator(device=device).manual_seed(0)
+    use_amp = device.type == "cuda"
+    dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else None
+
+    def step():
+        idx = torch.randint(0, len(source), (batch,))
+        x, teachers, masks, labels = source.batch(idx)
+        x_aug = x
+        for aug in augs:
+            x_aug = aug(x_aug, gen)
+        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+            total, _ = model(x, x_aug, teachers, masks, labels, gather=False)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    per_step = timed(step, device, seconds)
+    return {"windows_per_s": batch / per_step, "step_ms": per_step * 1e3}
+
+
+def measure_inference(batch: int, device: torch.device, seconds: float) -> dict:
+    from .components import create
+
+    encoder = create("encoder", "stacked-rnn").to(device).eval()
+    x = torch.randn(batch, 6, 250, device=device)
+
+    @torch.no_grad()
+    def run():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            encoder(x)
+
+    per_call = timed(run, device, seconds)
+    return {"windows_per_s": batch / per_call}
+
+
+def measure_loading(batch: int, device: torch.device, seconds: float) -> dict:
+    """Batches of real prepared HAPT windows (memory-mapped cache) onto the device."""
+    from .config import IMUContract
+    from .data import load_windows
+    from .train import BatchSource
+
+    ws = load_windows("hapt", IMUContract())
+    source = BatchSource(ws.imu, {}, None, device)
+    gen = torch.Generator().manual_seed(0)
+
+    def run():
+        source.batch(torch.randint(0, len(source), (batch,), generator=gen))
+
+    per_call = timed(run, device, seconds)
+    return {"windows_per_s": batch / per_call}
+
+
+MEASURES = {"step": measure_step, "inference": measure_inference, "loading": measure_loading}
+
+
+def run_one(kind: str, batch: int, device: str, seconds: float) -> dict:
+    """Run one measurement in a subprocess; returns its figures and peak memory."""
+    code = ("import json,sys; from primus_core.bench import child; "
+            f"print(json.dumps(child({kind!r}, {batch}, {device!r}, {seconds})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise click.ClickException(f"bench {kind} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child(kind: str, batch: int, device: str, seconds: float) -> dict:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    result = MEASURES[kind](batch, dev, seconds)
+    result["peak_mib"] = peak_memory_mib(dev)
+    if dev.type == "cuda":
+        try:
+            result["gpu_util_pct"] = torch.cuda.utilization(dev)
+        except Exception:  # needs pynvml; utilisation is then reported as unknown
+            result["gpu_util_pct"] = None
+    return result
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="Time per measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench(device: str, seconds: float, as_json: bool) -> None:
+    """Throughput of the full PRIMUS training step (SS + MM + NN, cached teachers) at batch 16
+    and 256, of inference at batch 256 and of data loading, with peak memory and the ratio of the
+    step to the encoder's compute bound on this device."""
+    from .components import create
+    from .modeldir import resolve_device
+
+    dev = resolve_device(device)
+    macs = create("encoder", "stacked-rnn").multiply_adds_per_window()
+    gflops = matmul_gflops(dev)
+    # a training step runs 2 views, forward + backward ~ 3x the forward multiply-adds
+    ceiling = gflops * 1e9 / (2 * macs * 2 * 3)
+    rows = []
+    for kind, batch in [("step", 16), ("step", 256), ("inference", 256), ("loading", 256)]:
+        click.echo(f"measuring {kind} at batch {batch} ...", err=True)
+        result = run_one(kind, batch, str(dev), seconds)
+        result.update({"measure": kind, "batch": batch})
+        if kind == "step":
+            result["of_compute_bound"] = result["windows_per_s"] / ceiling
+        rows.append(result)
+    summary = {"device": str(dev), "threads": torch.get_num_threads(),
+               "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+               "matmul_gflops": gflops, "macs_per_window": macs,
+               "step_ceiling_windows_per_s": ceiling, "rows": rows}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    where = summary["gpu"] or f"{summary['threads']} threads"
+    click.echo(f"device {dev} ({where}), matmul "
+               f"{gflops:.0f} GFLOP/s, {macs / 1e6:.1f} M multiply-adds/window, step ceiling "
+               f"{ceiling:,.0f} windows/s")
+    click.echo(f"{'measure':<10} {'batch':>5} {'windows/s':>11} {'of bound':>9} {'peak MiB':>9}"
+               + ("  GPU util" if dev.type == "cuda" else ""))
+    for r in rows:
+        bound = f"{r['of_compute_bound']:.0%}" if "of_compute_bound" in r else "-"
+        line = f"{r['measure']:<10} {r['batch']:>5} {r['windows_per_s']:>11,.0f} {bound:>9} {r['peak_mib']:>9,.0f}"
+        if dev.type == "cuda":
+            line += f"  {r.get('gpu_util_pct')}"
+        click.echo(line)

@@ -1,0 +1,594 @@
+"""The pretraining loop: one process (CPU or GPU) or torch.distributed (torchrun, DDP).
+
+A run directory holds: recipe.yaml (resolved), env.json, metrics.jsonl, checkpoint.pt (all
+state, for --resume) and model/ (the best encoder as a model directory, ready for zoo push).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import __version__
+from .batch import StepBatch
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Recipe
+from .errors import PrimusError
+from .modeldir import model_card, resolve_device, save_model_dir
+from .recipes import LoadedRecipe, build_component, resolve_recipe
+
+log = logging.getLogger("primus.train")
+# fields that may differ between an interrupted run and its resumption
+RESUMABLE_FIELDS = ("max_steps", "device", "checkpoint_every", "log_every", "epochs")
+
+
+# ---------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0; gradients flow back to every rank's slice."""
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+def gather_plain(tensor: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+# ---------------------------------------------------------------- the model being trained
+class Pretrainer(nn.Module):
+    """The encoder and the losses (which may own parameters and buffers): what DDP wraps."""
+
+    def __init__(self, encoder: nn.Module, losses: dict[str, nn.Module], weights: dict[str, float]):
+        super().__init__()
+        self.encoder = encoder
+        self.losses = nn.ModuleDict(losses)
+        self.weights = weights
+
+    def forward(self, x: torch.Tensor, x_aug: torch.Tensor | None, teachers: dict[str, torch.Tensor],
+                masks: dict[str, torch.Tensor], labels: torch.Tensor | None,
+                gather: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views = x if x_aug is None else torch.cat([x, x_aug])
+        out = self.encoder(views)
+        imu = {k: v[: len(x)] for k, v in out.items()}
+        imu_aug = None if x_aug is None else {k: v[len(x) :] for k, v in out.items()}
+        if gather:
+            imu = {k: gather_with_grad(v) for k, v in imu.items()}
+            imu_aug = None if imu_aug is None else {k: gather_with_grad(v) for k, v in imu_aug.items()}
+            teachers = {k: gather_plain(v) for k, v in teachers.items()}
+            masks = {k: gather_plain(v) for k, v in masks.items()}
+            labels = None if labels is None else gather_plain(labels)
+        batch = StepBatch(imu=imu, imu_aug=imu_aug, teachers=teachers, teacher_mask=masks,
+                          labels=labels, gathered=gather)
+        total = torch.zeros((), device=x.device)
+        terms: dict[str, torch.Tensor] = {}
+        for name, loss in self.losses.items():
+            value, parts = loss(batch)
+            total = total + self.weights[name] * value.float()
+            terms[name] = value.detach()
+            terms.update({f"{name}/{k}": v.detach() for k, v in parts.items()})
+        return total, terms
+
+
+# ---------------------------------------------------------------- data on the device
+class BatchSource:
+    """Training arrays and the per-window teacher targets; batches by index on the device.
+    Small sets live on the GPU whole; larger ones go through pinned memory."""
+
+    def __init__(self, imu: np.ndarray, targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 labels: np.ndarray | None, device: torch.device, resident_bytes: int = 4 << 30):
+        self.device = device
+        self.resident = device.type == "cuda" and imu.nbytes <= resident_bytes
+        self.imu = torch.from_numpy(np.ascontiguousarray(imu))
+        if self.resident:
+            self.imu = self.imu.to(device)
+        self.targets = {m: (e.to(device), k.to(device)) for m, (e, k) in targets.items()}
+        self.labels = None if labels is None else torch.from_numpy(labels.astype(np.int64)).to(device)
+
+    def __len__(self) -> int:
+        return len(self.imu)
+
+    def imu_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.resident:
+            return self.imu[idx.to(self.device)]
+        batch = self.imu[idx]
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
+
+    def batch(self, idx: torch.Tensor):
+        on_device = idx.to(self.device)
+        teachers = {m: e[on_device] for m, (e, _) in self.targets.items()}
+        masks = {m: k[on_device] for m, (_, k) in self.targets.items()}
+        labels = None if self.labels is None else self.labels[on_device]
+        return self.imu_batch(idx), teachers, masks, labels
+
+
+def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> torch.Tensor:
+    """This rank's indices for one epoch: a seeded permutation, split across ranks like
+    DistributedSampler (rank::world), truncated to a whole number of global batches."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(n, generator=g)
+    usable = (n // d.world) * d.world
+    return perm[:usable][d.rank :: d.world]
+
+
+# ---------------------------------------------------------------- building a run
+@dataclass
+class Run:
+    loaded: LoadedRecipe
+    out: Path
+    device: torch.device
+    d: Dist
+    model: Pretrainer
+    augmentations: list[Any]
+    teachers: list[Any]
+    train_source: BatchSource
+    val_source: BatchSource | None
+    datasets: list[str]
+    needs_aug: bool
+    windows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
+
+
+def compat_hash(loaded: LoadedRecipe) -> str:
+    import hashlib
+
+    data = copy.deepcopy(loaded.data)
+    for key in RESUMABLE_FIELDS:
+        (data.get("train") or {}).pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_encoder(recipe: Recipe, teachers: list[Any]) -> nn.Module:
+    """The recipe's encoder; its mmcl head follows the teachers' size unless set explicitly."""
+    extra: dict[str, Any] = {}
+    sizes = {t.output_size for t in teachers}
+    if len(sizes) > 1:
+        raise PrimusError(f"teachers have different output sizes {sorted(sizes)}; "
+                          "the mmcl head can match only one")
+    if sizes and "mmcl_dim" not in recipe.encoder.params:
+        extra["mmcl_dim"] = sizes.pop()
+    encoder = build_component("encoder", recipe.encoder, "encoder", **extra)
+    encoder.primus_params = {**recipe.encoder.params, **extra}
+    return encoder
+
+
+def load_data(recipe: Recipe, contract):
+    from .data import concat_windows, load_windows
+
+    if not recipe.data.pretrain:
+        raise PrimusError(f"recipe '{recipe.name}' names no pretraining data (data.pretrain)")
+    sets = [load_windows(ref, contract) for ref in recipe.data.pretrain]
+    return sets[0] if len(sets) == 1 else concat_windows(sets, contract)
+
+
+def teacher_targets(teachers: list[Any], windows, progress: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """modality -> ((N, D) embeddings, (N,) mask) from the teacher-embedding cache."""
+    from .cache import EmbeddingCache
+
+    cache = EmbeddingCache()
+    targets = {}
+    for teacher in teachers:
+        inputs = windows.narrations if teacher.modality == "text" else windows.videos
+        n = len(windows.imu)
+        if inputs is None:
+            inputs = [None] * n
+        present = [i for i, item in enumerate(inputs) if item not in (None, "")]
+        unique = sorted({inputs[i] for i in present}, key=str)
+        lookup = {}
+        if unique:
+            emb = cache.get_or_compute(teacher, unique, batch_size=256)
+            lookup = {item: row for item, row in zip(unique, emb, strict=True)}
+        full = torch.zeros(n, teacher.output_size)
+        mask = torch.zeros(n, dtype=torch.bool)
+        for i in present:
+            full[i] = lookup[inputs[i]]
+            mask[i] = True
+        targets[teacher.modality] = (full, mask)
+        log.info("teacher %s: %d of %d windows have %s", teacher.identity, len(present), n,
+                 teacher.modality)
+    return targets
+
+
+def build_run(loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, progress: bool) -> Run:
+    from .data import split_by_subject
+
+    recipe = loaded.recipe
+    torch.manual_seed(recipe.train.seed)
+    teachers = [build_component("teacher", ref, f"teachers.{i}") for i, ref in enumerate(recipe.teachers)]
+    encoder = build_encoder(recipe, teachers)
+    losses, weights = {}, {}
+    for i, ref in enumerate(recipe.losses):
+        name = ref.type if ref.type not in losses else f"{ref.type}.{i}"
+        losses[name] = build_component("loss", ref, f"losses.{i}")
+        weights[name] = ref.weight
+    if not losses:
+        raise PrimusError(f"recipe '{recipe.name}' has no losses")
+    augs = [build_component("augmentation", ref, f"augmentations.{i}")
+            for i, ref in enumerate(recipe.augmentations)]
+    needs_aug = any(getattr(loss, "needs_augmented_view", False) for loss in losses.values())
+    windows = load_data(recipe, encoder.imu_contract)
+    targets = teacher_targets(teachers, windows, progress)
+    needs_labels = any(getattr(loss, "needs_labels", False) for loss in losses.values())
+    labels = windows.labels if needs_labels else None
+    if needs_labels and (labels is None or (labels < 0).all()):
+        raise PrimusError("a loss needs labels but the pretraining data has none")
+    if recipe.data.val_fraction > 0:
+        train_idx, val_idx = split_by_subject(windows, recipe.data.val_fraction, recipe.train.seed)
+    else:
+        train_idx, val_idx = np.arange(len(windows.imu)), np.array([], dtype=np.int64)
+
+    def source(idx: np.ndarray) -> BatchSource:
+        sub_targets = {m: (e[idx], k[idx]) for m, (e, k) in targets.items()}
+        return BatchSource(windows.imu[idx], sub_targets, None if labels is None else labels[idx], device)
+
+    model = Pretrainer(encoder, losses, weights).to(device)
+    return Run(loaded, out, device, d, model, augs, teachers, source(train_idx),
+               source(val_idx) if len(val_idx) else None,
+               datasets=[ref.type for ref in recipe.data.pretrain], needs_aug=needs_aug,
+               windows=len(train_idx))
+
+
+# ---------------------------------------------------------------- the loop
+def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None]:
+    if not enabled or device.type != "cuda":
+        return False, None
+    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading_is_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_dir: Path | None
+    steps: int
+    best_val_loss: float | None
+    interrupted: str | None
+    losses: list[float]
+
+
+class Trainer:
+    def __init__(self, run: Run, max_steps: int | None, progress: bool, tensorboard: bool = False):
+        self.run = run
+        cfg = run.recipe.train
+        self.cfg = cfg
+        self.max_steps = max_steps or cfg.max_steps
+        self.progress = progress and run.d.main
+        self.device = run.device
+        self.model: nn.Module = run.model
+        if run.d.enabled:
+            ids = [run.device.index] if run.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(run.model, device_ids=ids,
+                                                             find_unused_parameters=True)
+        self.forward_model = self.model
+        if cfg.compile:
+            self.forward_model = torch.compile(self.model)
+        params = [p for p in run.model.parameters() if p.requires_grad]
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = cfg.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self.use_amp, self.amp_dtype = amp_settings(run.device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.aug_gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 7919 * run.d.rank)
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_val: float | None = None
+        self.losses: list[float] = []
+        self.compat = compat_hash(run.loaded)
+        self.tb = self._tensorboard() if tensorboard and run.d.main else None
+        global_batch = cfg.batch_size
+        if global_batch % run.d.world:
+            raise PrimusError(f"train.batch_size={global_batch} is not divisible by the "
+                              f"{run.d.world} processes")
+        self.local_batch = global_batch // run.d.world
+        self.steps_per_epoch = (len(run.train_source) // run.d.world) // self.local_batch
+        if self.steps_per_epoch == 0:
+            raise PrimusError(f"{len(run.train_source)} training windows are fewer than one batch "
+                              f"of {global_batch}")
+        self.total_steps = self.max_steps or cfg.epochs * self.steps_per_epoch
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise PrimusError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+        return SummaryWriter(str(self.run.out / "tensorboard"))
+
+    # -------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "aug": self.aug_gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "compat": self.compat, "step": self.step, "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch, "best_val": self.best_val,
+            "losses_history": self.losses,
+            "model": self.run.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.run.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise PrimusError(f"checkpoint does not fit this model: {str(exc)[:200]}") from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.aug_gen.set_state(state["rng"]["aug"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch, self.best_val = state["batch_in_epoch"], state["best_val"]
+        self.losses = list(state["losses_history"])
+
+    def save(self) -> None:
+        if self.run.d.main:
+            save_checkpoint(self.state(), self.run.out / "checkpoint.pt")
+        if self.run.d.enabled:
+            dist.barrier()
+
+    # -------------------------------------------------- steps
+    def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        for aug in self.run.augmentations:
+            x = aug(x, gen)
+        return x
+
+    def train_step(self, idx: torch.Tensor) -> dict[str, float]:
+        x, teachers, masks, labels = self.run.train_source.batch(idx)
+        x_aug = self.augment(x, self.aug_gen) if self.run.needs_aug else None
+        gather = self.run.d.enabled and self.cfg.gather_negatives
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            total, terms = self.forward_model(x, x_aug, teachers, masks, labels, gather)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values = {"loss": float(total.detach())}
+        values.update({k: float(v) for k, v in terms.items()})
+        return values
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        source = self.run.val_source
+        if source is None:
+            return None
+        saved = copy.deepcopy(self.run.model.losses.state_dict())  # the NN queues must not move
+        self.run.model.eval()
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        total, count = 0.0, 0
+        bs = self.cfg.batch_size
+        for start in range(0, len(source) - bs + 1, bs):
+            idx = torch.arange(start, start + bs)
+            x, teachers, masks, labels = source.batch(idx)
+            x_aug = self.augment(x, gen) if self.run.needs_aug else None
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                loss, _ = self.run.model(x, x_aug, teachers, masks, labels, gather=False)
+            total += float(loss) * bs
+            count += bs
+        self.run.model.losses.load_state_dict(saved)
+        self.run.model.train()
+        if count == 0:
+            return None
+        return total / count
+
+    def run_loop(self, metrics) -> str | None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        seen, tick = 0, time.perf_counter()
+        with StopRequest() as stop:
+            while self.step < self.total_steps:
+                order = epoch_order(len(self.run.train_source), self.cfg.seed, self.epoch, self.run.d)
+                while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
+                    b = self.batch_in_epoch
+                    values = self.train_step(order[b * self.local_batch : (b + 1) * self.local_batch])
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self.losses.append(values["loss"])
+                    seen += self.cfg.batch_size
+                    if not math.isfinite(values["loss"]):
+                        raise PrimusError(f"loss became {values['loss']} at step {self.step}; "
+                                          "lower train.lr or disable amp")
+                    if self.step % self.cfg.log_every == 0 or self.step == 1:
+                        now = time.perf_counter()
+                        rate = seen / max(now - tick, 1e-9)
+                        seen, tick = 0, now
+                        self.log(metrics, {"step": self.step, "epoch": self.epoch, **values,
+                                           "lr": self.scheduler.get_last_lr()[0],
+                                           "windows_per_s": round(rate, 1)})
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if "/" not in k}
+                                        | {"win/s": f"{rate:.0f}"})
+                    bar.update(1)
+                    if self.step % self.cfg.checkpoint_every == 0:
+                        self.save()
+                    if stop.requested:
+                        break
+                if stop.requested:
+                    break
+                if self.batch_in_epoch >= self.steps_per_epoch:
+                    self.end_of_epoch(metrics)
+        bar.close()
+        return stop.requested
+
+    def end_of_epoch(self, metrics) -> None:
+        self.after_validation(metrics)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+
+    def after_validation(self, metrics) -> None:
+        val = self.validate()
+        score = val if val is not None else (self.losses[-1] if self.losses else None)
+        self.log(metrics, {"step": self.step, "epoch": self.epoch, "val_loss": val})
+        if score is not None and (self.best_val is None or score < self.best_val):
+            self.best_val = score
+            self.write_model()
+
+    def log(self, metrics, row: dict[str, Any]) -> None:
+        if not self.run.d.main:
+            return
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if isinstance(value, float):
+                    self.tb.add_scalar(key, value, row["step"])
+
+    def write_model(self) -> None:
+        if not self.run.d.main:
+            return
+        run, encoder = self.run, self.run.model.encoder
+        config = {
+            "name": run.recipe.name,
+            "recipe": run.loaded.data,
+            "recipe_hash": run.loaded.hash,
+            "teachers": [t.identity for t in run.teachers],
+            "training_data": run.datasets,
+            "training": {"steps": self.step, "epochs": self.epoch, "windows": run.windows,
+                         "batch_size": self.cfg.batch_size, "world_size": run.d.world,
+                         "device": str(run.device)},
+            "validation": {"loss": self.best_val, "step": self.step},
+        }
+        card = model_card({**config, "encoder": {"type": run.recipe.encoder.type,
+                                                 "params": encoder.primus_params},
+                           "imu_contract": encoder.imu_contract.model_dump(),
+                           "output_sizes": encoder.output_sizes},
+                          body=f"Pretrained with the `{run.recipe.name}` recipe on "
+                               f"{', '.join(run.datasets)}; best validation loss "
+                               f"{self.best_val:.4f} at step {self.step}.")
+        save_model_dir(encoder, run.out / "model", encoder_type=run.recipe.encoder.type,
+                       encoder_params=encoder.primus_params, extra_config=config, card=card,
+                       overwrite=True)
+
+
+# ---------------------------------------------------------------- entry point
+def environment(device: torch.device, d: Dist) -> dict[str, Any]:
+    env = {"primus": __version__, "torch": torch.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "device": str(device), "world_size": d.world,
+           "argv": sys.argv, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def train(recipe: str, overrides=(), out: str | Path | None = None, resume: bool = False,
+          max_steps: int | None = None, device: str | None = None, progress: bool = True,
+          tensorboard: bool = False) -> TrainResult:
+    """Run a recipe; returns where the model directory was written."""
+    import yaml
+
+    loaded = resolve_recipe(recipe, overrides)
+    cfg = loaded.recipe.train
+    dev = resolve_device(device or cfg.device)
+    d = init_distributed(dev)
+    if dev.type == "cuda":
+        if d.enabled:
+            dev = torch.device("cuda", d.local_rank)
+            torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = Path(out or Path("runs") / loaded.recipe.name)
+    if d.main:
+        if out.exists() and any(out.iterdir()) and not resume:
+            raise PrimusError(f"{out} already holds a run; pass --resume to continue it or "
+                              "choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+    run = build_run(loaded, out, dev, d, progress)
+    trainer = Trainer(run, max_steps, progress, tensorboard)
+    if resume:
+        trainer.restore(load_checkpoint(out / "checkpoint.pt", trainer.compat))
+        log.info("resumed %s at step %d (epoch %d)", out, trainer.step, trainer.epoch)
+    if d.main:
+        (out / "recipe.yaml").write_text(yaml.safe_dump(loaded.data, sort_keys=False))
+        (out / "env.json").write_text(json.dumps(environment(dev, d), indent=2) + "\n")
+        log.info("training %s on %s: %d windows, %d steps of %d (%d process%s)",
+                 loaded.recipe.name, dev, run.windows, trainer.total_steps, cfg.batch_size,
+                 d.world, "es" if d.world > 1 else "")
+    with open(out / "metrics.jsonl", "a") if d.main else open(os.devnull, "w") as metrics:
+        interrupted = trainer.run_loop(metrics)
+        if not interrupted and trainer.batch_in_epoch:  # stopped mid-epoch by max_steps
+            trainer.after_validation(metrics)
+        elif not interrupted and not (out / "model").exists():
+            trainer.after_validation(metrics)
+    trainer.save()
+    if trainer.tb is not None:
+        trainer.tb.close()
+    return TrainResult(out, out / "model" if (out / "model").exists() else None, trainer.step,
+                       trainer.best_val, interrupted, trainer.losses)
