@@ -205,7 +205,25 @@ def load_data(recipe: Recipe, contract):
     if not recipe.data.pretrain:
         raise PrimusError(f"recipe '{recipe.name}' names no pretraining data (data.pretrain)")
     sets = [load_windows(ref, contract) for ref in recipe.data.pretrain]
-    return sets[0] if len(sets) == 1 else concat_windows(sets, contract)
+    windows = sets[0] if len(sets) == 1 else concat_windows(sets, contract)
+    return select_corpus(windows, recipe.data.include_classes, recipe.data.max_windows,
+                         recipe.train.seed)
+
+
+def select_corpus(windows, classes: list[str] | None, max_windows: int | None, seed: int):
+    """The windows of some classes, then a seeded subset of at most ``max_windows``."""
+    keep = np.arange(len(windows.imu))
+    if classes is not None:
+        unknown = sorted(set(classes) - set(windows.class_names))
+        if unknown:
+            raise PrimusError(f"data.include_classes: unknown classes {unknown}; the data has "
+                              f"{windows.class_names}")
+        wanted = [windows.class_names.index(c) for c in classes]
+        keep = keep[np.isin(windows.labels, wanted)]
+    if max_windows is not None and max_windows < len(keep):
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(keep, size=max_windows, replace=False))
+    return windows if len(keep) == len(windows.imu) else windows.subset(keep)
 
 
 def teacher_targets(teachers: list[Any], windows, progress: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
