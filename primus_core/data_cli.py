@@ -1,0 +1,195 @@
+"""``primus data``: prepare datasets into the memory-mapped cache and describe them.
+Results go to stdout; progress bars to stderr."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from .config import ComponentRef, IMUContract
+from .data import (
+    cache_path,
+    create_adapter,
+    default_cache_dir,
+    folder_bytes,
+    list_prepared,
+    open_cache,
+    prepare,
+    read_meta,
+)
+from .errors import DataError
+
+
+def _ref(name: str, root: Path | None, sets: tuple[str, ...]) -> ComponentRef:
+    params: dict = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--set expects key=value, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    if root is not None:
+        params["root"] = str(root)
+    return ComponentRef(type=name, **params)
+
+
+def _contract(rate_hz: float | None, window_samples: int | None) -> IMUContract:
+    base = IMUContract()
+    return IMUContract(
+        rate_hz=rate_hz or base.rate_hz, window_samples=window_samples or base.window_samples
+    )
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _common(func):
+    options = [
+        click.option("--root", type=click.Path(path_type=Path), help="Local copy of the dataset."),
+        click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A dataset parameter (repeatable), e.g. --set position=waist.",
+        ),
+        click.option("--rate-hz", type=float, help="Contract sampling rate (default 50)."),
+        click.option("--window-samples", type=int, help="Contract window length (default 250)."),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path),
+            help="Cache root (default $PRIMUS_HOME/data).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group()
+def data() -> None:
+    """Datasets: prepare the windowed cache, list and describe datasets."""
+
+
+@data.command("prepare")
+@click.argument("name")
+@_common
+@click.option("--force", is_flag=True, help="Rebuild even when a cache exists.")
+def data_prepare(name, root, sets, rate_hz, window_samples, cache_dir, force) -> None:
+    """Read dataset NAME once and write its windows to the memory-mapped cache."""
+    ref = _ref(name, root, sets)
+    contract = _contract(rate_hz, window_samples)
+    t0 = time.perf_counter()
+    folder = prepare(ref, contract, cache_dir, force=force)
+    meta = read_meta(folder)
+    fresh = time.perf_counter() - t0 >= meta["prepare_seconds"]
+    state = f"prepared in {meta['prepare_seconds']:.1f} s" if fresh else "already prepared"
+    click.echo(
+        f"{name}: {meta['windows']} windows, {folder_bytes(folder) / 1e6:.1f} MB, {state}: {folder}"
+    )
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Cache root (default $PRIMUS_HOME/data)."
+)
+def data_list(as_json: bool, cache_dir: Path | None) -> None:
+    """Registered datasets, what they need, and how many prepared caches each has."""
+    from .components import list_components
+
+    prepared = list_prepared(cache_dir)
+    rows = []
+    for comp in list_components("dataset"):
+        info = getattr(comp.factory, "info", None)
+        caches = [p for p in prepared if p["dataset"] == comp.name]
+        rows.append(
+            {
+                "name": comp.name,
+                "plugin": comp.plugin,
+                "description": info.description if info else comp.description,
+                "placement": info.placement if info else "",
+                "native_rate_hz": info.native_rate_hz if info else None,
+                "labelled": info.labelled if info else None,
+                "classes": len(info.classes) if info else None,
+                "gated": info.gated if info else None,
+                "licence": info.licence if info else "",
+                "url": info.url if info else "",
+                "prepared": caches,
+            }
+        )
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        access = "local copy (licence)" if row["gated"] else "offline (PyPI)"
+        click.echo(
+            f"{row['name']:<16} {access:<21} {row['native_rate_hz'] or '?':>6} Hz  "
+            f"{len(row['prepared'])} prepared  {row['placement']}"
+        )
+
+
+@data.command("info")
+@click.argument("name")
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_info(name, root, sets, rate_hz, window_samples, cache_dir, as_json) -> None:
+    """Windows, classes, subjects, rate and size on disk of dataset NAME (prepared if needed)."""
+    ref = _ref(name, root, sets)
+    contract = _contract(rate_hz, window_samples)
+    adapter = create_adapter(ref)
+    folder = cache_path(adapter, contract, cache_dir)
+    if not folder.exists():
+        folder = prepare(ref, contract, cache_dir)
+    meta = read_meta(folder)
+    ws = open_cache(folder, verify=False)
+    counts = (
+        np.bincount(ws.labels[ws.labels >= 0], minlength=len(ws.class_names)).tolist()
+        if len(ws.class_names)
+        else []
+    )
+    result = {
+        "name": name,
+        "folder": str(folder),
+        "windows": meta["windows"],
+        "classes": dict(zip(ws.class_names, counts, strict=True)),
+        "subjects": meta["subjects"],
+        "rate_hz": contract.rate_hz,
+        "window_samples": contract.window_samples,
+        "channels": contract.channels,
+        "narrations": ws.narrations is not None,
+        "videos": ws.videos is not None,
+        "bytes": folder_bytes(folder),
+        "prepare_seconds": meta["prepare_seconds"],
+        "params": meta["params"],
+        "info": meta["info"],
+    }
+    if as_json:
+        _echo_json(result)
+        return
+    info = meta["info"]
+    click.echo(f"{name}: {info['description']}")
+    click.echo(
+        f"  windows      {result['windows']} x {len(contract.channels)} channels x "
+        f"{contract.window_samples} samples at {contract.rate_hz:g} Hz"
+    )
+    click.echo(f"  subjects     {result['subjects']}")
+    if result["classes"]:
+        click.echo(
+            "  classes      " + ", ".join(f"{k} ({v})" for k, v in result["classes"].items())
+        )
+    click.echo(
+        f"  native       {info['native_rate_hz']:g} Hz, {info['placement']}, "
+        f"units {', '.join(dict.fromkeys(info['units']))}"
+    )
+    click.echo(f"  size on disk {result['bytes'] / 1e6:.1f} MB in {folder}")
+    click.echo(f"  licence      {info['licence']}")
+    click.echo(f"  source       {info['url']}")
+
+
+__all__ = ["data", "default_cache_dir"]
