@@ -4,13 +4,12 @@ windowing and batched no-grad inference."""
 from __future__ import annotations
 
 import csv
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
+from .data import resample
 from .errors import DataError
 
 
@@ -61,14 +60,6 @@ def read_csv(path: Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
-    """Polyphase anti-aliased resampling along the last axis."""
-    if from_hz == to_hz:
-        return x
-    ratio = Fraction(to_hz / from_hz).limit_denominator(1000)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
-
-
 def prepare_windows(
     array: np.ndarray,
     *,
@@ -97,7 +88,7 @@ def prepare_windows(
         raise DataError(f"input has {int(bad.sum())} NaN/inf values (first at index {first})")
     array = array.astype(np.float32)
     if input_rate_hz and input_rate_hz != rate_hz:
-        array = resample(array, input_rate_hz, rate_hz)
+        array = resample(array, input_rate_hz, rate_hz, axis=-1).astype(np.float32)
     length = array.shape[-1]
     if length < window:
         raise DataError(
