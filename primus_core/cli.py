@@ -253,6 +253,10 @@ def add_command_groups() -> None:
     """Command groups that live in their own modules, then the plugins' commands."""
     import importlib
 
+    from .zoo_cli import add_zoo_commands
+
+    add_zoo_commands(zoo)
+
     for module_name, attr in [
         ("data_cli", "data"),
         ("cache_cli", "cache"),
