@@ -107,8 +107,15 @@ class LocalHub:
         config = self._write_config()
         self._log = open(self.root / "olah.out", "wb")  # noqa: SIM115 (closed in stop())
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "olah.server", "-c", str(config), "--log-path",
-             str(self.root / "logs")],
+            [
+                sys.executable,
+                "-m",
+                "olah.server",
+                "-c",
+                str(config),
+                "--log-path",
+                str(self.root / "logs"),
+            ],
             cwd=self.root,
             stdout=self._log,
             stderr=subprocess.STDOUT,

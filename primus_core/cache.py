@@ -1,0 +1,343 @@
+"""The teacher-embedding cache: teachers never embed the same input twice.
+
+Content-addressed on disk: the key of an input is sha256(teacher identity + canonical input bytes).
+Layout under the root (default ``$PRIMUS_HOME/cache/teachers``)::
+
+    .lock                       fcntl lock taken to update the json files below
+    stats.json                  hits/misses per teacher, summed over every run
+    <teacher>-<hash16>/         one folder per teacher identity
+        identity.txt            the identity string
+        index.json              shard file -> rows (a summary, for `primus cache info`)
+        shards/<uuid>.npy       structured rows (key: 32 bytes, emb: float32[D]), memory-mapped
+
+A shard is written under a temporary name, flushed to disk, then renamed (atomic): a reader sees
+complete shards or none, so an interrupted writer leaves at most a temporary file that is never
+read (and is swept after an hour). Concurrent writers never write the same file; when two compute
+the same input, both rows are kept and the first one found is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+KEY_BYTES = 32
+TEMP_MAX_AGE_S = 3600.0
+
+
+def default_root() -> Path:
+    home = os.environ.get("PRIMUS_HOME") or Path.home() / ".cache" / "primus"
+    return Path(home) / "cache" / "teachers"
+
+
+# --------------------------------------------------------------------------- keys
+def _file_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def path_digest(path: Path, suffixes: Sequence[str] | None = None) -> str:
+    """sha256 hex of a file's content, or of a folder's files (names and contents, sorted;
+    only those ending in ``suffixes`` when given). Paths are identified by content, not name."""
+    path = Path(path)
+    if path.is_file():
+        return _file_digest(path).hex()
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    digest = hashlib.sha256()
+    for item in sorted(path.iterdir()):
+        if item.is_file() and (suffixes is None or item.suffix.lower() in suffixes):
+            digest.update(item.name.encode() + b"\0" + _file_digest(item))
+    return digest.hexdigest()
+
+
+def canonical_input(x: Any) -> bytes:
+    """Bytes that identify an input: texts by UTF-8, arrays by dtype/shape/data, paths by content."""
+    if isinstance(x, str):
+        return b"s:" + x.encode("utf-8")
+    if isinstance(x, bytes):
+        return b"b:" + x
+    if isinstance(x, os.PathLike):
+        return b"p:" + path_digest(Path(x)).encode()
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        x = np.ascontiguousarray(x)
+        return f"a:{x.dtype.str}:{x.shape}:".encode() + x.tobytes()
+    if isinstance(x, (list, tuple)):
+        parts = [hashlib.sha256(canonical_input(item)).digest() for item in x]
+        return f"l:{len(parts)}:".encode() + b"".join(parts)
+    raise DataError(f"cannot cache a teacher input of type {type(x).__name__}")
+
+
+def input_key(identity: str, data: bytes) -> bytes:
+    return hashlib.sha256(identity.encode("utf-8") + b"\0" + data).digest()
+
+
+def teacher_input_bytes(teacher: Any, x: Any) -> bytes:
+    """A teacher may define ``input_bytes(x)`` (video teachers read str as a path)."""
+    own = getattr(teacher, "input_bytes", None)
+    return own(x) if callable(own) else canonical_input(x)
+
+
+# --------------------------------------------------------------------------- files
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive fcntl lock on ``path`` (created if missing), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _shard_dtype(dim: int) -> np.dtype:
+    return np.dtype([("key", f"V{KEY_BYTES}"), ("emb", "<f4", (dim,))])
+
+
+def teacher_folder_name(identity: str) -> str:
+    kind = "".join(c if c.isalnum() or c in "-_" else "_" for c in identity.split("|")[0])[:40]
+    return f"{kind or 'teacher'}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+class TeacherStore:
+    """The shards of one teacher identity, with an in-memory key -> (shard, row) index."""
+
+    def __init__(self, folder: Path, identity: str):
+        self.folder = folder
+        self.identity = identity
+        self.shards_dir = folder / "shards"
+        self.dim: int | None = None
+        self.index: dict[bytes, tuple[str, int]] = {}
+        self._maps: dict[str, np.ndarray] = {}
+        self._seen: set[str] = set()
+
+    def create(self) -> None:
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / "identity.txt"
+        if not marker.exists():
+            _write_atomic(marker, self.identity.encode("utf-8") + b"\n")
+        self._sweep_temporaries()
+
+    def _sweep_temporaries(self) -> None:
+        now = time.time()
+        for tmp in self.shards_dir.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > TEMP_MAX_AGE_S:
+                    tmp.unlink()
+
+    def refresh(self) -> None:
+        """Index the complete shards written since the last look (by any process)."""
+        if not self.shards_dir.is_dir():
+            return
+        for path in sorted(self.shards_dir.glob("*.npy")):
+            if path.name in self._seen:
+                continue
+            self._seen.add(path.name)
+            try:
+                rows = np.load(path, mmap_mode="r", allow_pickle=False)
+                dim = int(rows.dtype["emb"].shape[0])
+                if rows.dtype != _shard_dtype(dim):
+                    raise ValueError(f"unexpected dtype {rows.dtype}")
+            except (ValueError, KeyError, OSError, TypeError) as exc:
+                warnings.warn(
+                    f"teacher cache: skipping unreadable shard {path}: {exc}", stacklevel=2
+                )
+                continue
+            if self.dim is not None and dim != self.dim:
+                warnings.warn(
+                    f"teacher cache: skipping {path}: {dim}-d, not {self.dim}-d", stacklevel=2
+                )
+                continue
+            self.dim = dim
+            self._maps[path.name] = rows
+            for row, key in enumerate(
+                rows["key"].tobytes()[i : i + KEY_BYTES]
+                for i in range(0, rows.shape[0] * KEY_BYTES, KEY_BYTES)
+            ):
+                self.index.setdefault(key, (path.name, row))
+
+    def read(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Embeddings of indexed keys, in order."""
+        assert self.dim is not None
+        out = np.empty((len(keys), self.dim), dtype=np.float32)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for i, key in enumerate(keys):
+            shard, row = self.index[key]
+            targets, rows = by_shard.setdefault(shard, ([], []))
+            targets.append(i)
+            rows.append(row)
+        for shard, (targets, rows) in by_shard.items():
+            out[targets] = self._maps[shard]["emb"][rows]
+        return out
+
+    def write(self, keys: Sequence[bytes], emb: np.ndarray) -> str:
+        """Publish a complete shard atomically; returns its file name."""
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if self.dim is not None and emb.shape[1] != self.dim:
+            raise DataError(
+                f"teacher {self.identity!r} gave {emb.shape[1]}-d embeddings; the cache holds "
+                f"{self.dim}-d ones for it"
+            )
+        rows = np.empty(len(keys), dtype=_shard_dtype(emb.shape[1]))
+        rows["key"] = np.frombuffer(b"".join(keys), dtype=f"V{KEY_BYTES}")
+        rows["emb"] = emb
+        name = f"{uuid.uuid4().hex}.npy"
+        tmp = self.shards_dir / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, rows, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.shards_dir / name)
+        with locked(self.folder.parent / ".lock"):
+            summary = _read_json(self.folder / "index.json")
+            summary.update(identity=self.identity, dim=int(emb.shape[1]))
+            summary.setdefault("shards", {})[name] = len(keys)
+            _write_atomic(self.folder / "index.json", json.dumps(summary, indent=1).encode())
+        return name
+
+
+# --------------------------------------------------------------------------- the cache
+class EmbeddingCache:
+    """``get_or_compute(teacher, inputs, batch_size)``: embeddings of inputs, computing only the
+    ones never seen (by this or any earlier process) and storing them. See the module docstring."""
+
+    def __init__(self, root: Path | str | None = None, progress: bool = True):
+        self.root = Path(root) if root is not None else default_root()
+        self.progress = progress
+        self.hits = 0
+        self.misses = 0
+        self._stores: dict[str, TeacherStore] = {}
+
+    def store(self, identity: str) -> TeacherStore:
+        if identity not in self._stores:
+            self._stores[identity] = TeacherStore(
+                self.root / teacher_folder_name(identity), identity
+            )
+        return self._stores[identity]
+
+    def keys(self, teacher: Any, inputs: Sequence[Any]) -> list[bytes]:
+        identity = teacher.identity
+        return [input_key(identity, teacher_input_bytes(teacher, x)) for x in inputs]
+
+    def get_or_compute(
+        self, teacher: Any, inputs: Sequence[Any], batch_size: int = 64
+    ) -> torch.Tensor:
+        """(N, D) float32 CPU tensor of ``teacher``'s embeddings of ``inputs``."""
+        inputs = list(inputs)
+        store = self.store(teacher.identity)
+        store.create()
+        store.refresh()
+        keys = self.keys(teacher, inputs)
+        todo: dict[bytes, int] = {}  # missing key -> first input holding it
+        for i, key in enumerate(keys):
+            if key not in store.index and key not in todo:
+                todo[key] = i
+        self._compute(teacher, store, [(k, inputs[i]) for k, i in todo.items()], batch_size)
+        self._count(store, hits=len(inputs) - len(todo), misses=len(todo))
+        if not inputs:
+            return torch.zeros(0, store.dim or teacher.output_size)
+        return torch.from_numpy(store.read(keys))
+
+    def _compute(
+        self, teacher: Any, store: TeacherStore, todo: list[tuple[bytes, Any]], batch_size: int
+    ) -> None:
+        if not todo:
+            return
+        from tqdm import tqdm
+
+        name = teacher.identity.split("|")[0]
+        with tqdm(
+            total=len(todo),
+            desc=f"{name} embeddings",
+            unit="input",
+            file=sys.stderr,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        ) as bar:
+            for start in range(0, len(todo), batch_size):
+                part = todo[start : start + batch_size]
+                emb = teacher.embed([x for _, x in part])
+                store.write([k for k, _ in part], emb.detach().float().cpu().numpy())
+                store.refresh()
+                bar.update(len(part))
+
+    def _count(self, store: TeacherStore, hits: int, misses: int) -> None:
+        self.hits += hits
+        self.misses += misses
+        with locked(self.root / ".lock"):
+            stats = _read_json(self.root / "stats.json")
+            row = stats.setdefault(
+                store.folder.name, {"identity": store.identity, "hits": 0, "misses": 0}
+            )
+            row["hits"] += hits
+            row["misses"] += misses
+            _write_atomic(self.root / "stats.json", json.dumps(stats, indent=1).encode())
+
+    def info(self) -> dict[str, Any]:
+        """Size, entries per teacher and hit/miss counts (what `primus cache info` prints)."""
+        stats = _read_json(self.root / "stats.json")
+        teachers = []
+        total = 0
+        for folder in sorted(p for p in self.root.glob("*") if (p / "identity.txt").exists()):
+            identity = (folder / "identity.txt").read_text(encoding="utf-8").strip()
+            store = TeacherStore(folder, identity)
+            store.refresh()
+            size = sum(p.stat().st_size for p in store.shards_dir.glob("*.npy"))
+            total += size
+            counts = stats.get(folder.name, {})
+            teachers.append(
+                {
+                    "identity": identity,
+                    "folder": folder.name,
+                    "entries": len(store.index),
+                    "shards": len(store._maps),
+                    "dim": store.dim,
+                    "size_bytes": size,
+                    "hits": counts.get("hits", 0),
+                    "misses": counts.get("misses", 0),
+                }
+            )
+        return {
+            "root": str(self.root),
+            "size_bytes": total,
+            "teachers": teachers,
+            "hits": sum(t["hits"] for t in teachers),
+            "misses": sum(t["misses"] for t in teachers),
+        }

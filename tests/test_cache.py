@@ -1,0 +1,206 @@
+"""The teacher-embedding cache: content addressing, hit/miss counts, batching, persistence across
+instances and processes, two concurrent writer processes, a writer killed mid-run, torn files.
+
+The teacher here is a deterministic hash of the text (the cache never looks inside a teacher), so
+that writer processes start in well under a second; tests/test_teachers.py runs real teachers
+through the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from primus_core.cache import EmbeddingCache, canonical_input, path_digest, teacher_folder_name
+from primus_core.errors import DataError
+
+TESTS = Path(__file__).resolve().parent
+DIM = 8
+
+
+class HashTeacher:
+    """Text -> a fixed unit vector derived from sha256(text); records every batch it embeds."""
+
+    modality = "text"
+    output_size = DIM
+
+    def __init__(self, version: int = 1, delay_s: float = 0.0):
+        self.identity = f"hash-teacher|v{version}"
+        self.delay_s = delay_s
+        self.batches: list[list[str]] = []
+
+    @staticmethod
+    def vector(text: str) -> np.ndarray:
+        raw = np.frombuffer(hashlib.sha256(text.encode()).digest()[: DIM * 4], dtype=np.uint32)
+        v = raw.astype(np.float64) / 2**32 - 0.5
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    def embed(self, inputs: list[str]) -> torch.Tensor:
+        self.batches.append(list(inputs))
+        time.sleep(self.delay_s)
+        return torch.from_numpy(np.stack([self.vector(t) for t in inputs]))
+
+
+def expected(texts: list[str]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([HashTeacher.vector(t) for t in texts]))
+
+
+def shards(root: Path, teacher: HashTeacher) -> list[Path]:
+    return sorted((root / teacher_folder_name(teacher.identity) / "shards").glob("*.npy"))
+
+
+def test_second_call_computes_nothing(tmp_path):
+    teacher = HashTeacher()
+    cache = EmbeddingCache(tmp_path, progress=False)
+    texts = ["walking", "sitting", "walking", "lying", "standing", "sitting"]
+    first = cache.get_or_compute(teacher, texts, batch_size=2)
+    torch.testing.assert_close(first, expected(texts))
+    assert [len(b) for b in teacher.batches] == [2, 2]  # 4 distinct texts in batches of 2
+    assert (cache.hits, cache.misses) == (2, 4)
+    teacher.batches.clear()
+    second = cache.get_or_compute(teacher, texts, batch_size=2)
+    assert teacher.batches == []
+    torch.testing.assert_close(second, first)
+    assert (cache.hits, cache.misses) == (8, 4)
+
+
+def test_only_misses_are_computed_and_counts_persist(tmp_path):
+    teacher = HashTeacher()
+    EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, ["a", "b", "c"])
+    teacher.batches.clear()
+    later = EmbeddingCache(tmp_path, progress=False)  # a new instance reads the disk
+    out = later.get_or_compute(teacher, ["c", "d", "a", "e"], batch_size=64)
+    assert teacher.batches == [["d", "e"]]
+    torch.testing.assert_close(out, expected(["c", "d", "a", "e"]))
+    info = later.info()
+    (row,) = info["teachers"]
+    assert (row["entries"], row["dim"], row["shards"]) == (5, DIM, 2)
+    assert (row["hits"], row["misses"]) == (2, 5)  # summed over both instances
+    assert info["size_bytes"] == sum(p.stat().st_size for p in shards(tmp_path, teacher)) > 0
+
+
+def test_keys_depend_on_teacher_identity(tmp_path):
+    cache = EmbeddingCache(tmp_path, progress=False)
+    v1, v2 = HashTeacher(version=1), HashTeacher(version=2)
+    cache.get_or_compute(v1, ["a", "b"])
+    cache.get_or_compute(v2, ["a", "b"])
+    assert len(v2.batches) == 1  # another identity: computed again
+    assert len(cache.info()["teachers"]) == 2
+
+
+def test_empty_inputs(tmp_path):
+    out = EmbeddingCache(tmp_path, progress=False).get_or_compute(HashTeacher(), [])
+    assert out.shape == (0, DIM)
+
+
+def test_canonical_inputs(tmp_path):
+    assert canonical_input("a") != canonical_input(b"a")
+    a = np.arange(6, dtype=np.uint8)
+    assert canonical_input(a) == canonical_input(a.copy())
+    assert canonical_input(a) != canonical_input(a.reshape(2, 3))
+    assert canonical_input([a, a]) != canonical_input([a])
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    one.write_bytes(b"same bytes")
+    two.write_bytes(b"same bytes")
+    assert canonical_input(one) == canonical_input(two)  # by content, not by name
+    assert path_digest(tmp_path) != path_digest(one)
+    with pytest.raises(DataError, match="cannot cache"):
+        canonical_input(3.5)
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_cache import HashTeacher
+from primus_core.cache import EmbeddingCache
+root, start, stop, delay, go_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+while time.time() < go_at:
+    time.sleep(0.005)
+texts = [f"window {{i}}" for i in range(start, stop)]
+EmbeddingCache(root, progress=False).get_or_compute(HashTeacher(delay_s=delay), texts, batch_size=5)
+print("done", flush=True)
+"""
+
+
+def _writer(root: Path, start: int, stop: int, delay: float, go_at: float) -> subprocess.Popen:
+    code = WRITER.format(tests=str(TESTS))
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(root), str(start), str(stop), str(delay), str(go_at)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_concurrent_writer_processes(tmp_path):
+    go_at = time.time() + 2.0  # both start writing at the same moment
+    procs = [_writer(tmp_path, 0, 40, 0.01, go_at), _writer(tmp_path, 20, 60, 0.01, go_at)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    teacher = HashTeacher()
+    cache = EmbeddingCache(tmp_path, progress=False)
+    texts = [f"window {i}" for i in range(60)]
+    torch.testing.assert_close(cache.get_or_compute(teacher, texts), expected(texts))
+    assert teacher.batches == []  # everything both writers computed is readable
+    (row,) = cache.info()["teachers"]
+    assert row["entries"] == 60
+    assert row["misses"] >= 60  # overlapping inputs may have been computed by both writers
+
+
+def test_killed_writer_leaves_a_readable_cache(tmp_path):
+    teacher = HashTeacher()
+    proc = _writer(tmp_path, 0, 50, 0.4, time.time())  # 10 batches of 5, 0.4 s each
+    deadline = time.time() + 30
+    while len(shards(tmp_path, teacher)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    done = len(shards(tmp_path, teacher))
+    assert 2 <= done < 10
+    texts = [f"window {i}" for i in range(50)]
+    out = EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, texts, batch_size=50)
+    torch.testing.assert_close(out, expected(texts))
+    assert len(teacher.batches[0]) <= 50 - 5 * done  # what the killed writer finished is kept
+
+
+def test_torn_files_are_never_read(tmp_path):
+    teacher = HashTeacher()
+    cache = EmbeddingCache(tmp_path, progress=False)
+    cache.get_or_compute(teacher, ["a", "b"])
+    (good,) = shards(tmp_path, teacher)
+    folder = good.parent
+    data = good.read_bytes()
+    # a writer killed mid-write leaves a temporary file: ignored, and swept when stale
+    torn_tmp = folder / ".deadbeef.npy.tmp"
+    torn_tmp.write_bytes(data[: len(data) // 2])
+    # a shard damaged after the fact (disk trouble): skipped with a warning, never a crash
+    (folder / "damaged.npy").write_bytes(data[: len(data) - 7])
+    (folder / "garbage.npy").write_bytes(b"not an npy file")
+    teacher.batches.clear()
+    fresh = EmbeddingCache(tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="skipping unreadable shard"):
+        out = fresh.get_or_compute(teacher, ["a", "b", "c"])
+    torch.testing.assert_close(out, expected(["a", "b", "c"]))
+    assert teacher.batches == [["c"]]
+    old = time.time() - 2 * 3600
+    os.utime(torn_tmp, (old, old))
+    with pytest.warns(UserWarning, match="skipping unreadable shard"):
+        EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, ["a"])
+    assert not torn_tmp.exists()
+
+
+def test_cache_info_cli(cli, tmp_path):
+    empty = cli("cache", "info", "--root", str(tmp_path / "none")).out
+    assert "no teacher embeddings cached yet" in empty
+    EmbeddingCache(tmp_path, progress=False).get_or_compute(HashTeacher(), ["a", "b", "a"])
+    out = cli("cache", "info", "--root", str(tmp_path)).out
+    assert "hash-teacher|v1" in out and "1 hits, 2 misses" in out
