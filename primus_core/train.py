@@ -264,7 +264,10 @@ def build_run(loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, pr
     losses, weights = {}, {}
     for i, ref in enumerate(recipe.losses):
         name = ref.type if ref.type not in losses else f"{ref.type}.{i}"
-        losses[name] = build_component("loss", ref, f"losses.{i}")
+        extra = {}
+        if ref.type == "supervised" and "in_features" not in ref.params:
+            extra["in_features"] = encoder.output_sizes[ref.params.get("head", "emb")]
+        losses[name] = build_component("loss", ref, f"losses.{i}", **extra)
         weights[name] = ref.weight
     if not losses:
         raise PrimusError(f"recipe '{recipe.name}' has no losses")
@@ -348,8 +351,9 @@ class Trainer:
         self.model: nn.Module = run.model
         if run.d.enabled:
             ids = [run.device.index] if run.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(run.model, device_ids=ids,
-                                                             find_unused_parameters=True)
+            # the NN queues are identical on every rank already: no buffer broadcast
+            self.model = nn.parallel.DistributedDataParallel(
+                run.model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
         self.forward_model = self.model
         if cfg.compile:
             self.forward_model = torch.compile(self.model)

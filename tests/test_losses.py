@@ -1,0 +1,393 @@
+"""InfoNCE and the PRIMUS objectives (ss, mm, nn, supervised) against small cases computed by hand
+and by an independent numpy reference; the NN queue's FIFO order, wrap-around, checkpoint round
+trip and its all_gather under torch.distributed (2 CPU processes, gloo)."""
+
+from __future__ import annotations
+
+import io
+import math
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import primus_core
+from primus_core.errors import ComponentError, DataError
+from primus_objectives import (
+    InfoNCE,
+    MultimodalLoss,
+    NearestNeighbourLoss,
+    SelfSupervisedLoss,
+    StepBatch,
+    SupervisedLoss,
+)
+
+
+# ---------------------------------------------------------------- an independent reference
+def np_infonce(q, k, tau=0.1, mask=None) -> float:
+    """Symmetric InfoNCE of the sub-batch of rows selected by mask, in float64 numpy."""
+    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+    if mask is not None:
+        keep = np.asarray(mask, bool)
+        q, k = q[keep], k[keep]
+    if len(q) == 0:
+        return 0.0
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    k = k / np.linalg.norm(k, axis=1, keepdims=True)
+    logits = q @ k.T / tau
+
+    def ce(rows):
+        top = rows.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
+        return float(np.mean(lse - np.diag(rows)))
+
+    return ce(logits) + ce(logits.T)
+
+
+def num(value: torch.Tensor) -> float:
+    return value.detach().item()
+
+
+def normed(a) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def rand(*shape, seed=0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- InfoNCE
+def test_infonce_2x2_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[2.0, 0.0], [0.6, 0.8]])  # normalises to (1, 0), (0.6, 0.8)
+    # logits = q k^T / 0.1 = [[10, 6], [0, 8]]
+    rows = ((-10 + math.log(math.exp(10) + math.exp(6))) + (-8 + math.log(1 + math.exp(8)))) / 2
+    cols = ((-10 + math.log(math.exp(10) + 1)) + (-8 + math.log(math.exp(6) + math.exp(8)))) / 2
+    loss = primus_core.create("loss", "infonce", temperature=0.1)
+    assert num(loss(q, k)) == pytest.approx(rows + cols, rel=1e-5)
+    assert num(loss.temperature) == pytest.approx(0.1)
+
+
+def test_infonce_matches_numpy_and_masked_rows_are_dropped():
+    q, k = rand(6, 8, seed=1), rand(6, 8, seed=2)
+    mask = torch.tensor([True, False, True, True, False, True])
+    loss = InfoNCE()
+    assert num(loss(q, k)) == pytest.approx(np_infonce(q, k), rel=1e-5)
+    assert num(loss(q, k, mask)) == pytest.approx(np_infonce(q, k, mask=mask), rel=1e-5)
+    # masked rows are neither queries nor keys: changing them changes nothing
+    q2, k2 = q.clone(), k.clone()
+    q2[1], k2[4] = 100.0, -3.0
+    assert num(loss(q2, k2, mask)) == pytest.approx(num(loss(q, k, mask)), rel=1e-6)
+    # with a full mask it is the unmasked loss
+    assert num(loss(q, k, torch.ones(6, dtype=torch.bool))) == pytest.approx(num(loss(q, k)))
+
+
+def test_infonce_all_zero_mask_is_exactly_zero_with_a_graph():
+    q = rand(4, 3, seed=3).requires_grad_()
+    loss = InfoNCE()
+    value = loss(q, rand(4, 3, seed=4), torch.zeros(4, dtype=torch.bool))
+    assert value.item() == 0.0
+    value.backward()
+    assert torch.equal(q.grad, torch.zeros_like(q)) and torch.isfinite(q.grad).all()
+
+
+def test_infonce_temperature_is_learnable_and_positive():
+    q, k = rand(5, 4, seed=5).requires_grad_(), rand(5, 4, seed=6)
+    loss = primus_core.create("loss", "infonce", temperature=0.2)
+    assert num(loss(q, k)) == pytest.approx(np_infonce(q.detach(), k, tau=0.2), rel=1e-5)
+    loss(q, k).backward()
+    assert loss.log_temperature.grad is not None and loss.log_temperature.grad != 0
+    with torch.no_grad():
+        loss.log_temperature.fill_(-50.0)
+    assert num(loss.temperature) == pytest.approx(0.01)  # clamped, never 0
+    fixed = primus_core.create("loss", "infonce", learn_temperature=False)
+    assert not fixed.log_temperature.requires_grad
+
+
+def test_infonce_rejects_bad_input():
+    with pytest.raises(ComponentError, match="same shape"):
+        InfoNCE()(rand(3, 4), rand(2, 4))
+    with pytest.raises(ComponentError, match="building block"):
+        InfoNCE()(StepBatch(imu={"emb": rand(2, 3)}))
+    with pytest.raises(ComponentError, match="temperature"):
+        primus_core.create("loss", "infonce", temperature=0)
+
+
+# ---------------------------------------------------------------- ss, mm, supervised
+def outputs(rows: int, seed: int, dim: int = 4) -> dict[str, torch.Tensor]:
+    return {name: rand(rows, dim, seed=seed + i) for i, name in enumerate(("emb", "ssl", "mmcl"))}
+
+
+def test_ss_is_c_times_infonce_of_raw_against_augmented_view():
+    imu, aug = outputs(4, 10), outputs(4, 20)
+    loss = primus_core.create("loss", "ss", ssl_coeff=0.3)
+    assert isinstance(loss, SelfSupervisedLoss)
+    assert loss.needs_augmented_view and not loss.needs_labels and loss.modalities == ()
+    total, terms = loss(StepBatch(imu=imu, imu_aug=aug))
+    expected = np_infonce(imu["ssl"], aug["ssl"])
+    assert num(total) == pytest.approx(0.3 * expected, rel=1e-5)
+    assert num(terms["infonce"]) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ComponentError, match="augmented view"):
+        loss(StepBatch(imu=imu))
+
+
+def test_mm_sums_available_modalities_with_masks():
+    imu = outputs(5, 30)
+    text, video = rand(5, 4, seed=40), rand(5, 4, seed=41)
+    text_mask = torch.tensor([True, True, False, True, True])
+    video_mask = torch.tensor([False, True, True, True, False])
+    loss = primus_core.create("loss", "mm")
+    assert loss.modalities == ("text", "video") and not loss.needs_augmented_view
+    batch = StepBatch(
+        imu=imu,
+        teachers={"text": text, "video": video},
+        teacher_mask={"text": text_mask, "video": video_mask},
+    )
+    total, terms = loss(batch)
+    t = np_infonce(imu["mmcl"], text, mask=text_mask)
+    v = np_infonce(imu["mmcl"], video, mask=video_mask)
+    assert num(total) == pytest.approx(0.5 * (t + v), rel=1e-5)
+    assert num(terms["text"]) == pytest.approx(t, rel=1e-5)
+    # video absent from the batch: skipped
+    total, terms = loss(
+        StepBatch(imu=imu, teachers={"text": text}, teacher_mask={"text": text_mask})
+    )
+    assert set(terms) == {"text", "tau"} and num(total) == pytest.approx(0.5 * t, rel=1e-5)
+    # no modality at all: 0, still differentiable
+    mmcl = imu["mmcl"].clone().requires_grad_()
+    total, _ = loss(StepBatch(imu={**imu, "mmcl": mmcl}))
+    total.backward()
+    assert total.item() == 0.0 and mmcl.grad is not None
+
+
+def test_mm_names_the_size_mismatch():
+    loss = MultimodalLoss()
+    batch = StepBatch(imu=outputs(3, 1), teachers={"text": rand(3, 7)})
+    with pytest.raises(ComponentError, match="mmcl_dim"):
+        loss(batch)
+    with pytest.raises(ComponentError, match="modality"):
+        primus_core.create("loss", "mm", modalities=["text", "imu"])
+
+
+def test_supervised_cross_entropy_ignores_unknown_labels():
+    imu = outputs(4, 50, dim=6)
+    labels = torch.tensor([0, 2, -1, 1])
+    loss = primus_core.create("loss", "supervised", num_classes=3, in_features=6)
+    assert isinstance(loss, SupervisedLoss) and loss.needs_labels
+    total, terms = loss(StepBatch(imu=imu, labels=labels))
+    with torch.no_grad():
+        logits = loss.classifier(imu["emb"]).double().numpy()
+    keep = labels.numpy() >= 0
+    lse = np.log(np.exp(logits).sum(axis=1))
+    expected = np.mean((lse - logits[np.arange(4), labels.clamp(min=0).numpy()])[keep])
+    assert num(total) == pytest.approx(expected, rel=1e-5)
+    assert 0.0 <= num(terms["accuracy"]) <= 1.0
+    none_known, _ = loss(StepBatch(imu=imu, labels=torch.full((4,), -1)))
+    assert none_known.item() == 0.0
+    with pytest.raises(DataError, match="num_classes"):
+        loss(StepBatch(imu=imu, labels=torch.tensor([0, 3, 1, 1])))
+    with pytest.raises(ComponentError, match="labels"):
+        loss(StepBatch(imu=imu))
+    with pytest.raises(ComponentError, match="in_features"):
+        primus_core.create("loss", "supervised", num_classes=3)(StepBatch(imu=imu, labels=labels))
+
+
+# ---------------------------------------------------------------- nn: queues and lookup
+def nn_batch(rows: int, seed: int, video_mask=None, text_mask=None, dim: int = 4) -> StepBatch:
+    teachers = {"text": rand(rows, dim, seed=seed + 100), "video": rand(rows, dim, seed=seed + 200)}
+    masks = {
+        "text": torch.ones(rows, dtype=torch.bool) if text_mask is None else text_mask,
+        "video": torch.ones(rows, dtype=torch.bool) if video_mask is None else video_mask,
+    }
+    return StepBatch(imu=outputs(rows, seed, dim), teachers=teachers, teacher_mask=masks)
+
+
+def test_nn_with_an_empty_queue_is_zero_then_fills_the_queue():
+    loss = primus_core.create("loss", "nn", queue_size=16)
+    assert isinstance(loss, NearestNeighbourLoss) and loss.modalities == ("text", "video")
+    batch = nn_batch(3, 0)
+    mmcl = batch.imu["mmcl"].requires_grad_()
+    total, terms = loss(batch)
+    assert total.item() == 0.0 and num(terms["found"]) == 0.0
+    total.backward()
+    assert mmcl.grad is not None
+    assert int(loss.queue_count) == 3 and int(loss.queue_ptr) == 3
+    assert loss.queue("imu").shape == (16, 4) and loss.queue("video").shape == (16, 4)
+
+
+def test_nn_queue_is_fifo_and_wraps_around():
+    loss = NearestNeighbourLoss(
+        primus_core.components.validate_params("loss", "nn", {"queue_size": 5})
+    )
+    first, second = nn_batch(3, 1), nn_batch(3, 2)
+    loss(first)
+    loss(second)
+    assert int(loss.queue_ptr) == 1 and int(loss.queue_count) == 5
+    imu = loss.queue("imu").numpy()
+    want = {
+        0: second.imu["ssl"][2],
+        1: first.imu["ssl"][1],
+        2: first.imu["ssl"][2],
+        3: second.imu["ssl"][0],
+        4: second.imu["ssl"][1],
+    }
+    for slot, row in want.items():
+        np.testing.assert_allclose(imu[slot], normed(row[None])[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loss.queue("text").numpy()[0], normed(second.teachers["text"][2:3])[0], rtol=1e-5, atol=1e-6
+    )
+    # a batch larger than the queue keeps its last rows
+    big = nn_batch(7, 3)
+    loss(big)
+    assert int(loss.queue_ptr) == 1 and int(loss.queue_count) == 5
+    np.testing.assert_allclose(
+        loss.queue("imu").numpy()[1], normed(big.imu["ssl"][2:3])[0], rtol=1e-5, atol=1e-6
+    )
+    # evaluation mode looks up but never writes
+    before = loss.queue("imu").clone()
+    loss.eval()
+    loss(nn_batch(2, 4))
+    assert torch.equal(loss.queue("imu"), before) and int(loss.queue_ptr) == 1
+
+
+def test_nn_lookup_by_video_then_text_and_loss_by_hand():
+    loss = primus_core.create("loss", "nn", queue_size=4, ssl_coeff=0.5)
+    # fill the queue with 4 windows whose embeddings are the unit axes; slot 3 has no video
+    eye = torch.eye(4)
+    fill = StepBatch(
+        imu={"emb": eye, "ssl": eye.flip(0), "mmcl": eye},
+        teachers={"text": eye.roll(1, dims=1), "video": eye},
+        teacher_mask={
+            "text": torch.ones(4, dtype=torch.bool),
+            "video": torch.tensor([True, True, True, False]),
+        },
+    )
+    loss(fill)
+    # queue: video slot i = e_i (slots 0-2), text slot i = e_{i+1 mod 4}, imu slot i = e_{3-i}
+    video = torch.tensor([[0.1, 0.9, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0, 0, 0, 0.0]])
+    text = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.2, 0.0, 0.0]])
+    batch = StepBatch(
+        imu=outputs(3, 60),
+        teachers={"text": text, "video": video},
+        teacher_mask={
+            "text": torch.tensor([False, True, True]),
+            "video": torch.tensor([True, True, False]),
+        },
+    )
+    index, found = loss.lookup(batch)
+    # row 0: video ~ e1 -> slot 1. row 1: video e3 but slot 3 has no video; among slots 0-2 all
+    # tie at 0 -> slot 0. row 2: no video, text ~ e0 -> text slot 3 (text of slot 3 is e0).
+    assert found.tolist() == [True, True, True]
+    assert index.tolist() == [1, 0, 3]
+    total, terms = loss(batch)
+    has_video = np.array([True, True, True, False])[[1, 0, 3]]
+    q_video, q_text = eye.numpy()[[1, 0, 3]], eye.roll(1, dims=1).numpy()[[1, 0, 3]]
+    q_video = q_video * has_video[:, None]
+    q_imu = eye.flip(0).numpy()[[1, 0, 3]]
+    mmcl, ssl = batch.imu["mmcl"].numpy(), batch.imu["ssl"].numpy()
+    v = np_infonce(mmcl, q_video, mask=has_video)
+    t = np_infonce(mmcl, q_text)
+    s = np_infonce(ssl, q_imu)
+    assert num(terms["video"]) == pytest.approx(v, rel=1e-5)
+    assert num(terms["text"]) == pytest.approx(t, rel=1e-5)
+    assert num(terms["imu"]) == pytest.approx(s, rel=1e-5)
+    assert num(total) == pytest.approx(0.5 * (v + t) + 0.5 * s, rel=1e-5)
+
+
+def test_nn_text_only_recipe_and_rows_without_any_teacher():
+    loss = primus_core.create("loss", "nn", queue_size=8, modalities=["text"])
+    loss(nn_batch(4, 5))
+    none = torch.zeros(3, dtype=torch.bool)
+    batch = nn_batch(3, 6, text_mask=torch.tensor([True, False, True]), video_mask=none)
+    index, found = loss.lookup(batch)
+    assert found.tolist() == [True, False, True]
+    _, terms = loss(batch)
+    assert set(terms) == {"text", "imu", "found"}
+
+
+def test_nn_queue_survives_a_checkpoint_round_trip():
+    loss = primus_core.create("loss", "nn", queue_size=6)
+    for seed in range(3):
+        loss(nn_batch(4, seed))
+    buffer = io.BytesIO()
+    torch.save(loss.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert {
+        "queue_text",
+        "queue_video",
+        "queue_imu",
+        "has_video",
+        "queue_ptr",
+        "queue_count",
+    } <= set(state)
+    fresh = primus_core.create("loss", "nn", queue_size=6)
+    fresh.load_state_dict(state)
+    for name, value in loss.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    probe = nn_batch(4, 9)
+    loss.eval()
+    fresh.eval()
+    assert num(fresh(probe)[0]) == pytest.approx(num(loss(probe)[0]), rel=1e-6)
+
+
+# ---------------------------------------------------------------- nn under torch.distributed
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        loss = primus_core.create("loss", "nn", queue_size=16)
+        loss(nn_batch(2, 10 * rank))  # gathered=False: the loss all-gathers
+        results[rank] = (int(loss.queue_count), loss.queue("imu")[:4].clone())
+        gathered = primus_core.create("loss", "nn", queue_size=16)
+        batch = nn_batch(2, 0)
+        batch.gathered = True  # the trainer already gathered: no second gather
+        gathered(batch)
+        results[rank + world] = int(gathered.queue_count)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_nn_queue_receives_every_rank_under_ddp():
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+        results = dict(results)
+    expected = np.concatenate(
+        [normed(nn_batch(2, 0).imu["ssl"]), normed(nn_batch(2, 10).imu["ssl"])]
+    )
+    for rank in (0, 1):
+        count, imu = results[rank]
+        assert count == 4
+        np.testing.assert_allclose(imu.numpy(), expected, rtol=1e-5, atol=1e-6)
+        assert results[rank + 2] == 2
+
+
+def test_hook_register_losses_registers_every_objective():
+    from primus_core.components import list_components
+
+    losses = {c.name: c for c in list_components("loss")}
+    assert {"infonce", "ss", "mm", "nn", "supervised"} <= set(losses)
+    assert all(losses[n].plugin == "objectives" for n in ("infonce", "ss", "mm", "nn", "supervised"))
+    declared = {}
+    for name, params in [("ss", {}), ("mm", {}), ("nn", {}), ("supervised", {"num_classes": 3})]:
+        loss = primus_core.create("loss", name, **params)
+        declared[name] = (loss.modalities, loss.needs_augmented_view, loss.needs_labels)
+    assert declared == {
+        "ss": ((), True, False),
+        "mm": (("text", "video"), False, False),
+        "nn": (("text", "video"), False, False),
+        "supervised": ((), False, True),
+    }
