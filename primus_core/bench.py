@@ -150,13 +150,23 @@ def run_one(kind: str, batch: int, device: str, seconds: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def child(kind: str, batch: int, device: str, seconds: float) -> dict:
     dev = torch.device(device)
+    import primus_core.components as components
+
+    components.registry()  # plugins imported: what every primus process holds
+    baseline = current_rss_mib() if dev.type == "cpu" else 0.0
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     result = MEASURES[kind](batch, dev, seconds)
     result["peak_mib"] = peak_memory_mib(dev)
+    result["baseline_mib"] = baseline
     if dev.type == "cuda":
         try:
             result["gpu_util_pct"] = torch.cuda.utilization(dev)
@@ -201,10 +211,12 @@ def bench(device: str, seconds: float, as_json: bool) -> None:
                f"{gflops:.0f} GFLOP/s, {macs / 1e6:.1f} M multiply-adds/window, step ceiling "
                f"{ceiling:,.0f} windows/s")
     click.echo(f"{'measure':<10} {'batch':>5} {'windows/s':>11} {'of bound':>9} {'peak MiB':>9}"
+               f" {'(imports)':>9}"
                + ("  GPU util" if dev.type == "cuda" else ""))
     for r in rows:
         bound = f"{r['of_compute_bound']:.0%}" if "of_compute_bound" in r else "-"
-        line = f"{r['measure']:<10} {r['batch']:>5} {r['windows_per_s']:>11,.0f} {bound:>9} {r['peak_mib']:>9,.0f}"
+        line = (f"{r['measure']:<10} {r['batch']:>5} {r['windows_per_s']:>11,.0f} {bound:>9} "
+                f"{r['peak_mib']:>9,.0f} {r['baseline_mib']:>9,.0f}")
         if dev.type == "cuda":
             line += f"  {r.get('gpu_util_pct')}"
         click.echo(line)

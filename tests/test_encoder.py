@@ -100,5 +100,7 @@ def test_cpu_gru_scan_matches_torch_gru_values_and_gradients():
     theirs = gru(x)[1][0]
     theirs.square().sum().backward()
     torch.testing.assert_close(ours, theirs)
+    with torch.no_grad():  # the inference path keeps no state for a backward pass
+        torch.testing.assert_close(gru_last_hidden(gru, x), theirs)
     for mine, ref in zip(ours_grads, [x.grad] + [p.grad for p in gru.parameters()], strict=True):
         torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-5)
