@@ -261,6 +261,8 @@ def add_command_groups() -> None:
         ("data_cli", "data"),
         ("cache_cli", "cache"),
         ("train_cli", "train"),
+        ("eval_cli", "eval_command"),
+        ("eval_cli", "experiment"),
         ("demo", "demo"),
         ("bench", "bench"),
     ]:

@@ -186,7 +186,9 @@ def format_validation_error(prefix: str, error: ValidationError) -> str:
     for item in error.errors():
         path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
         got = item.get("input")
-        shown = "" if item["type"] == "missing" else f" (got {got!r})"
+        text = repr(got)
+        text = text if len(text) <= 80 else text[:77] + "..."
+        shown = "" if item["type"] == "missing" else f" (got {text})"
         parts.append(f"{path}: {item['msg']}{shown}")
     return "; ".join(parts)
 
