@@ -29,9 +29,14 @@ if [ -n "${MINILM_CACHE_VERSION:-}" ]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+SECTIONS=${SECTIONS:-"gpu cpu train"}  # add "diversity" for the diversity-vs-size experiment
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if has gpu; then
 echo "== bench on the GPU"
 $PY -m primus_core.cli bench --device cuda --json > "$OUT/bench_gpu.json" || echo "FAILED: bench cuda"
 cat "$OUT/bench_gpu.json"
+fi
+if has cpu; then
 echo "== bench on 2 CPU cores of this machine (taskset -c 0,1)"
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 taskset -c 0,1 $PY -m primus_core.cli bench --device cpu --json > "$OUT/bench_cpu2.json" \
   || echo "FAILED: bench cpu"
@@ -42,11 +47,23 @@ print(f"cpu x2: matmul {r['matmul_gflops']:.0f} GFLOP/s, ceiling {r['step_ceilin
 for row in r["rows"]:
     print(row)
 PY
+fi
+if has diversity; then
+  echo "== diversity vs size on the GPU"
+  start=$(date +%s)
+  $PY -m primus_core.cli experiment diversity-vs-size --device cuda --diversities 2,4,8 \
+    --sizes 200,400,800 --steps 300 --repeats 2 --seeds 2 --shots 1,5 --no-progress \
+    --set data.pretrain.hapt.stride_seconds=null --out /tmp/primus-dvs || echo "FAILED: diversity"
+  echo "diversity wall: $(( $(date +%s) - start )) s"
+  cp /tmp/primus-dvs/diversity_vs_size.* "$OUT/" && cat /tmp/primus-dvs/diversity_vs_size.md
+fi
+if has train; then
 echo "== AMP training run: primus-hapt, batch 256, 300 steps"
 rm -rf /tmp/primus-gpu-run
 start=$(date +%s)
 $PY -m primus_core.cli train primus-hapt --device cuda --out /tmp/primus-gpu-run --max-steps 300 \
-  --set train.batch_size=256 --set train.log_every=25 --no-progress || echo "FAILED: train"
+  --set train.batch_size=256 --set train.log_every=25 --set data.pretrain.hapt.stride_seconds=null \
+  --no-progress || echo "FAILED: train"
 echo "train wall: $(( $(date +%s) - start )) s"
 cp /tmp/primus-gpu-run/metrics.jsonl "$OUT/train_metrics.jsonl"
 $PY - /tmp/primus-gpu-run/metrics.jsonl <<'PY'
@@ -63,3 +80,5 @@ terms = {k: (steps[1][k], steps[-1][k]) for k in ("ss", "mm", "nn") if k in step
 print("terms first -> last:", terms)
 print("decreasing:", vals[-1] < vals[0] and all(b < a for a, b in terms.values()))
 PY
+
+fi
