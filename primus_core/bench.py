@@ -20,9 +20,11 @@ EGOEXO4D_TRAIN_WINDOWS = 195_000  # one pretraining epoch of the paper's data
 
 
 def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
-    """Measured float32 matrix-multiply throughput at the GRU's shape (batch 256, 512 -> 1536)."""
-    a = torch.randn(256, 512, device=device)
-    b = torch.randn(512, 1536, device=device)
+    """Measured matrix-multiply throughput at the GRU's shape (batch 256, 512 -> 1536), in the
+    precision the training step runs in (float32 on CPUs, bfloat16 under autocast on GPUs)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(256, 512, device=device, dtype=dtype)
+    b = torch.randn(512, 1536, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     sync(device)

@@ -1,0 +1,268 @@
+"""Few-shot / zero-shot evaluation: sampling, subject splits, the classical baseline on real
+HAPT, zero-shot with the real MiniLM text teacher, reports and the `primus eval` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from primus_core.config import IMUContract
+from primus_core.data import WindowSet
+from primus_core.evaluate import (
+    ALL,
+    ClassicalSystem,
+    EncoderSystem,
+    EvalError,
+    EvalSettings,
+    LoadedModel,
+    System,
+    class_prompts,
+    evaluate,
+    metrics,
+    parse_shots,
+    prepare_dataset,
+    prompt_embeddings,
+    run_systems,
+    shot_indices,
+    split_for_seed,
+    untrained_encoder,
+)
+from primus_core.reports import eval_markdown, markdown_table, summarise, write_eval_report
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _wire_cli():
+    """Add the commands to the root group (the lead wires them in cli.py; this is idempotent)."""
+    from primus_core.cli import cli
+    from primus_core.eval_cli import eval_command, experiment
+
+    cli.add_command(eval_command)
+    cli.add_command(experiment)
+
+
+@pytest.fixture(scope="module")
+def watch() -> WindowSet:
+    return prepare_dataset("watch-exercises", IMUContract(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def hapt() -> WindowSet:
+    return prepare_dataset("hapt", IMUContract(), progress=False)
+
+
+# ---------------------------------------------------------------------------- sampling
+def test_few_shot_sampling_is_seeded_and_class_balanced(hapt):
+    s = EvalSettings(dataset="hapt")
+    train_idx, _ = split_for_seed(hapt, s, seed=3)
+    train_labels = hapt.labels[train_idx]
+    for k in (1, 5, 40):
+        a = shot_indices(hapt, train_idx, k, seed=7)
+        b = shot_indices(hapt, train_idx, k, seed=7)
+        c = shot_indices(hapt, train_idx, k, seed=8)
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+        assert set(a) <= set(train_idx)
+        counts = np.bincount(hapt.labels[a], minlength=len(hapt.class_names))
+        available = np.bincount(train_labels, minlength=len(hapt.class_names))
+        np.testing.assert_array_equal(counts, np.minimum(k, available))
+    assert len(shot_indices(hapt, train_idx, ALL, seed=0)) == len(train_idx)
+
+
+class Recorder(System):
+    """Records what each fit was given; predicts the majority training class."""
+
+    name, kind, mode = "recorder", "model", "linear"
+
+    def __init__(self, ws: WindowSet):
+        self.ws, self.calls = ws, []
+
+    def run(self, train_idx, test_idx, seed):
+        self.calls.append((train_idx.copy(), test_idx.copy()))
+        majority = np.bincount(self.ws.labels[train_idx]).argmax()
+        return metrics(self.ws.labels[test_idx], np.full(len(test_idx), majority))
+
+
+def test_subjects_never_leak_between_shots_and_test(watch):
+    recorder = Recorder(watch)
+    runs = run_systems([recorder], watch, EvalSettings(dataset="watch-exercises", shots=[1, 5, ALL],
+                                                        seeds=4), progress=False)
+    assert len(runs) == len(recorder.calls) == 12
+    tests = set()
+    for train_idx, test_idx in recorder.calls:
+        assert set(watch.subjects[train_idx]).isdisjoint(watch.subjects[test_idx])
+        tests.add(tuple(sorted(set(watch.subjects[test_idx]))))
+    assert len(tests) > 1  # each seed draws other test subjects
+    fixed = Recorder(watch)
+    run_systems([fixed], watch, EvalSettings(dataset="watch-exercises", shots=[2], seeds=3,
+                                             test_subjects=[1, 2]), progress=False)
+    for train_idx, test_idx in fixed.calls:
+        assert set(watch.subjects[test_idx]) == {1, 2}
+        assert not {1, 2} & set(watch.subjects[train_idx])
+
+
+def test_metrics_on_a_known_case():
+    got = metrics(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]))
+    assert got["accuracy"] == pytest.approx(0.75)
+    assert got["mean_class_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert got["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+# ---------------------------------------------------------------------------- classical
+def test_classical_baseline_reaches_its_known_level_on_hapt(hapt):
+    """All 12 HAPT classes (6 activities + 6 transitions), 5 s windows, all training labels,
+    held-out subjects: statistical features + logistic regression score above 0.9."""
+    system = ClassicalSystem(hapt)
+    s = EvalSettings(dataset="hapt", shots=[ALL], seeds=2)
+    runs = run_systems([system], hapt, s, progress=False)
+    accuracies = [r["accuracy"] for r in runs]
+    assert min(accuracies) > 0.9, accuracies
+    assert len(hapt.class_names) == 12
+
+
+# ---------------------------------------------------------------------------- zero-shot
+class TableEncoder(nn.Module):
+    """A stand-in encoder whose 'mmcl' output is a text embedding chosen by the window's class
+    (channel 0 holds the class id), plus noise: a perfectly text-aligned IMU encoder."""
+
+    def __init__(self, table: torch.Tensor, noise: float = 0.02):
+        super().__init__()
+        self.register_buffer("table", table)
+        self.noise = noise
+        self.imu_contract = IMUContract()
+        self.output_sizes = {"emb": table.shape[1], "mmcl": table.shape[1]}
+
+    def forward(self, x):
+        cls = x[:, 0, 0].round().long()
+        gen = torch.Generator().manual_seed(0)
+        out = self.table[cls] + self.noise * torch.randn(len(x), self.table.shape[1], generator=gen)
+        return {"emb": out, "mmcl": out}
+
+
+def synthetic_windows(classes: list[str], per_class: int, subjects: int) -> WindowSet:
+    n = len(classes) * per_class
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    imu = np.zeros((n, 6, 250), np.float32)
+    imu[:, 0, :] = labels[:, None]
+    phrases = [c.replace("_", " ") for c in classes]
+    return WindowSet(imu=imu, labels=labels, class_names=classes,
+                     subjects=np.arange(n) % subjects,
+                     narrations=[f"a person is {phrases[y]}" for y in labels], dataset="synthetic")
+
+
+def test_zeroshot_with_the_minilm_text_teacher():
+    classes = ["walking", "walking_upstairs", "sitting", "lying_down", "playing_badminton"]
+    ws = synthetic_windows(classes, per_class=6, subjects=6)
+    prompts = class_prompts(ws)
+    assert prompts[0] == ["a person is walking"]
+    text = prompt_embeddings(prompts, "minilm-text")
+    assert text.shape == (5, 384)
+    # a prompt of the true class scores highest against the averaged class embeddings
+    from primus_core import create
+
+    probes = create("teacher", "minilm-text").embed(
+        [f"someone is {c.replace('_', ' ')}" for c in classes])
+    assert (probes @ text.T).argmax(1).tolist() == list(range(5))
+    # an encoder aligned with the text space classifies with no labels at all
+    model = LoadedModel("aligned", TableEncoder(text), "table", {}, ["minilm-text|x"], "test")
+    result = evaluate(model, EvalSettings(dataset="synthetic", mode="zeroshot", seeds=2),
+                      baselines=(), progress=False, windows=ws)
+    assert [r["shots"] for r in result.runs] == [0, 0]
+    assert all(r["accuracy"] == 1.0 for r in result.runs)
+    # the linear head starts from those prompts: with no training it predicts like zero-shot
+    s = EvalSettings(dataset="synthetic", shots=[1], seeds=1, epochs=0)
+    system = EncoderSystem("aligned", "model", model.encoder, ws, s, "linear", "mmcl", text, CPU,
+                           1e-4)
+    row = run_systems([system], ws, s, progress=False)[0]
+    assert row["accuracy"] == row["zeroshot_accuracy"] == 1.0
+
+
+def test_zeroshot_needs_a_head_of_the_teachers_size(watch):
+    model = LoadedModel("random", untrained_encoder("stacked-rnn", {"hidden_size": 32,
+                                                                    "mmcl_dim": 16}),
+                        "stacked-rnn", {}, [], "untrained")
+    with pytest.raises(EvalError, match="zero-shot needs a text-aligned head"):
+        evaluate(model, EvalSettings(dataset="watch-exercises", mode="zeroshot"), baselines=(),
+                 progress=False, windows=watch)
+
+
+# ---------------------------------------------------------------------------- modes, baselines
+TINY = {"hidden_size": 32, "ssl_dim": 16, "mmcl_dim": 16}
+
+
+def test_all_modes_and_baselines_on_a_tiny_encoder(watch):
+    model = LoadedModel("tiny", untrained_encoder("stacked-rnn", TINY, seed=1), "stacked-rnn",
+                        TINY, [], "test-dir")
+    common = {"dataset": "watch-exercises", "shots": [2, 5], "seeds": 2, "min_steps": 30,
+              "finetune_min_steps": 5}
+    result = evaluate(model, EvalSettings(**common), progress=False, windows=watch)
+    names = [m["name"] for m in result.models]
+    assert names == ["tiny", "untrained stacked-rnn", "supervised from scratch",
+                     "classical (features + logreg)"]
+    assert len(result.runs) == 4 * 2 * 2
+    for row in result.summary:
+        assert row["n"] == 2 and 0.0 <= row["accuracy_mean"] <= 1.0
+    classical = [r for r in result.summary if r["model"].startswith("classical")]
+    assert classical[-1]["accuracy_mean"] > 1.5 / 7  # well above chance on 5 shots
+    for mode in ("knn", "finetune"):
+        part = evaluate(model, EvalSettings(mode=mode, **common), baselines=(), progress=False,
+                        windows=watch)
+        assert {r["mode"] for r in part.runs} == {mode} and len(part.runs) == 4
+
+
+def test_reports_json_markdown_and_plot(watch, tmp_path):
+    model = LoadedModel("tiny", untrained_encoder("stacked-rnn", TINY), "stacked-rnn", TINY, [],
+                        "test-dir")
+    result = evaluate(model, EvalSettings(dataset="watch-exercises", shots=[1, 3], seeds=2,
+                                          min_steps=10), baselines=("classical",),
+                      progress=False, windows=watch).to_dict()
+    paths = write_eval_report(result, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["format"] == "primus-eval/1" and len(data["runs"]) == 8
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = paths["markdown"].read_text()
+    assert "| tiny |" in text and "1-shot" in text and "macro-F1" in text
+    assert text == eval_markdown(result)
+
+
+def test_summary_and_table_means_and_spread():
+    runs = [{"model": "m", "shots": 1, "seed": s, "accuracy": a, "macro_f1": a,
+             "mean_class_accuracy": a} for s, a in enumerate([0.5, 0.7])]
+    summary = summarise(runs)
+    assert summary[0]["accuracy_mean"] == pytest.approx(0.6)
+    assert summary[0]["accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert "0.600 ± 0.141" in markdown_table(summary)
+
+
+# ---------------------------------------------------------------------------- the command
+def test_eval_command_writes_reports_and_prints_the_table(cli, tmp_path):
+    from primus_core.modeldir import save_model_dir
+
+    encoder = untrained_encoder("stacked-rnn", TINY, seed=2)
+    model_dir = save_model_dir(encoder, tmp_path / "tiny", encoder_type="stacked-rnn",
+                               encoder_params=TINY)
+    out = tmp_path / "report"
+    res = cli("eval", model_dir, "--dataset", "basicmotions", "--shots", "1,2", "--seeds", "2",
+              "--min-steps", "10", "--finetune-steps", "3", "--out", out, "--no-progress")
+    assert "| tiny |" in res.out and "supervised from scratch" in res.out
+    assert {p.name for p in out.iterdir()} >= {"eval.json", "eval.md", "eval.png"}
+    res = cli("eval", model_dir, "--dataset", "basicmotions", "--shots", "1", "--seeds", "1",
+              "--min-steps", "5", "--no-baselines", "--json", "--no-progress")
+    data = json.loads(res.out)
+    assert [m["name"] for m in data["models"]] == ["tiny"]
+
+
+def test_eval_command_user_errors(cli, tmp_path):
+    res = cli("eval", "random:stacked-rnn", "--dataset", "basicmotions", "--shots", "1,x",
+              expect=1)
+    assert "error: --shots: 'x' is not a whole number" in res.err
+    res = cli("eval", str(tmp_path / "nowhere"), "--dataset", "basicmotions", expect=1)
+    assert res.err.startswith("error:") and "Traceback" not in res.err
+    with pytest.raises(EvalError, match="no labelled windows"):
+        prepare_dataset("daphnet", IMUContract(), progress=False)
+    assert parse_shots("1, 5,all") == [1, 5, ALL]
