@@ -13,8 +13,16 @@ import warnings
 import numpy as np
 
 PERCENTILES = (10, 25, 50, 75, 90)
-FEATURE_NAMES = ("mean", "std", "min", "max", *(f"p{p}" for p in PERCENTILES), "energy",
-                 "mean_abs_diff", "diff_std")
+FEATURE_NAMES = (
+    "mean",
+    "std",
+    "min",
+    "max",
+    *(f"p{p}" for p in PERCENTILES),
+    "energy",
+    "mean_abs_diff",
+    "diff_std",
+)
 
 
 def with_magnitudes(imu: np.ndarray) -> np.ndarray:
@@ -29,7 +37,7 @@ def with_magnitudes(imu: np.ndarray) -> np.ndarray:
 def window_features(imu: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """(N, C, T) windows -> (N, F) float64 statistical features (see the module docstring)."""
     imu = np.asarray(imu)
-    parts = [_features(with_magnitudes(imu[i:i + chunk])) for i in range(0, len(imu), chunk)]
+    parts = [_features(with_magnitudes(imu[i : i + chunk])) for i in range(0, len(imu), chunk)]
     if not parts:
         width = imu.shape[1] + (2 if imu.shape[1] == 6 else 0)
         return np.zeros((0, len(FEATURE_NAMES) * width))
@@ -40,8 +48,16 @@ def _features(x: np.ndarray) -> np.ndarray:
     n = x.shape[0]
     diff = np.diff(x, axis=2)
     pct = np.percentile(x, PERCENTILES, axis=2).transpose(1, 2, 0).reshape(n, -1)
-    blocks = [x.mean(2), x.std(2), x.min(2), x.max(2), pct, (x ** 2).mean(2),
-              np.abs(diff).mean(2), diff.std(2)]
+    blocks = [
+        x.mean(2),
+        x.std(2),
+        x.min(2),
+        x.max(2),
+        pct,
+        (x**2).mean(2),
+        np.abs(diff).mean(2),
+        diff.std(2),
+    ]
     return np.concatenate(blocks, axis=1)
 
 
@@ -55,8 +71,9 @@ def fit_logreg(features: np.ndarray, labels: np.ndarray, C: float = 0.5, seed: i
 
     if np.unique(labels).size < 2:
         return DummyClassifier(strategy="most_frequent").fit(features, labels)
-    model = make_pipeline(StandardScaler(),
-                          LogisticRegression(C=C, max_iter=2000, random_state=seed))
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(features, labels)

@@ -75,7 +75,9 @@ def synthetic_run(batch: int, device: torch.device, windows: int):
     encoder = build_encoder(recipe, [CachedTeacher()])
     from .recipes import build_component
 
-    losses = {ref.type: build_component("loss", ref, f"losses.{i}") for i, ref in enumerate(recipe.losses)}
+    losses = {
+        ref.type: build_component("loss", ref, f"losses.{i}") for i, ref in enumerate(recipe.losses)
+    }
     augs = [build_component("augmentation", ref, "aug") for ref in recipe.augmentations]
     model = Pretrainer(encoder, losses, {k: 1.0 for k in losses}).to(device)
     gen = torch.Generator().manual_seed(0)
@@ -145,8 +147,10 @@ MEASURES = {"step": measure_step, "inference": measure_inference, "loading": mea
 
 def run_one(kind: str, batch: int, device: str, seconds: float) -> dict:
     """Run one measurement in a subprocess; returns its figures and peak memory."""
-    code = ("import json,sys; from primus_core.bench import child; "
-            f"print(json.dumps(child({kind!r}, {batch}, {device!r}, {seconds})))")
+    code = (
+        "import json,sys; from primus_core.bench import child; "
+        f"print(json.dumps(child({kind!r}, {batch}, {device!r}, {seconds})))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         raise click.ClickException(f"bench {kind} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -206,27 +210,39 @@ def bench(device: str, seconds: float, as_json: bool) -> None:
             result["of_compute_bound"] = result["windows_per_s"] / ceiling
         rows.append(result)
     best_step = max(r["windows_per_s"] for r in rows if r["measure"] == "step")
-    summary = {"device": str(dev), "threads": torch.get_num_threads(),
-               "egoexo4d_epoch_s": EGOEXO4D_TRAIN_WINDOWS / best_step,
-               "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-               "matmul_gflops": gflops, "macs_per_window": macs,
-               "step_ceiling_windows_per_s": ceiling, "rows": rows}
+    summary = {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "egoexo4d_epoch_s": EGOEXO4D_TRAIN_WINDOWS / best_step,
+        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "matmul_gflops": gflops,
+        "macs_per_window": macs,
+        "step_ceiling_windows_per_s": ceiling,
+        "rows": rows,
+    }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     where = summary["gpu"] or f"{summary['threads']} threads"
-    click.echo(f"device {dev} ({where}), matmul "
-               f"{gflops:.0f} GFLOP/s, {macs / 1e6:.1f} M multiply-adds/window, step ceiling "
-               f"{ceiling:,.0f} windows/s")
-    click.echo(f"{'measure':<10} {'batch':>5} {'windows/s':>11} {'of bound':>9} {'peak MiB':>9}"
-               f" {'(imports)':>9}"
-               + ("  GPU util" if dev.type == "cuda" else ""))
+    click.echo(
+        f"device {dev} ({where}), matmul "
+        f"{gflops:.0f} GFLOP/s, {macs / 1e6:.1f} M multiply-adds/window, step ceiling "
+        f"{ceiling:,.0f} windows/s"
+    )
+    click.echo(
+        f"{'measure':<10} {'batch':>5} {'windows/s':>11} {'of bound':>9} {'peak MiB':>9}"
+        f" {'(imports)':>9}" + ("  GPU util" if dev.type == "cuda" else "")
+    )
     for r in rows:
         bound = f"{r['of_compute_bound']:.0%}" if "of_compute_bound" in r else "-"
-        line = (f"{r['measure']:<10} {r['batch']:>5} {r['windows_per_s']:>11,.0f} {bound:>9} "
-                f"{r['peak_mib']:>9,.0f} {r['baseline_mib']:>9,.0f}")
+        line = (
+            f"{r['measure']:<10} {r['batch']:>5} {r['windows_per_s']:>11,.0f} {bound:>9} "
+            f"{r['peak_mib']:>9,.0f} {r['baseline_mib']:>9,.0f}"
+        )
         if dev.type == "cuda":
             line += f"  {r.get('gpu_util_pct')}"
         click.echo(line)
-    click.echo(f"an EgoExo4D epoch ({EGOEXO4D_TRAIN_WINDOWS:,} windows) at the best step rate: "
-               f"{summary['egoexo4d_epoch_s']:.1f} s")
+    click.echo(
+        f"an EgoExo4D epoch ({EGOEXO4D_TRAIN_WINDOWS:,} windows) at the best step rate: "
+        f"{summary['egoexo4d_epoch_s']:.1f} s"
+    )

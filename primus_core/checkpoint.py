@@ -42,7 +42,9 @@ def load_checkpoint(path: Path, compat: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({str(exc)[:160]})") from None
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({str(exc)[:160]})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a primus training checkpoint")
     if state.get("compat") != compat:

@@ -65,9 +65,11 @@ class DataConfig(BaseModel):
     pretrain: list[ComponentRef] = Field(default_factory=list)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     include_classes: list[str] | None = Field(
-        None, description="keep only windows of these class names (a corpus of chosen diversity)")
+        None, description="keep only windows of these class names (a corpus of chosen diversity)"
+    )
     max_windows: int | None = Field(
-        None, gt=0, description="keep a seeded random subset of this many windows (corpus size)")
+        None, gt=0, description="keep a seeded random subset of this many windows (corpus size)"
+    )
 
 
 class TrainConfig(BaseModel):

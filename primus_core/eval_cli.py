@@ -14,7 +14,9 @@ def int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise PrimusError(f"{option}: expected comma-separated whole numbers, got {text!r}") from None
+        raise PrimusError(
+            f"{option}: expected comma-separated whole numbers, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise PrimusError(f"{option}: expected positive whole numbers, got {text!r}")
     return values
@@ -27,29 +29,70 @@ def name_list(text: str) -> list[str]:
 def eval_options(func):
     """Options shared by ``eval`` and the experiments' evaluation step."""
     options = [
-        click.option("--shots", default="1,2,5,10,20", show_default=True,
-                     help="Labelled windows per class, comma-separated; 'all' = every one."),
-        click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-                     help="Seeds: each draws the test subjects and the shots."),
-        click.option("--mode", type=click.Choice(["linear", "finetune", "zeroshot", "knn"]),
-                     default="linear", show_default=True),
-        click.option("--head", type=click.Choice(["mmcl", "emb", "ssl"]),
-                     help="Encoder output to use [mmcl when present, else emb]."),
-        click.option("--init", type=click.Choice(["text", "random"]), default="text",
-                     show_default=True, help="Head start: class-prompt text embeddings (when "
-                     "the head's size equals the text teacher's) or random."),
+        click.option(
+            "--shots",
+            default="1,2,5,10,20",
+            show_default=True,
+            help="Labelled windows per class, comma-separated; 'all' = every one.",
+        ),
+        click.option(
+            "--seeds",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="Seeds: each draws the test subjects and the shots.",
+        ),
+        click.option(
+            "--mode",
+            type=click.Choice(["linear", "finetune", "zeroshot", "knn"]),
+            default="linear",
+            show_default=True,
+        ),
+        click.option(
+            "--head",
+            type=click.Choice(["mmcl", "emb", "ssl"]),
+            help="Encoder output to use [mmcl when present, else emb].",
+        ),
+        click.option(
+            "--init",
+            type=click.Choice(["text", "random"]),
+            default="text",
+            show_default=True,
+            help="Head start: class-prompt text embeddings (when "
+            "the head's size equals the text teacher's) or random.",
+        ),
         click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True),
-        click.option("--min-steps", type=click.IntRange(min=0), default=300, show_default=True,
-                     help="At least this many optimiser steps of a linear head."),
-        click.option("--finetune-steps", type=click.IntRange(min=0), default=50,
-                     show_default=True, help="At least this many steps when an encoder is "
-                     "trained (finetune mode, supervised baseline)."),
+        click.option(
+            "--min-steps",
+            type=click.IntRange(min=0),
+            default=300,
+            show_default=True,
+            help="At least this many optimiser steps of a linear head.",
+        ),
+        click.option(
+            "--finetune-steps",
+            type=click.IntRange(min=0),
+            default=50,
+            show_default=True,
+            help="At least this many steps when an encoder is "
+            "trained (finetune mode, supervised baseline).",
+        ),
         click.option("--lr", type=float, help="Head learning rate [1e-3 text init, 1e-2 random]."),
-        click.option("--encoder-lr", type=float, default=1e-4, show_default=True,
-                     help="Pretrained encoder's learning rate (finetune)."),
+        click.option(
+            "--encoder-lr",
+            type=float,
+            default=1e-4,
+            show_default=True,
+            help="Pretrained encoder's learning rate (finetune).",
+        ),
         click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True),
-        click.option("--test-fraction", type=float, default=0.3, show_default=True,
-                     help="Share of subjects held out for testing."),
+        click.option(
+            "--test-fraction",
+            type=float,
+            default=0.3,
+            show_default=True,
+            help="Share of subjects held out for testing.",
+        ),
         click.option("--knn-k", type=click.IntRange(min=1), default=5, show_default=True),
         click.option("--teacher", help="Text teacher for class prompts [from the model's config]."),
         click.option("--device", help="cpu, cuda, ... [auto]"),
@@ -63,33 +106,58 @@ def settings_from(dataset: str, kw: dict):
     from .evaluate import EvalSettings, parse_shots
 
     return EvalSettings(
-        dataset=dataset, shots=parse_shots(kw["shots"]), seeds=kw["seeds"], mode=kw["mode"],
-        head=kw["head"], init=kw["init"], epochs=kw["epochs"], min_steps=kw["min_steps"],
-        finetune_min_steps=kw["finetune_steps"], lr=kw["lr"], encoder_lr=kw["encoder_lr"], batch_size=kw["batch_size"],
-        test_fraction=kw["test_fraction"], knn_k=kw["knn_k"], teacher=kw["teacher"],
-        device=kw["device"])
+        dataset=dataset,
+        shots=parse_shots(kw["shots"]),
+        seeds=kw["seeds"],
+        mode=kw["mode"],
+        head=kw["head"],
+        init=kw["init"],
+        epochs=kw["epochs"],
+        min_steps=kw["min_steps"],
+        finetune_min_steps=kw["finetune_steps"],
+        lr=kw["lr"],
+        encoder_lr=kw["encoder_lr"],
+        batch_size=kw["batch_size"],
+        test_fraction=kw["test_fraction"],
+        knn_k=kw["knn_k"],
+        teacher=kw["teacher"],
+        device=kw["device"],
+    )
 
 
 @click.command("eval")
 @click.argument("model")
 @click.option("--dataset", required=True, help="A labelled dataset (primus data list).")
 @eval_options
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Write eval.json, eval.md and eval.png here.")
-@click.option("--baselines/--no-baselines", default=True, show_default=True,
-              help="Untrained encoder, supervised from scratch, classical features.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Write eval.json, eval.md and eval.png here."
+)
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Untrained encoder, supervised from scratch, classical features.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def eval_command(model: str, dataset: str, out: Path | None, baselines: bool, as_json: bool,
-                 no_progress: bool, **kw) -> None:
+def eval_command(
+    model: str,
+    dataset: str,
+    out: Path | None,
+    baselines: bool,
+    as_json: bool,
+    no_progress: bool,
+    **kw,
+) -> None:
     """Few-shot / zero-shot evaluation of MODEL (a model directory, a zoo name, or
     random:<encoder>) on held-out subjects of DATASET, with baselines in the same table."""
     from .evaluate import BASELINES, evaluate
     from .reports import eval_markdown, write_eval_report
 
     settings = settings_from(dataset, kw)
-    result = evaluate(model, settings, baselines=BASELINES if baselines else (),
-                      progress=not no_progress).to_dict()
+    result = evaluate(
+        model, settings, baselines=BASELINES if baselines else (), progress=not no_progress
+    ).to_dict()
     if out is not None:
         paths = write_eval_report(result, out)
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
@@ -104,14 +172,26 @@ def experiment() -> None:
 def common_experiment_options(func):
     options = [
         click.option("--steps", type=click.IntRange(min=1), help="Pretraining steps per model."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override a field of every pretraining recipe."),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a field of every pretraining recipe.",
+        ),
         click.option("--shots", help="Labelled windows per class, comma-separated."),
         click.option("--seeds", type=click.IntRange(min=1), help="Evaluation seeds."),
-        click.option("--mode", type=click.Choice(["linear", "finetune", "knn"]),
-                     default="linear", show_default=True),
-        click.option("--min-steps", type=click.IntRange(min=0),
-                     help="Minimum optimiser steps of each few-shot fit [300]."),
+        click.option(
+            "--mode",
+            type=click.Choice(["linear", "finetune", "knn"]),
+            default="linear",
+            show_default=True,
+        ),
+        click.option(
+            "--min-steps",
+            type=click.IntRange(min=0),
+            help="Minimum optimiser steps of each few-shot fit [300].",
+        ),
         click.option("--device", help="cpu, cuda, ... [auto]"),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report."),
@@ -121,8 +201,9 @@ def common_experiment_options(func):
     return func
 
 
-def apply_plan(plan, shots: str | None, seeds: int | None, mode: str, min_steps: int | None,
-               device: str | None) -> None:
+def apply_plan(
+    plan, shots: str | None, seeds: int | None, mode: str, min_steps: int | None, device: str | None
+) -> None:
     from .evaluate import parse_shots
 
     if shots:
@@ -137,21 +218,45 @@ def apply_plan(plan, shots: str | None, seeds: int | None, mode: str, min_steps:
 @experiment.command("benchmark")
 @common_experiment_options
 @click.option("--recipes", help="Comma-separated recipes [the five *-hapt recipes].")
-@click.option("--eval-datasets", default="watch-exercises,basicmotions", show_default=True,
-              help="Cross-domain datasets.")
-@click.option("--in-domain", default="hapt", show_default=True,
-              help="In-domain dataset, tested on the subjects held out of pretraining ('' = none).")
+@click.option(
+    "--eval-datasets",
+    default="watch-exercises,basicmotions",
+    show_default=True,
+    help="Cross-domain datasets.",
+)
+@click.option(
+    "--in-domain",
+    default="hapt",
+    show_default=True,
+    help="In-domain dataset, tested on the subjects held out of pretraining ('' = none).",
+)
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/benchmark"),
-              show_default=True)
-def benchmark(steps, overrides, shots, seeds, mode, min_steps, device, no_progress, as_json,
-              recipes, eval_datasets, in_domain, baselines, out) -> None:
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/benchmark"), show_default=True
+)
+def benchmark(
+    steps,
+    overrides,
+    shots,
+    seeds,
+    mode,
+    min_steps,
+    device,
+    no_progress,
+    as_json,
+    recipes,
+    eval_datasets,
+    in_domain,
+    baselines,
+    out,
+) -> None:
     """Pretrain on HAPT with each recipe, evaluate few-shot cross-domain and in-domain, write
     OUT/benchmark.{json,md,png}; rerunning reuses finished pretraining runs."""
     from .experiment import BenchmarkSettings, benchmark_markdown, run_benchmark
 
-    s = BenchmarkSettings(overrides=list(overrides), in_domain=in_domain,
-                          cross_domain=name_list(eval_datasets))
+    s = BenchmarkSettings(
+        overrides=list(overrides), in_domain=in_domain, cross_domain=name_list(eval_datasets)
+    )
     if recipes:
         s.recipes = name_list(recipes)
     if steps:
@@ -169,28 +274,60 @@ def benchmark(steps, overrides, shots, seeds, mode, min_steps, device, no_progre
 @common_experiment_options
 @click.option("--source", default="hapt", show_default=True, help="Labelled pretraining dataset.")
 @click.option("--recipe", default="primus-hapt", show_default=True)
-@click.option("--diversities", default="2,4,8", show_default=True,
-              help="Numbers of distinct activities.")
-@click.option("--sizes", default="128,256,512", show_default=True,
-              help="Numbers of pretraining windows.")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Pretraining runs per corpus (other seed and activity order).")
+@click.option(
+    "--diversities", default="2,4,8", show_default=True, help="Numbers of distinct activities."
+)
+@click.option(
+    "--sizes", default="128,256,512", show_default=True, help="Numbers of pretraining windows."
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Pretraining runs per corpus (other seed and activity order).",
+)
 @click.option("--eval-datasets", default="watch-exercises,basicmotions", show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/diversity-vs-size"),
-              show_default=True)
-def diversity_vs_size(steps, overrides, shots, seeds, mode, min_steps, device, no_progress,
-                      as_json, source, recipe, diversities, sizes, repeats, eval_datasets,
-                      bootstrap, out) -> None:
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/diversity-vs-size"),
+    show_default=True,
+)
+def diversity_vs_size(
+    steps,
+    overrides,
+    shots,
+    seeds,
+    mode,
+    min_steps,
+    device,
+    no_progress,
+    as_json,
+    source,
+    recipe,
+    diversities,
+    sizes,
+    repeats,
+    eval_datasets,
+    bootstrap,
+    out,
+) -> None:
     """Pretrain corpora that vary the number of activities at a fixed size and the size at a
     fixed number of activities; evaluate cross-domain few-shot; write the table, the plot and
     a verdict with a bootstrap interval to OUT/diversity_vs_size.{json,md,png}."""
     from .experiment import DiversitySettings, diversity_markdown, run_diversity_vs_size
 
-    s = DiversitySettings(source=source, recipe=recipe,
-                          diversities=int_list(diversities, "--diversities"),
-                          sizes=int_list(sizes, "--sizes"), repeats=repeats,
-                          overrides=list(overrides), bootstrap=bootstrap)
+    s = DiversitySettings(
+        source=source,
+        recipe=recipe,
+        diversities=int_list(diversities, "--diversities"),
+        sizes=int_list(sizes, "--sizes"),
+        repeats=repeats,
+        overrides=list(overrides),
+        bootstrap=bootstrap,
+    )
     if steps:
         s.steps = steps
     s.plan.datasets = name_list(eval_datasets)

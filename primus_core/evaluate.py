@@ -82,7 +82,12 @@ class EvalSettings:
         for k in self.shots:
             if k != ALL and (not isinstance(k, int) or k < 1):
                 raise EvalError(f"shots must be positive integers or 'all', got {k!r}")
-        if self.epochs < 0 or min(self.min_steps, self.finetune_min_steps) < 0 or self.batch_size < 1 or self.knn_k < 1:
+        if (
+            self.epochs < 0
+            or min(self.min_steps, self.finetune_min_steps) < 0
+            or self.batch_size < 1
+            or self.knn_k < 1
+        ):
             raise EvalError("epochs and min_steps must be >= 0; batch_size and knn_k >= 1")
         if any(v is not None and v <= 0 for v in (self.lr, self.encoder_lr, self.scratch_lr)):
             raise EvalError("learning rates must be positive")
@@ -141,9 +146,14 @@ def load_model(spec: str, device: torch.device | None = None) -> LoadedModel:
         path = zoo_model_dir(spec)
     config = read_model_config(path)
     encoder = load_model_dir(path, device="cpu")
-    return LoadedModel(spec if not Path(spec).is_dir() else model_dir_name(path), encoder,
-                       config["encoder"]["type"], dict(config["encoder"].get("params") or {}),
-                       [str(t) for t in config.get("teachers") or []], str(path))
+    return LoadedModel(
+        spec if not Path(spec).is_dir() else model_dir_name(path),
+        encoder,
+        config["encoder"]["type"],
+        dict(config["encoder"].get("params") or {}),
+        [str(t) for t in config.get("teachers") or []],
+        str(path),
+    )
 
 
 def model_dir_name(path: Path) -> str:
@@ -180,13 +190,14 @@ def choose_head(encoder: nn.Module, head: str | None) -> str:
 
 
 @torch.no_grad()
-def embed_all(encoder: nn.Module, imu: np.ndarray, head: str, device: torch.device,
-              batch_size: int = 512) -> torch.Tensor:
+def embed_all(
+    encoder: nn.Module, imu: np.ndarray, head: str, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
     """(N, D) float32 embeddings of every window (encoder frozen, eval mode), on the CPU."""
     encoder = encoder.to(device).eval()
     parts = []
     for start in range(0, len(imu), batch_size):
-        x = torch.from_numpy(np.array(imu[start:start + batch_size], np.float32))
+        x = torch.from_numpy(np.array(imu[start : start + batch_size], np.float32))
         parts.append(encoder(x.to(device))[head].float().cpu())
     return torch.cat(parts) if parts else torch.zeros(0, encoder.output_sizes[head])
 
@@ -241,7 +252,7 @@ def prompt_embeddings(prompts: list[list[str]], teacher_name: str) -> torch.Tens
     emb = nn.functional.normalize(torch.as_tensor(emb).float(), dim=-1)
     rows, start = [], 0
     for group in prompts:
-        rows.append(emb[start:start + len(group)].mean(0))
+        rows.append(emb[start : start + len(group)].mean(0))
         start += len(group)
     return nn.functional.normalize(torch.stack(rows), dim=-1)
 
@@ -269,8 +280,11 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         predicted = float(np.sum(y_pred == c))
         recalls.append(tp / support)
         f1s.append(2 * tp / (support + predicted) if support + predicted else 0.0)
-    return {"accuracy": float(np.mean(y_true == y_pred)), "macro_f1": float(np.mean(f1s)),
-            "mean_class_accuracy": float(np.mean(recalls))}
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": float(np.mean(f1s)),
+        "mean_class_accuracy": float(np.mean(recalls)),
+    }
 
 
 # ---------------------------------------------------------------------------- training heads
@@ -296,7 +310,9 @@ class CosineHead(nn.Module):
     """Linear classifier on L2-normalised features, logits scaled by LOGIT_SCALE; starts from
     class text embeddings (its predictions then equal zero-shot's) or from random."""
 
-    def __init__(self, dim: int, classes: int, init: torch.Tensor | None, generator: torch.Generator):
+    def __init__(
+        self, dim: int, classes: int, init: torch.Tensor | None, generator: torch.Generator
+    ):
         super().__init__()
         self.linear = nn.Linear(dim, classes)
         with torch.no_grad():
@@ -320,9 +336,15 @@ def head_lr(s: EvalSettings, init: torch.Tensor | None) -> float:
     return 1e-3 if init is not None else 1e-2
 
 
-def fit_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
-             init: torch.Tensor | None, s: EvalSettings, seed: int, device: torch.device
-             ) -> CosineHead:
+def fit_head(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    init: torch.Tensor | None,
+    s: EvalSettings,
+    seed: int,
+    device: torch.device,
+) -> CosineHead:
     """AdamW + warm-up + cosine on frozen features (full batch when the set is small)."""
     gen = torch.Generator().manual_seed(seed)
     head = CosineHead(features.shape[1], classes, init, gen).to(device)
@@ -351,26 +373,41 @@ def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator):
             continue
         if pos + batch_size > n:
             order, pos = torch.randperm(n, generator=gen), 0
-        yield order[pos:pos + batch_size]
+        yield order[pos : pos + batch_size]
         pos += batch_size
 
 
-def finetune(encoder: nn.Module, head_name: str, imu: np.ndarray, labels: np.ndarray,
-             classes: int, init: torch.Tensor | None, s: EvalSettings, seed: int,
-             device: torch.device, encoder_lr: float) -> nn.Module:
+def finetune(
+    encoder: nn.Module,
+    head_name: str,
+    imu: np.ndarray,
+    labels: np.ndarray,
+    classes: int,
+    init: torch.Tensor | None,
+    s: EvalSettings,
+    seed: int,
+    device: torch.device,
+    encoder_lr: float,
+) -> nn.Module:
     """Train a copy of the encoder and a cosine head together; returns encoder+head (eval)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = FinetuneModel(copy.deepcopy(encoder), head_name,
-                          CosineHead(encoder.output_sizes[head_name], classes, init, gen)).to(device)
+    model = FinetuneModel(
+        copy.deepcopy(encoder),
+        head_name,
+        CosineHead(encoder.output_sizes[head_name], classes, init, gen),
+    ).to(device)
     model.train()
     x = torch.from_numpy(np.ascontiguousarray(imu, np.float32)).to(device)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     steps = training_steps(len(x), s, s.finetune_min_steps)
-    opt = torch.optim.AdamW([
-        {"params": model.encoder.parameters(), "lr": encoder_lr},
-        {"params": model.head.parameters(), "lr": head_lr(s, init)},
-    ], weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": encoder_lr},
+            {"params": model.head.parameters(), "lr": head_lr(s, init)},
+        ],
+        weight_decay=s.weight_decay,
+    )
     sched = warmup_cosine(opt, steps, s.warmup_fraction)
     for idx in batch_indices(len(x), s.batch_size, steps, gen):
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -391,17 +428,19 @@ class FinetuneModel(nn.Module):
 
 
 @torch.no_grad()
-def predict_windows(model: nn.Module, imu: np.ndarray, device: torch.device,
-                    batch_size: int = 512) -> np.ndarray:
+def predict_windows(
+    model: nn.Module, imu: np.ndarray, device: torch.device, batch_size: int = 512
+) -> np.ndarray:
     out = []
     for start in range(0, len(imu), batch_size):
-        x = torch.from_numpy(np.array(imu[start:start + batch_size], np.float32))
+        x = torch.from_numpy(np.array(imu[start : start + batch_size], np.float32))
         out.append(model(x.to(device)).argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def knn_predict(train_f: torch.Tensor, train_y: np.ndarray, test_f: torch.Tensor, k: int,
-                classes: int) -> np.ndarray:
+def knn_predict(
+    train_f: torch.Tensor, train_y: np.ndarray, test_f: torch.Tensor, k: int, classes: int
+) -> np.ndarray:
     """Cosine k-NN, votes weighted by similarity (ties go to the nearest)."""
     a = nn.functional.normalize(train_f, dim=-1)
     b = nn.functional.normalize(test_f, dim=-1)
@@ -432,9 +471,20 @@ class System:
 class EncoderSystem(System):
     """A (pretrained or untrained) encoder under linear / finetune / knn / zeroshot."""
 
-    def __init__(self, name: str, kind: str, encoder: nn.Module, ws: WindowSet, s: EvalSettings,
-                 mode: str, head: str, text_init: torch.Tensor | None, device: torch.device,
-                 encoder_lr: float, info: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        encoder: nn.Module,
+        ws: WindowSet,
+        s: EvalSettings,
+        mode: str,
+        head: str,
+        text_init: torch.Tensor | None,
+        device: torch.device,
+        encoder_lr: float,
+        info: dict[str, Any] | None = None,
+    ):
         self.name, self.kind, self.mode, self.head = name, kind, mode, head
         self.encoder, self.ws, self.s, self.device = encoder, ws, s, device
         self.text_init, self.encoder_lr = text_init, encoder_lr
@@ -445,8 +495,12 @@ class EncoderSystem(System):
             self.features = embed_all(encoder, ws.imu, head, device)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "head": self.head,
-                "init": "text" if self.text_init is not None else "random", **self.info}
+        return {
+            **super().describe(),
+            "head": self.head,
+            "init": "text" if self.text_init is not None else "random",
+            **self.info,
+        }
 
     def run(self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> dict[str, Any]:
         y = np.asarray(self.ws.labels)
@@ -456,18 +510,36 @@ class EncoderSystem(System):
             pred = self.zeroshot(test_idx)
         elif self.mode == "knn":
             k = min(self.s.knn_k, max(1, int(np.bincount(y[train_idx]).max())))
-            pred = knn_predict(self.features[train_idx], y[train_idx], self.features[test_idx], k,
-                               classes)
+            pred = knn_predict(
+                self.features[train_idx], y[train_idx], self.features[test_idx], k, classes
+            )
         elif self.mode == "linear":
             if self.text_init is not None:
                 extra["zeroshot_accuracy"] = float(np.mean(self.zeroshot(test_idx) == y[test_idx]))
-            head = fit_head(self.features[train_idx], torch.from_numpy(y[train_idx]), classes,
-                            self.text_init, self.s, seed, self.device)
+            head = fit_head(
+                self.features[train_idx],
+                torch.from_numpy(y[train_idx]),
+                classes,
+                self.text_init,
+                self.s,
+                seed,
+                self.device,
+            )
             with torch.no_grad():
                 pred = head(self.features[test_idx].to(self.device)).argmax(1).cpu().numpy()
         else:
-            model = finetune(self.encoder, self.head, self.ws.imu[train_idx], y[train_idx],
-                             classes, self.text_init, self.s, seed, self.device, self.encoder_lr)
+            model = finetune(
+                self.encoder,
+                self.head,
+                self.ws.imu[train_idx],
+                y[train_idx],
+                classes,
+                self.text_init,
+                self.s,
+                seed,
+                self.device,
+                self.encoder_lr,
+            )
             pred = predict_windows(model, self.ws.imu[test_idx], self.device)
         return {**metrics(y[test_idx], pred), **extra}
 
@@ -518,18 +590,27 @@ class EvalResult:
         for row in self.summary:
             if model is not None and row["model"] != model:
                 continue
-            rows.append({"dataset": self.dataset, "mode": row["mode"], "shots": row["shots"],
-                         "seeds": row["n"], "accuracy": row["accuracy_mean"],
-                         "accuracy_std": row["accuracy_std"], "macro_f1": row["macro_f1_mean"],
-                         "mean_class_accuracy": row["mean_class_accuracy_mean"]})
+            rows.append(
+                {
+                    "dataset": self.dataset,
+                    "mode": row["mode"],
+                    "shots": row["shots"],
+                    "seeds": row["n"],
+                    "accuracy": row["accuracy_mean"],
+                    "accuracy_std": row["accuracy_std"],
+                    "macro_f1": row["macro_f1_mean"],
+                    "mean_class_accuracy": row["mean_class_accuracy_mean"],
+                }
+            )
         return rows
 
 
 def labelled(ws: WindowSet) -> WindowSet:
     keep = np.flatnonzero(np.asarray(ws.labels) >= 0)
     if keep.size == 0:
-        raise EvalError(f"dataset '{ws.dataset}' has no labelled windows: it can only be used "
-                        "for pretraining")
+        raise EvalError(
+            f"dataset '{ws.dataset}' has no labelled windows: it can only be used for pretraining"
+        )
     return ws if keep.size == len(ws) else ws.subset(keep)
 
 
@@ -549,15 +630,22 @@ def shot_indices(ws: WindowSet, train_idx: np.ndarray, k: int | str, seed: int) 
     return train_idx[few_shot_indices(np.asarray(ws.labels)[train_idx], int(k), seed)]
 
 
-def run_systems(systems: Sequence[System], ws: WindowSet, s: EvalSettings,
-                progress: bool = True) -> list[dict[str, Any]]:
+def run_systems(
+    systems: Sequence[System], ws: WindowSet, s: EvalSettings, progress: bool = True
+) -> list[dict[str, Any]]:
     """Every system x seed x shots; the same split and the same shots for every system."""
     from tqdm.auto import tqdm
 
     jobs = [(seed, k) for seed in s.seed_values() for k in (s.shots or [0])]
     runs: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs) * len(systems), desc=f"eval {ws.dataset}", unit="fit",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(jobs) * len(systems),
+        desc=f"eval {ws.dataset}",
+        unit="fit",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     zeroshot_done: set[tuple[str, int]] = set()
     for seed, k in jobs:
         train_idx, test_idx = split_for_seed(ws, s, seed)
@@ -569,10 +657,18 @@ def run_systems(systems: Sequence[System], ws: WindowSet, s: EvalSettings,
                     continue
                 zeroshot_done.add((system.name, seed))
             values = system.run(picked, test_idx, seed * 1000 + (k if isinstance(k, int) else 0))
-            runs.append({"model": system.name, "kind": system.kind, "mode": system.mode,
-                         "shots": k if system.needs_shots else 0, "seed": seed,
-                         "train_windows": int(len(picked)) if system.needs_shots else 0,
-                         "test_windows": int(len(test_idx)), **values})
+            runs.append(
+                {
+                    "model": system.name,
+                    "kind": system.kind,
+                    "mode": system.mode,
+                    "shots": k if system.needs_shots else 0,
+                    "seed": seed,
+                    "train_windows": int(len(picked)) if system.needs_shots else 0,
+                    "test_windows": int(len(test_idx)),
+                    **values,
+                }
+            )
     bar.close()
     return runs
 
@@ -580,16 +676,22 @@ def run_systems(systems: Sequence[System], ws: WindowSet, s: EvalSettings,
 def environment() -> dict[str, Any]:
     from . import __version__
 
-    env = {"primus": __version__, "torch": torch.__version__, "python": platform.python_version(),
-           "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads()}
+    env = {
+        "primus": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
 
 
-def text_init_for(model: LoadedModel, head: str, ws: WindowSet, s: EvalSettings,
-                  want: bool) -> tuple[torch.Tensor | None, str]:
+def text_init_for(
+    model: LoadedModel, head: str, ws: WindowSet, s: EvalSettings, want: bool
+) -> tuple[torch.Tensor | None, str]:
     """Class-prompt embeddings when the head's size equals the text teacher's, else None."""
     if not want:
         return None, "random init requested"
@@ -603,9 +705,15 @@ def text_init_for(model: LoadedModel, head: str, ws: WindowSet, s: EvalSettings,
     return prompt_embeddings(class_prompts(ws), teacher), f"text teacher '{teacher}'"
 
 
-def build_model_system(model: LoadedModel, ws: WindowSet, s: EvalSettings,
-                       device: torch.device, kind: str = "model",
-                       name: str | None = None, mode: str | None = None) -> EncoderSystem:
+def build_model_system(
+    model: LoadedModel,
+    ws: WindowSet,
+    s: EvalSettings,
+    device: torch.device,
+    kind: str = "model",
+    name: str | None = None,
+    mode: str | None = None,
+) -> EncoderSystem:
     mode = mode or s.mode
     head = choose_head(model.encoder, s.head)
     want_text = mode == "zeroshot" or s.init == "text"
@@ -615,12 +723,28 @@ def build_model_system(model: LoadedModel, ws: WindowSet, s: EvalSettings,
     if want_text and init is None and mode != "knn":
         log.info("%s: linear head starts from random (%s)", name or model.name, why)
     lr = s.encoder_lr if model.source != "untrained" else s.scratch_lr
-    return EncoderSystem(name or model.name, kind, model.encoder, ws, s, mode, head, init, device,
-                         lr, info={"source": model.source, "init_note": why})
+    return EncoderSystem(
+        name or model.name,
+        kind,
+        model.encoder,
+        ws,
+        s,
+        mode,
+        head,
+        init,
+        device,
+        lr,
+        info={"source": model.source, "init_note": why},
+    )
 
 
-def baseline_systems(model: LoadedModel, ws: WindowSet, s: EvalSettings, device: torch.device,
-                     which: Sequence[str] = BASELINES) -> list[System]:
+def baseline_systems(
+    model: LoadedModel,
+    ws: WindowSet,
+    s: EvalSettings,
+    device: torch.device,
+    which: Sequence[str] = BASELINES,
+) -> list[System]:
     """The untrained encoder (same type and size), supervised from scratch, classical."""
     unknown = sorted(set(which) - set(BASELINES))
     if unknown:
@@ -628,17 +752,23 @@ def baseline_systems(model: LoadedModel, ws: WindowSet, s: EvalSettings, device:
     out: list[System] = []
     if not set(which) & {"untrained", "supervised"}:
         return [ClassicalSystem(ws)] if "classical" in which and s.mode != "zeroshot" else []
-    fresh = LoadedModel(f"untrained {model.encoder_type}", untrained_encoder(
-        model.encoder_type, model.encoder_params), model.encoder_type, model.encoder_params,
-        model.teachers, "untrained")
+    fresh = LoadedModel(
+        f"untrained {model.encoder_type}",
+        untrained_encoder(model.encoder_type, model.encoder_params),
+        model.encoder_type,
+        model.encoder_params,
+        model.teachers,
+        "untrained",
+    )
     if "untrained" in which and model.source != "untrained":
         mode = "linear" if s.mode == "finetune" else s.mode
         untrained = copy.copy(s)
         if mode != "zeroshot":  # a random head is no more text-aligned than a random start
             untrained.init = "random"
         try:
-            out.append(build_model_system(fresh, ws, untrained, device, "baseline", fresh.name,
-                                          mode))
+            out.append(
+                build_model_system(fresh, ws, untrained, device, "baseline", fresh.name, mode)
+            )
         except EvalError as exc:
             log.info("untrained baseline skipped: %s", exc)
     if s.mode == "zeroshot":
@@ -646,8 +776,11 @@ def baseline_systems(model: LoadedModel, ws: WindowSet, s: EvalSettings, device:
     if "supervised" in which:
         scratch = copy.copy(s)
         scratch.head, scratch.init = "emb", "random"
-        out.append(build_model_system(fresh, ws, scratch, device, "baseline",
-                                      "supervised from scratch", "finetune"))
+        out.append(
+            build_model_system(
+                fresh, ws, scratch, device, "baseline", "supervised from scratch", "finetune"
+            )
+        )
     if "classical" in which:
         out.append(ClassicalSystem(ws))
     return out
@@ -659,9 +792,13 @@ def prepare_dataset(name: str, contract, progress: bool = True) -> WindowSet:
     return labelled(load_windows(name, contract, progress=progress))
 
 
-def evaluate(model: str | LoadedModel, settings: EvalSettings,
-             baselines: Sequence[str] = BASELINES, progress: bool = True,
-             windows: WindowSet | None = None) -> EvalResult:
+def evaluate(
+    model: str | LoadedModel,
+    settings: EvalSettings,
+    baselines: Sequence[str] = BASELINES,
+    progress: bool = True,
+    windows: WindowSet | None = None,
+) -> EvalResult:
     """Evaluate one model (and the baselines) on one dataset; see the module docstring."""
     from .modeldir import resolve_device
     from .reports import summarise
@@ -670,15 +807,24 @@ def evaluate(model: str | LoadedModel, settings: EvalSettings,
     started = time.perf_counter()
     device = resolve_device(settings.device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    ws = windows if windows is not None else prepare_dataset(
-        settings.dataset, loaded.encoder.imu_contract, progress)
+    ws = (
+        windows
+        if windows is not None
+        else prepare_dataset(settings.dataset, loaded.encoder.imu_contract, progress)
+    )
     systems: list[System] = [build_model_system(loaded, ws, settings, device)]
     systems += baseline_systems(loaded, ws, settings, device, baselines)
     runs = run_systems(systems, ws, settings, progress)
     result = EvalResult(
-        dataset=settings.dataset, classes=list(ws.class_names), windows=len(ws),
-        subjects=int(np.unique(ws.subjects).size), settings=asdict(settings),
-        models=[system.describe() for system in systems], runs=runs, environment=environment(),
-        seconds=round(time.perf_counter() - started, 2))
+        dataset=settings.dataset,
+        classes=list(ws.class_names),
+        windows=len(ws),
+        subjects=int(np.unique(ws.subjects).size),
+        settings=asdict(settings),
+        models=[system.describe() for system in systems],
+        runs=runs,
+        environment=environment(),
+        seconds=round(time.perf_counter() - started, 2),
+    )
     result.summary = summarise(runs)
     return result

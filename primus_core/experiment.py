@@ -43,8 +43,13 @@ from .reports import (
 
 log = logging.getLogger("primus.experiment")
 
-BENCHMARK_RECIPES = ("primus-hapt", "primus-ss-mm-hapt", "imu2clip-hapt", "simclr-hapt",
-                     "supervised-hapt")
+BENCHMARK_RECIPES = (
+    "primus-hapt",
+    "primus-ss-mm-hapt",
+    "imu2clip-hapt",
+    "simclr-hapt",
+    "supervised-hapt",
+)
 CROSS_DOMAIN = ("watch-exercises", "basicmotions")
 DONE = "pretrained.json"
 MIN_SAMPLES_FOR_CALL = 5  # seeds x repeats below which the verdict makes no call  # marks a finished pretraining run inside its folder
@@ -55,8 +60,14 @@ class ExperimentError(PrimusError):
 
 
 # ---------------------------------------------------------------------------- pretraining
-def pretrain(recipe: str, overrides: Sequence[str], out: Path, steps: int | None,
-             device: str | None, progress: bool) -> Path:
+def pretrain(
+    recipe: str,
+    overrides: Sequence[str],
+    out: Path,
+    steps: int | None,
+    device: str | None,
+    progress: bool,
+) -> Path:
     """train() once into ``out``; a finished run is reused, an interrupted one resumed."""
     from .train import train
 
@@ -66,17 +77,33 @@ def pretrain(recipe: str, overrides: Sequence[str], out: Path, steps: int | None
         return out / "model"
     resume = out.is_dir() and (out / "checkpoint.pt").is_file()
     started = time.perf_counter()
-    result = train(recipe, list(overrides), out, resume=resume, max_steps=steps, device=device,
-                   progress=progress)
+    result = train(
+        recipe,
+        list(overrides),
+        out,
+        resume=resume,
+        max_steps=steps,
+        device=device,
+        progress=progress,
+    )
     if result.interrupted:
-        raise ExperimentError(f"pretraining {recipe} was interrupted ({result.interrupted}); "
-                              "run the same command again to resume")
+        raise ExperimentError(
+            f"pretraining {recipe} was interrupted ({result.interrupted}); "
+            "run the same command again to resume"
+        )
     if result.model_dir is None:
         raise ExperimentError(f"pretraining {recipe} wrote no model directory in {out}")
-    write_json(marker, {"recipe": recipe, "overrides": list(overrides), "steps": result.steps,
-                        "best_val_loss": result.best_val_loss,
-                        "final_loss": result.losses[-1] if result.losses else None,
-                        "seconds": round(time.perf_counter() - started, 1)})
+    write_json(
+        marker,
+        {
+            "recipe": recipe,
+            "overrides": list(overrides),
+            "steps": result.steps,
+            "best_val_loss": result.best_val_loss,
+            "final_loss": result.losses[-1] if result.losses else None,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    )
     return result.model_dir
 
 
@@ -88,12 +115,15 @@ def held_out_subjects(recipe: str, overrides: Sequence[str]) -> list[int]:
     loaded = resolve_recipe(recipe, list(overrides))
     from .components import create
 
-    contract = create("encoder", loaded.recipe.encoder.type,
-                      **loaded.recipe.encoder.params).imu_contract
+    contract = create(
+        "encoder", loaded.recipe.encoder.type, **loaded.recipe.encoder.params
+    ).imu_contract
     corpus = load_data(loaded.recipe, contract)
     if loaded.recipe.data.val_fraction <= 0:
-        raise ExperimentError(f"recipe {recipe}: data.val_fraction is 0, so no subject is held "
-                              "out of pretraining for an in-domain test")
+        raise ExperimentError(
+            f"recipe {recipe}: data.val_fraction is 0, so no subject is held "
+            "out of pretraining for an in-domain test"
+        )
     _, val_idx = split_by_subject(corpus, loaded.recipe.data.val_fraction, loaded.recipe.train.seed)
     return sorted(int(s) for s in np.unique(corpus.subjects[val_idx]))
 
@@ -113,13 +143,20 @@ class EvalPlan:
     eval_overrides: dict[str, Any] = field(default_factory=dict)  # extra EvalSettings fields
 
     def settings(self, dataset: str) -> EvalSettings:
-        return EvalSettings(dataset=dataset, shots=list(self.shots), seeds=self.seeds,
-                            mode=self.mode, device=self.device,
-                            test_subjects=self.in_domain.get(dataset), **self.eval_overrides)
+        return EvalSettings(
+            dataset=dataset,
+            shots=list(self.shots),
+            seeds=self.seeds,
+            mode=self.mode,
+            device=self.device,
+            test_subjects=self.in_domain.get(dataset),
+            **self.eval_overrides,
+        )
 
 
-def evaluate_models(models: dict[str, Path], plan: EvalPlan, progress: bool = True
-                    ) -> dict[str, dict[str, Any]]:
+def evaluate_models(
+    models: dict[str, Path], plan: EvalPlan, progress: bool = True
+) -> dict[str, dict[str, Any]]:
     """dataset -> combined eval result (every model + the baselines once) as a dict."""
     loaded = {name: named(load_model(str(path)), name) for name, path in models.items()}
     first = next(iter(loaded.values()))
@@ -130,8 +167,13 @@ def evaluate_models(models: dict[str, Path], plan: EvalPlan, progress: bool = Tr
         combined = None
         for i, model in enumerate(loaded.values()):
             check_contract(model, first)
-            part = evaluate(model, settings, baselines=plan.baselines if i == 0 else (),
-                            progress=progress, windows=ws).to_dict()
+            part = evaluate(
+                model,
+                settings,
+                baselines=plan.baselines if i == 0 else (),
+                progress=progress,
+                windows=ws,
+            ).to_dict()
             combined = part if combined is None else merge_results(combined, part)
         results[dataset] = order_baselines_last(combined)
     return results
@@ -144,8 +186,9 @@ def named(model: LoadedModel, name: str) -> LoadedModel:
 
 def check_contract(model: LoadedModel, first: LoadedModel) -> None:
     if model.encoder.imu_contract != first.encoder.imu_contract:
-        raise ExperimentError(f"{model.name} and {first.name} expect different IMU windows; "
-                              "evaluate them separately")
+        raise ExperimentError(
+            f"{model.name} and {first.name} expect different IMU windows; evaluate them separately"
+        )
 
 
 def merge_results(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -185,17 +228,24 @@ def run_benchmark(s: BenchmarkSettings, out: Path, progress: bool = True) -> dic
     out = Path(out)
     started = time.perf_counter()
     overrides = [f"data.val_fraction={s.held_out_fraction}", *s.overrides]
-    models = {r: pretrain(r, overrides, out / "runs" / r, s.steps, s.plan.device, progress)
-              for r in s.recipes}
+    models = {
+        r: pretrain(r, overrides, out / "runs" / r, s.steps, s.plan.device, progress)
+        for r in s.recipes
+    }
     plan = s.plan
     plan.datasets = [*s.cross_domain, *([s.in_domain] if s.in_domain else [])]
     if s.in_domain:
         held = held_out_subjects(s.recipes[0], overrides)
         plan.in_domain = {s.in_domain: held}
     results = evaluate_models(models, plan, progress)
-    report = {"format": "primus-benchmark/1", "settings": asdict(s), "results": results,
-              "pretraining": {r: read_marker(out / "runs" / r) for r in s.recipes},
-              "environment": environment(), "seconds": round(time.perf_counter() - started, 1)}
+    report = {
+        "format": "primus-benchmark/1",
+        "settings": asdict(s),
+        "results": results,
+        "pretraining": {r: read_marker(out / "runs" / r) for r in s.recipes},
+        "environment": environment(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     write_benchmark(report, out)
     return report
 
@@ -208,16 +258,27 @@ def read_marker(run: Path) -> dict[str, Any]:
 def benchmark_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     env = report["environment"]
-    lines = [f"# Few-shot benchmark: pretrained on HAPT ({s['steps']} steps per recipe), "
-             f"{s['plan']['mode']} probe, accuracy mean ± std over {s['plan']['seeds']} seeds",
-             "", f"Machine: {machine_line(env)}; {report['seconds']:.0f} s in all.", ""]
+    lines = [
+        f"# Few-shot benchmark: pretrained on HAPT ({s['steps']} steps per recipe), "
+        f"{s['plan']['mode']} probe, accuracy mean ± std over {s['plan']['seeds']} seeds",
+        "",
+        f"Machine: {machine_line(env)}; {report['seconds']:.0f} s in all.",
+        "",
+    ]
     for dataset, result in report["results"].items():
         held = result["settings"].get("test_subjects")
-        where = (f"in-domain, test subjects {held} (held out of pretraining)" if held
-                 else "cross-domain, test subjects drawn per seed")
-        lines += [f"## {dataset} ({where}; {len(result['classes'])} classes, chance "
-                  f"{1 / len(result['classes']):.3f})", "",
-                  markdown_table(result["summary"], "accuracy"), ""]
+        where = (
+            f"in-domain, test subjects {held} (held out of pretraining)"
+            if held
+            else "cross-domain, test subjects drawn per seed"
+        )
+        lines += [
+            f"## {dataset} ({where}; {len(result['classes'])} classes, chance "
+            f"{1 / len(result['classes']):.3f})",
+            "",
+            markdown_table(result["summary"], "accuracy"),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -238,8 +299,9 @@ def plot_benchmark(report: dict[str, Any], path: Path) -> Path:
 
     plt = _pyplot()
     results = report["results"]
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.0), dpi=110,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(5.2 * len(results), 4.0), dpi=110, squeeze=False
+    )
     for ax, (dataset, result) in zip(axes[0], results.items(), strict=True):
         draw_shot_curves(ax, result)
         ax.set_title(dataset, fontsize=10)
@@ -260,15 +322,23 @@ def draw_shot_curves(ax, result: dict[str, Any], metric: str = "accuracy") -> No
     for name, pts in series.items():
         pts.sort()
         xs, mean, std = (np.array(v) for v in zip(*pts, strict=True))
-        style = "--" if any(m["name"] == name and m["kind"] != "model" for m in result["models"]) else "-"
+        style = (
+            "--"
+            if any(m["name"] == name and m["kind"] != "model" for m in result["models"])
+            else "-"
+        )
         (line,) = ax.plot(xs, mean, style, marker="o", label=name)
         ax.fill_between(xs, mean - std, mean + std, alpha=0.12, color=line.get_color())
     ax.axhline(1 / len(result["classes"]), color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log", base=2)
     ticks = sorted({x for pts in series.values() for x, _, _ in pts})
     ax.set_xticks(ticks)
-    ax.set_xticklabels(["all" if t == all_x and "all" in [r["shots"] for r in result["summary"]]
-                        else f"{t:g}" for t in ticks])
+    ax.set_xticklabels(
+        [
+            "all" if t == all_x and "all" in [r["shots"] for r in result["summary"]] else f"{t:g}"
+            for t in ticks
+        ]
+    )
     ax.set_xlabel("labelled windows per class")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -286,8 +356,11 @@ class DiversitySettings:
     overrides: list[str] = field(default_factory=list)
     bootstrap: int = 2000
     order_seed: int = 0
-    plan: EvalPlan = field(default_factory=lambda: EvalPlan(
-        datasets=list(CROSS_DOMAIN), shots=[1, 5, 10], baselines=["untrained"]))
+    plan: EvalPlan = field(
+        default_factory=lambda: EvalPlan(
+            datasets=list(CROSS_DOMAIN), shots=[1, 5, 10], baselines=["untrained"]
+        )
+    )
 
     def check(self) -> None:
         if not self.diversities or not self.sizes:
@@ -324,8 +397,11 @@ class Corpus:
         return f"d{self.diversity}-n{self.size}-r{self.repeat}"
 
     def overrides(self) -> list[str]:
-        return [f"data.include_classes={json.dumps(self.classes)}",
-                f"data.max_windows={self.size}", f"train.seed={1234 + self.repeat}"]
+        return [
+            f"data.include_classes={json.dumps(self.classes)}",
+            f"data.max_windows={self.size}",
+            f"train.seed={1234 + self.repeat}",
+        ]
 
 
 def build_corpora(ws: WindowSet, s: DiversitySettings) -> tuple[list[Corpus], list[str]]:
@@ -333,8 +409,10 @@ def build_corpora(ws: WindowSet, s: DiversitySettings) -> tuple[list[Corpus], li
     names = ws.class_names
     counts = np.bincount(ws.labels[ws.labels >= 0], minlength=len(names))
     if max(s.diversities) > int((counts > 0).sum()):
-        raise ExperimentError(f"{s.source} has {int((counts > 0).sum())} labelled activities; "
-                              f"--diversities asks for {max(s.diversities)}")
+        raise ExperimentError(
+            f"{s.source} has {int((counts > 0).sum())} labelled activities; "
+            f"--diversities asks for {max(s.diversities)}"
+        )
     corpora, notes = [], []
     for r in range(s.repeats):
         order = class_order(ws, s.order_seed + r)
@@ -343,8 +421,10 @@ def build_corpora(ws: WindowSet, s: DiversitySettings) -> tuple[list[Corpus], li
             available = int(sum(counts[names.index(c)] for c in classes))
             for n in sorted(set(s.sizes)):
                 if n > available:
-                    notes.append(f"skipped d={d}, n={n} (repeat {r}): the {d} activities "
-                                 f"{classes} have only {available} windows")
+                    notes.append(
+                        f"skipped d={d}, n={n} (repeat {r}): the {d} activities "
+                        f"{classes} have only {available} windows"
+                    )
                     continue
                 corpora.append(Corpus(d, n, r, classes, available))
     if not corpora:
@@ -352,8 +432,7 @@ def build_corpora(ws: WindowSet, s: DiversitySettings) -> tuple[list[Corpus], li
     return corpora, notes
 
 
-def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True
-                          ) -> dict[str, Any]:
+def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True) -> dict[str, Any]:
     """Pretrain every corpus of the grid, evaluate cross-domain, fit the verdict, write reports."""
     from .recipes import resolve_recipe
 
@@ -370,17 +449,25 @@ def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True
     models: dict[str, Path] = {}
     for corpus in corpora:
         overrides = [*source_override, *s.overrides, *corpus.overrides()]
-        models[corpus.key] = pretrain(s.recipe, overrides, out / "runs" / corpus.key, s.steps,
-                                      s.plan.device, progress)
+        models[corpus.key] = pretrain(
+            s.recipe, overrides, out / "runs" / corpus.key, s.steps, s.plan.device, progress
+        )
     plan = s.plan
     results = evaluate_models(models, plan, progress)
     cells = cell_scores(results, corpora)
     verdict = fit_verdict(cells, s.bootstrap)
-    report = {"format": "primus-diversity-vs-size/1", "settings": asdict(s),
-              "corpora": [asdict(c) | {"key": c.key} for c in corpora], "notes": notes,
-              "cells": cells, "verdict": verdict, "results": results,
-              "pretraining": {c.key: read_marker(out / "runs" / c.key) for c in corpora},
-              "environment": environment(), "seconds": round(time.perf_counter() - started, 1)}
+    report = {
+        "format": "primus-diversity-vs-size/1",
+        "settings": asdict(s),
+        "corpora": [asdict(c) | {"key": c.key} for c in corpora],
+        "notes": notes,
+        "cells": cells,
+        "verdict": verdict,
+        "results": results,
+        "pretraining": {c.key: read_marker(out / "runs" / c.key) for c in corpora},
+        "environment": environment(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     write_diversity(report, out)
     return report
 
@@ -406,10 +493,17 @@ def cell_scores(results: dict[str, dict[str, Any]], corpora: list[Corpus]) -> li
         corpus = by_key.get(name)
         scores = {seed: float(np.mean(v)) for seed, v in sorted(seeds.items())}
         mean, std = mean_std(list(scores.values()))
-        cells.append({"model": name, "diversity": corpus.diversity if corpus else 0,
-                      "size": corpus.size if corpus else 0,
-                      "repeat": corpus.repeat if corpus else 0, "seed_scores": scores,
-                      "accuracy_mean": mean, "accuracy_std": std})
+        cells.append(
+            {
+                "model": name,
+                "diversity": corpus.diversity if corpus else 0,
+                "size": corpus.size if corpus else 0,
+                "repeat": corpus.repeat if corpus else 0,
+                "seed_scores": scores,
+                "accuracy_mean": mean,
+                "accuracy_std": std,
+            }
+        )
     return cells
 
 
@@ -420,29 +514,53 @@ def fit_verdict(cells: list[dict[str, Any]], bootstrap: int, seed: int = 0) -> d
     seeds = sorted({s for c in grid for s in c["seed_scores"]})
     repeats = sorted({c["repeat"] for c in grid})
     points = sorted({(c["diversity"], c["size"]) for c in grid})
-    score = {(c["diversity"], c["size"], c["repeat"], s): v for c in grid
-             for s, v in c["seed_scores"].items()}
+    score = {
+        (c["diversity"], c["size"], c["repeat"], s): v
+        for c in grid
+        for s, v in c["seed_scores"].items()
+    }
     design = np.array([[1.0, math.log2(d), math.log2(n)] for d, n in points])
     rank = np.linalg.matrix_rank(design) if len(points) else 0
 
     def slopes(seed_pick: Sequence[int], repeat_pick: Sequence[int]) -> np.ndarray:
-        y = np.array([np.mean([score[(d, n, r, s)] for r in repeat_pick for s in seed_pick
-                               if (d, n, r, s) in score]) for d, n in points])
+        y = np.array(
+            [
+                np.mean(
+                    [
+                        score[(d, n, r, s)]
+                        for r in repeat_pick
+                        for s in seed_pick
+                        if (d, n, r, s) in score
+                    ]
+                )
+                for d, n in points
+            ]
+        )
         coef, *_ = np.linalg.lstsq(design, y, rcond=None)
         return coef
 
-    out: dict[str, Any] = {"points": [list(p) for p in points], "seeds": len(seeds),
-                           "repeats": len(repeats), "bootstrap": bootstrap}
+    out: dict[str, Any] = {
+        "points": [list(p) for p in points],
+        "seeds": len(seeds),
+        "repeats": len(repeats),
+        "bootstrap": bootstrap,
+    }
     vary_d = len({d for d, _ in points}) > 1
     vary_n = len({n for _, n in points}) > 1
     if rank < 3 or not (vary_d and vary_n):
-        out["text"] = ("The grid does not vary both diversity and size independently, so the "
-                       "two effects cannot be separated.")
+        out["text"] = (
+            "The grid does not vary both diversity and size independently, so the "
+            "two effects cannot be separated."
+        )
         return out
     point = slopes(seeds, repeats)
     rng = np.random.default_rng(seed)
-    draws = np.array([slopes(rng.choice(seeds, len(seeds)), rng.choice(repeats, len(repeats)))
-                      for _ in range(bootstrap)])
+    draws = np.array(
+        [
+            slopes(rng.choice(seeds, len(seeds)), rng.choice(repeats, len(repeats)))
+            for _ in range(bootstrap)
+        ]
+    )
     names = {"per_doubling_diversity": 1, "per_doubling_size": 2}
     for key, j in names.items():
         out[key] = interval(point[j], draws[:, j])
@@ -463,47 +581,67 @@ def verdict_text(v: dict[str, Any]) -> str:
     diff = v["difference"]
     samples = v["seeds"] * v["repeats"]
     if samples < MIN_SAMPLES_FOR_CALL:
-        call = (f"With only {samples} seed/repeat sample(s) the bootstrap interval is not "
-                f"reliable, so no call is made (use at least {MIN_SAMPLES_FOR_CALL} seeds)")
+        call = (
+            f"With only {samples} seed/repeat sample(s) the bootstrap interval is not "
+            f"reliable, so no call is made (use at least {MIN_SAMPLES_FOR_CALL} seeds)"
+        )
     elif diff["low"] > 0:
         call = "More diversity helped more than more windows in this run"
     elif diff["high"] < 0:
         call = "More windows helped more than more diversity in this run"
     else:
         call = "No difference between the two could be detected: the interval includes 0"
-    noise = (f"The intervals resample the {v['seeds']} evaluation seeds (test subjects and "
-             f"few-shot draws)")
-    noise += (f" and the {v['repeats']} pretraining repeats" if v["repeats"] > 1 else
-              "; with a single pretraining run per corpus they do not cover pretraining noise "
-              "(use --repeats 3 or more before trusting a difference)")
-    return (f"Doubling the number of activities at a fixed corpus size changed cross-domain "
-            f"few-shot accuracy by {fmt(v['per_doubling_diversity'])}; doubling the number of "
-            f"windows at a fixed diversity by {fmt(v['per_doubling_size'])}. Difference "
-            f"(diversity - size): {fmt(diff)}. {call}. {noise}.")
+    noise = (
+        f"The intervals resample the {v['seeds']} evaluation seeds (test subjects and "
+        f"few-shot draws)"
+    )
+    noise += (
+        f" and the {v['repeats']} pretraining repeats"
+        if v["repeats"] > 1
+        else "; with a single pretraining run per corpus they do not cover pretraining noise "
+        "(use --repeats 3 or more before trusting a difference)"
+    )
+    return (
+        f"Doubling the number of activities at a fixed corpus size changed cross-domain "
+        f"few-shot accuracy by {fmt(v['per_doubling_diversity'])}; doubling the number of "
+        f"windows at a fixed diversity by {fmt(v['per_doubling_size'])}. Difference "
+        f"(diversity - size): {fmt(diff)}. {call}. {noise}."
+    )
 
 
 def diversity_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     plan = s["plan"]
     refs = [c for c in report["cells"] if c["diversity"] == 0]
-    table = markdown_table(pooled_cells(report["cells"]), col_label=lambda n: f"{n} windows",
-                           row_label="diversity")
-    lines = [f"# Diversity vs size: {s['recipe']} on {s['source']}, {s['steps']} steps per corpus",
-             "", f"Cross-domain {plan['mode']} few-shot accuracy on "
-             f"{', '.join(plan['datasets'])} at {', '.join(map(str, plan['shots']))} shots, "
-             f"averaged over datasets and shots; mean ± std over {plan['seeds']} evaluation "
-             f"seeds{' and ' + str(s['repeats']) + ' pretraining repeats' if s['repeats'] > 1 else ''}.",
-             "", f"Machine: {machine_line(report['environment'])}; {report['seconds']:.0f} s.",
-             "", table, ""]
+    table = markdown_table(
+        pooled_cells(report["cells"]), col_label=lambda n: f"{n} windows", row_label="diversity"
+    )
+    lines = [
+        f"# Diversity vs size: {s['recipe']} on {s['source']}, {s['steps']} steps per corpus",
+        "",
+        f"Cross-domain {plan['mode']} few-shot accuracy on "
+        f"{', '.join(plan['datasets'])} at {', '.join(map(str, plan['shots']))} shots, "
+        f"averaged over datasets and shots; mean ± std over {plan['seeds']} evaluation "
+        f"seeds{' and ' + str(s['repeats']) + ' pretraining repeats' if s['repeats'] > 1 else ''}.",
+        "",
+        f"Machine: {machine_line(report['environment'])}; {report['seconds']:.0f} s.",
+        "",
+        table,
+        "",
+    ]
     for ref in refs:
-        lines.append(f"Reference, {ref['model']}: {ref['accuracy_mean']:.3f} ± "
-                     f"{ref['accuracy_std']:.3f}.")
+        lines.append(
+            f"Reference, {ref['model']}: {ref['accuracy_mean']:.3f} ± {ref['accuracy_std']:.3f}."
+        )
     lines += ["", "**Verdict.** " + report["verdict"]["text"], ""]
     if report["notes"]:
         lines += ["Notes:", *(f"- {n}" for n in report["notes"]), ""]
     corpora = {tuple(c["classes"]) for c in report["corpora"]}
-    lines += ["Activities per corpus (nested, in a seeded order):",
-              *(f"- {len(c)}: {', '.join(c)}" for c in sorted(corpora, key=len)), ""]
+    lines += [
+        "Activities per corpus (nested, in a seeded order):",
+        *(f"- {len(c)}: {', '.join(c)}" for c in sorted(corpora, key=len)),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -516,8 +654,17 @@ def pooled_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (d, n), scores in sorted(groups.items()):
         mean, std = mean_std(scores)
-        rows.append({"model": f"{d} activities", "shots": n, "diversity": d, "size": n,
-                     "accuracy_mean": mean, "accuracy_std": std, "n": len(scores)})
+        rows.append(
+            {
+                "model": f"{d} activities",
+                "shots": n,
+                "diversity": d,
+                "size": n,
+                "accuracy_mean": mean,
+                "accuracy_std": std,
+                "n": len(scores),
+            }
+        )
     return rows
 
 
@@ -532,10 +679,16 @@ def plot_diversity(report: dict[str, Any], path: Path) -> Path:
     series: dict[str, list[tuple[Any, float, float]]] = {}
     for row in pooled_cells(report["cells"]):
         series.setdefault(row["model"], []).append(
-            (row["size"], row["accuracy_mean"], row["accuracy_std"]))
+            (row["size"], row["accuracy_mean"], row["accuracy_std"])
+        )
     s = report["settings"]
     refs = {c["model"]: c["accuracy_mean"] for c in report["cells"] if c["diversity"] == 0}
-    return plot_lines(series, path, xlabel="pretraining windows", references=refs,
-                      ylabel="cross-domain few-shot accuracy",
-                      title=f"{s['recipe']} on {s['source']}, {s['steps']} steps; eval "
-                            f"{', '.join(s['plan']['datasets'])}")
+    return plot_lines(
+        series,
+        path,
+        xlabel="pretraining windows",
+        references=refs,
+        ylabel="cross-domain few-shot accuracy",
+        title=f"{s['recipe']} on {s['source']}, {s['steps']} steps; eval "
+        f"{', '.join(s['plan']['datasets'])}",
+    )

@@ -13,8 +13,11 @@ from typing import Any
 import numpy as np
 
 METRICS = ("accuracy", "macro_f1", "mean_class_accuracy")
-METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1",
-                 "mean_class_accuracy": "mean per-class accuracy"}
+METRIC_TITLES = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "mean_class_accuracy": "mean per-class accuracy",
+}
 
 
 # ---------------------------------------------------------------------------- summaries
@@ -28,8 +31,9 @@ def shots_key(shots: int | str) -> float:
     return float("inf") if shots == "all" else float(shots)
 
 
-def summarise(runs: Sequence[dict[str, Any]], group: Sequence[str] = ("model", "shots")
-              ) -> list[dict[str, Any]]:
+def summarise(
+    runs: Sequence[dict[str, Any]], group: Sequence[str] = ("model", "shots")
+) -> list[dict[str, Any]]:
     """Mean and std over seeds of every metric, per (model, shots) - in first-seen model order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
@@ -38,8 +42,13 @@ def summarise(runs: Sequence[dict[str, Any]], group: Sequence[str] = ("model", "
     rows = []
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip(group, key, strict=True))
-        row.update({"kind": members[0].get("kind", "model"), "mode": members[0].get("mode"),
-                    "n": len(members)})
+        row.update(
+            {
+                "kind": members[0].get("kind", "model"),
+                "mode": members[0].get("mode"),
+                "n": len(members),
+            }
+        )
         for metric in (*METRICS, "zeroshot_accuracy"):
             values = [m[metric] for m in members if m.get(metric) is not None]
             if values:
@@ -56,18 +65,25 @@ def cell(mean: float | None, std: float | None) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
 
 
-def markdown_table(summary: Sequence[dict[str, Any]], metric: str = "accuracy",
-                   row_key: str = "model", col_key: str = "shots",
-                   col_label: Callable[[Any], str] | None = None,
-                   row_label: str | None = None) -> str:
+def markdown_table(
+    summary: Sequence[dict[str, Any]],
+    metric: str = "accuracy",
+    row_key: str = "model",
+    col_key: str = "shots",
+    col_label: Callable[[Any], str] | None = None,
+    row_label: str | None = None,
+) -> str:
     """Rows = models, columns = shots, cells = mean ± std over seeds."""
     rows = list(dict.fromkeys(r[row_key] for r in summary))
     cols = sorted(dict.fromkeys(r[col_key] for r in summary), key=shots_key)
-    label = col_label or (lambda c: "zero-shot" if c == 0 else f"{c}-shot" if c != "all"
-                          else "all labels")
+    label = col_label or (
+        lambda c: "zero-shot" if c == 0 else f"{c}-shot" if c != "all" else "all labels"
+    )
     lookup = {(r[row_key], r[col_key]): r for r in summary}
-    lines = ["| " + " | ".join([row_label or row_key, *(label(c) for c in cols)]) + " |",
-             "|" + "---|" * (len(cols) + 1)]
+    lines = [
+        "| " + " | ".join([row_label or row_key, *(label(c) for c in cols)]) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     for name in rows:
         cells = []
         for c in cols:
@@ -81,22 +97,34 @@ def eval_markdown(result: dict[str, Any]) -> str:
     """The markdown report of one ``primus eval`` run (every metric)."""
     s = result["settings"]
     seeds = s["seeds"]
-    split = (f"fixed: {s['test_subjects']}" if s["test_subjects"]
-             else f"a fraction {s['test_fraction']} of the subjects, drawn per seed")
-    head = (f"## {result['dataset']}: {s['mode']} evaluation, mean ± std over {seeds} seed"
-            f"{'s' if seeds != 1 else ''}\n\n{result['windows']} labelled windows, "
-            f"{result['subjects']} subjects, {len(result['classes'])} classes; test subjects "
-            f"held out ({split}).")
+    split = (
+        f"fixed: {s['test_subjects']}"
+        if s["test_subjects"]
+        else f"a fraction {s['test_fraction']} of the subjects, drawn per seed"
+    )
+    head = (
+        f"## {result['dataset']}: {s['mode']} evaluation, mean ± std over {seeds} seed"
+        f"{'s' if seeds != 1 else ''}\n\n{result['windows']} labelled windows, "
+        f"{result['subjects']} subjects, {len(result['classes'])} classes; test subjects "
+        f"held out ({split})."
+    )
     parts = [head]
     for metric in METRICS:
         parts.append(f"### {METRIC_TITLES[metric]}\n\n" + markdown_table(result["summary"], metric))
-    zs = {r["model"]: r for r in reversed(result["summary"])
-          if r.get("zeroshot_accuracy_mean") is not None}  # the same test sets at every k
+    zs = {
+        r["model"]: r
+        for r in reversed(result["summary"])
+        if r.get("zeroshot_accuracy_mean") is not None
+    }  # the same test sets at every k
     if zs:
-        lines = [f"- {name}: {cell(r['zeroshot_accuracy_mean'], r['zeroshot_accuracy_std'])}"
-                 for name, r in reversed(zs.items())]
-        parts.append("### zero-shot accuracy of the text-initialised head, before training\n\n"
-                     + "\n".join(lines))
+        lines = [
+            f"- {name}: {cell(r['zeroshot_accuracy_mean'], r['zeroshot_accuracy_std'])}"
+            for name, r in reversed(zs.items())
+        ]
+        parts.append(
+            "### zero-shot accuracy of the text-initialised head, before training\n\n"
+            + "\n".join(lines)
+        )
     return "\n\n".join(parts) + "\n"
 
 
@@ -110,9 +138,17 @@ def _pyplot():
     return plt
 
 
-def plot_lines(series: dict[str, list[tuple[Any, float, float]]], path: Path, *, title: str,
-               xlabel: str, ylabel: str = "accuracy", chance: float | None = None,
-               references: dict[str, float] | None = None, log_x: bool = True) -> Path:
+def plot_lines(
+    series: dict[str, list[tuple[Any, float, float]]],
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str = "accuracy",
+    chance: float | None = None,
+    references: dict[str, float] | None = None,
+    log_x: bool = True,
+) -> Path:
     """One line per series with a mean ± std band; x values may include 'all' (plotted last)."""
     plt = _pyplot()
     numeric = sorted({float(x) for pts in series.values() for x, _, _ in pts if x != "all"})
@@ -138,8 +174,14 @@ def plot_lines(series: dict[str, list[tuple[Any, float, float]]], path: Path, *,
         ax.set_xscale("log", base=2)
     ticks = sorted({xpos(x) for pts in series.values() for x, _, _ in pts})
     ax.set_xticks(ticks)
-    ax.set_xticklabels(["all" if t == all_x and any(x == "all" for p in series.values()
-                                                   for x, _, _ in p) else f"{t:g}" for t in ticks])
+    ax.set_xticklabels(
+        [
+            "all"
+            if t == all_x and any(x == "all" for p in series.values() for x, _, _ in p)
+            else f"{t:g}"
+            for t in ticks
+        ]
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -156,12 +198,18 @@ def plot_eval(result: dict[str, Any], path: Path, metric: str = "accuracy") -> P
         if row["shots"] == 0 or f"{metric}_mean" not in row:
             continue
         series.setdefault(row["model"], []).append(
-            (row["shots"], row[f"{metric}_mean"], row[f"{metric}_std"]))
+            (row["shots"], row[f"{metric}_mean"], row[f"{metric}_std"])
+        )
     chance = 1.0 / max(1, len(result["classes"]))
     s = result["settings"]
-    return plot_lines(series, path, title=f"{result['dataset']}: {s['mode']}, "
-                      f"{s['seeds']} seeds (mean ± std)", xlabel="labelled windows per class",
-                      ylabel=METRIC_TITLES[metric], chance=chance)
+    return plot_lines(
+        series,
+        path,
+        title=f"{result['dataset']}: {s['mode']}, {s['seeds']} seeds (mean ± std)",
+        xlabel="labelled windows per class",
+        ylabel=METRIC_TITLES[metric],
+        chance=chance,
+    )
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -213,6 +261,8 @@ def _json_default(value: Any) -> Any:
 def write_eval_report(result: dict[str, Any], out: Path, stem: str = "eval") -> dict[str, Path]:
     """eval.json, eval.md and eval.png in ``out``."""
     out = Path(out)
-    return {"json": write_json(out / f"{stem}.json", result),
-            "markdown": write_text(out / f"{stem}.md", eval_markdown(result)),
-            "plot": plot_eval(result, out / f"{stem}.png")}
+    return {
+        "json": write_json(out / f"{stem}.json", result),
+        "markdown": write_text(out / f"{stem}.md", eval_markdown(result)),
+        "plot": plot_eval(result, out / f"{stem}.png"),
+    }

@@ -86,21 +86,35 @@ class Pretrainer(nn.Module):
         self.losses = nn.ModuleDict(losses)
         self.weights = weights
 
-    def forward(self, x: torch.Tensor, x_aug: torch.Tensor | None, teachers: dict[str, torch.Tensor],
-                masks: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                gather: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_aug: torch.Tensor | None,
+        teachers: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor],
+        labels: torch.Tensor | None,
+        gather: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         views = x if x_aug is None else torch.cat([x, x_aug])
         out = self.encoder(views)
         imu = {k: v[: len(x)] for k, v in out.items()}
         imu_aug = None if x_aug is None else {k: v[len(x) :] for k, v in out.items()}
         if gather:
             imu = {k: gather_with_grad(v) for k, v in imu.items()}
-            imu_aug = None if imu_aug is None else {k: gather_with_grad(v) for k, v in imu_aug.items()}
+            imu_aug = (
+                None if imu_aug is None else {k: gather_with_grad(v) for k, v in imu_aug.items()}
+            )
             teachers = {k: gather_plain(v) for k, v in teachers.items()}
             masks = {k: gather_plain(v) for k, v in masks.items()}
             labels = None if labels is None else gather_plain(labels)
-        batch = StepBatch(imu=imu, imu_aug=imu_aug, teachers=teachers, teacher_mask=masks,
-                          labels=labels, gathered=gather)
+        batch = StepBatch(
+            imu=imu,
+            imu_aug=imu_aug,
+            teachers=teachers,
+            teacher_mask=masks,
+            labels=labels,
+            gathered=gather,
+        )
         total = torch.zeros((), device=x.device)
         terms: dict[str, torch.Tensor] = {}
         for name, loss in self.losses.items():
@@ -116,15 +130,23 @@ class BatchSource:
     """Training arrays and the per-window teacher targets; batches by index on the device.
     Small sets live on the GPU whole; larger ones go through pinned memory."""
 
-    def __init__(self, imu: np.ndarray, targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 labels: np.ndarray | None, device: torch.device, resident_bytes: int = 4 << 30):
+    def __init__(
+        self,
+        imu: np.ndarray,
+        targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        labels: np.ndarray | None,
+        device: torch.device,
+        resident_bytes: int = 4 << 30,
+    ):
         self.device = device
         self.resident = device.type == "cuda" and imu.nbytes <= resident_bytes
         self.imu = torch.from_numpy(np.ascontiguousarray(imu))
         if self.resident:
             self.imu = self.imu.to(device)
         self.targets = {m: (e.to(device), k.to(device)) for m, (e, k) in targets.items()}
-        self.labels = None if labels is None else torch.from_numpy(labels.astype(np.int64)).to(device)
+        self.labels = (
+            None if labels is None else torch.from_numpy(labels.astype(np.int64)).to(device)
+        )
 
     def __len__(self) -> int:
         return len(self.imu)
@@ -190,8 +212,10 @@ def build_encoder(recipe: Recipe, teachers: list[Any]) -> nn.Module:
     extra: dict[str, Any] = {}
     sizes = {t.output_size for t in teachers}
     if len(sizes) > 1:
-        raise PrimusError(f"teachers have different output sizes {sorted(sizes)}; "
-                          "the mmcl head can match only one")
+        raise PrimusError(
+            f"teachers have different output sizes {sorted(sizes)}; "
+            "the mmcl head can match only one"
+        )
     if sizes and "mmcl_dim" not in recipe.encoder.params:
         extra["mmcl_dim"] = sizes.pop()
     encoder = build_component("encoder", recipe.encoder, "encoder", **extra)
@@ -206,8 +230,9 @@ def load_data(recipe: Recipe, contract):
         raise PrimusError(f"recipe '{recipe.name}' names no pretraining data (data.pretrain)")
     sets = [load_windows(ref, contract) for ref in recipe.data.pretrain]
     windows = sets[0] if len(sets) == 1 else concat_windows(sets, contract)
-    return select_corpus(windows, recipe.data.include_classes, recipe.data.max_windows,
-                         recipe.train.seed)
+    return select_corpus(
+        windows, recipe.data.include_classes, recipe.data.max_windows, recipe.train.seed
+    )
 
 
 def select_corpus(windows, classes: list[str] | None, max_windows: int | None, seed: int):
@@ -216,8 +241,10 @@ def select_corpus(windows, classes: list[str] | None, max_windows: int | None, s
     if classes is not None:
         unknown = sorted(set(classes) - set(windows.class_names))
         if unknown:
-            raise PrimusError(f"data.include_classes: unknown classes {unknown}; the data has "
-                              f"{windows.class_names}")
+            raise PrimusError(
+                f"data.include_classes: unknown classes {unknown}; the data has "
+                f"{windows.class_names}"
+            )
         wanted = [windows.class_names.index(c) for c in classes]
         keep = keep[np.isin(windows.labels, wanted)]
     if max_windows is not None and max_windows < len(keep):
@@ -226,7 +253,9 @@ def select_corpus(windows, classes: list[str] | None, max_windows: int | None, s
     return windows if len(keep) == len(windows.imu) else windows.subset(keep)
 
 
-def teacher_targets(teachers: list[Any], windows, progress: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def teacher_targets(
+    teachers: list[Any], windows, progress: bool
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """modality -> ((N, D) embeddings, (N,) mask) from the teacher-embedding cache."""
     from .cache import EmbeddingCache
 
@@ -249,17 +278,26 @@ def teacher_targets(teachers: list[Any], windows, progress: bool) -> dict[str, t
             full[i] = lookup[inputs[i]]
             mask[i] = True
         targets[teacher.modality] = (full, mask)
-        log.info("teacher %s: %d of %d windows have %s", teacher.identity, len(present), n,
-                 teacher.modality)
+        log.info(
+            "teacher %s: %d of %d windows have %s",
+            teacher.identity,
+            len(present),
+            n,
+            teacher.modality,
+        )
     return targets
 
 
-def build_run(loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, progress: bool) -> Run:
+def build_run(
+    loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, progress: bool
+) -> Run:
     from .data import split_by_subject
 
     recipe = loaded.recipe
     torch.manual_seed(recipe.train.seed)
-    teachers = [build_component("teacher", ref, f"teachers.{i}") for i, ref in enumerate(recipe.teachers)]
+    teachers = [
+        build_component("teacher", ref, f"teachers.{i}") for i, ref in enumerate(recipe.teachers)
+    ]
     encoder = build_encoder(recipe, teachers)
     losses, weights = {}, {}
     for i, ref in enumerate(recipe.losses):
@@ -271,8 +309,10 @@ def build_run(loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, pr
         weights[name] = ref.weight
     if not losses:
         raise PrimusError(f"recipe '{recipe.name}' has no losses")
-    augs = [build_component("augmentation", ref, f"augmentations.{i}")
-            for i, ref in enumerate(recipe.augmentations)]
+    augs = [
+        build_component("augmentation", ref, f"augmentations.{i}")
+        for i, ref in enumerate(recipe.augmentations)
+    ]
     needs_aug = any(getattr(loss, "needs_augmented_view", False) for loss in losses.values())
     windows = load_data(recipe, encoder.imu_contract)
     targets = teacher_targets(teachers, windows, progress)
@@ -287,13 +327,25 @@ def build_run(loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, pr
 
     def source(idx: np.ndarray) -> BatchSource:
         sub_targets = {m: (e[idx], k[idx]) for m, (e, k) in targets.items()}
-        return BatchSource(windows.imu[idx], sub_targets, None if labels is None else labels[idx], device)
+        return BatchSource(
+            windows.imu[idx], sub_targets, None if labels is None else labels[idx], device
+        )
 
     model = Pretrainer(encoder, losses, weights).to(device)
-    return Run(loaded, out, device, d, model, augs, teachers, source(train_idx),
-               source(val_idx) if len(val_idx) else None,
-               datasets=[ref.type for ref in recipe.data.pretrain], needs_aug=needs_aug,
-               windows=len(train_idx))
+    return Run(
+        loaded,
+        out,
+        device,
+        d,
+        model,
+        augs,
+        teachers,
+        source(train_idx),
+        source(val_idx) if len(val_idx) else None,
+        datasets=[ref.type for ref in recipe.data.pretrain],
+        needs_aug=needs_aug,
+        windows=len(train_idx),
+    )
 
 
 # ---------------------------------------------------------------- the loop
@@ -353,7 +405,8 @@ class Trainer:
             ids = [run.device.index] if run.device.type == "cuda" else None
             # the NN queues are identical on every rank already: no buffer broadcast
             self.model = nn.parallel.DistributedDataParallel(
-                run.model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
+                run.model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False
+            )
         self.forward_model = self.model
         if cfg.compile:
             self.forward_model = torch.compile(self.model)
@@ -362,9 +415,12 @@ class Trainer:
         self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
         self.use_amp, self.amp_dtype = amp_settings(run.device, cfg.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
+        )
         self.aug_gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 7919 * run.d.rank)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_val: float | None = None
@@ -373,20 +429,25 @@ class Trainer:
         self.tb = self._tensorboard() if tensorboard and run.d.main else None
         global_batch = cfg.batch_size
         if global_batch % run.d.world:
-            raise PrimusError(f"train.batch_size={global_batch} is not divisible by the "
-                              f"{run.d.world} processes")
+            raise PrimusError(
+                f"train.batch_size={global_batch} is not divisible by the {run.d.world} processes"
+            )
         self.local_batch = global_batch // run.d.world
         self.steps_per_epoch = (len(run.train_source) // run.d.world) // self.local_batch
         if self.steps_per_epoch == 0:
-            raise PrimusError(f"{len(run.train_source)} training windows are fewer than one batch "
-                              f"of {global_batch}")
+            raise PrimusError(
+                f"{len(run.train_source)} training windows are fewer than one batch "
+                f"of {global_batch}"
+            )
         self.total_steps = self.max_steps or cfg.epochs * self.steps_per_epoch
 
     def _tensorboard(self):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise PrimusError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+            raise PrimusError(
+                "--tensorboard needs the tensorboard package (pip install tensorboard)"
+            ) from None
         return SummaryWriter(str(self.run.out / "tensorboard"))
 
     # -------------------------------------------------- state
@@ -395,11 +456,16 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "compat": self.compat, "step": self.step, "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "best_val": self.best_val,
+            "compat": self.compat,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_val": self.best_val,
             "losses_history": self.losses,
-            "model": self.run.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "model": self.run.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": rng,
         }
 
@@ -473,31 +539,52 @@ class Trainer:
     def run_loop(self, metrics) -> str | None:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         seen, tick = 0, time.perf_counter()
         with StopRequest() as stop:
             while self.step < self.total_steps:
-                order = epoch_order(len(self.run.train_source), self.cfg.seed, self.epoch, self.run.d)
+                order = epoch_order(
+                    len(self.run.train_source), self.cfg.seed, self.epoch, self.run.d
+                )
                 while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
                     b = self.batch_in_epoch
-                    values = self.train_step(order[b * self.local_batch : (b + 1) * self.local_batch])
+                    values = self.train_step(
+                        order[b * self.local_batch : (b + 1) * self.local_batch]
+                    )
                     self.step += 1
                     self.batch_in_epoch += 1
                     self.losses.append(values["loss"])
                     seen += self.cfg.batch_size
                     if not math.isfinite(values["loss"]):
-                        raise PrimusError(f"loss became {values['loss']} at step {self.step}; "
-                                          "lower train.lr or disable amp")
+                        raise PrimusError(
+                            f"loss became {values['loss']} at step {self.step}; "
+                            "lower train.lr or disable amp"
+                        )
                     if self.step % self.cfg.log_every == 0 or self.step == 1:
                         now = time.perf_counter()
                         rate = seen / max(now - tick, 1e-9)
                         seen, tick = 0, now
-                        self.log(metrics, {"step": self.step, "epoch": self.epoch, **values,
-                                           "lr": self.scheduler.get_last_lr()[0],
-                                           "windows_per_s": round(rate, 1)})
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if "/" not in k}
-                                        | {"win/s": f"{rate:.0f}"})
+                        self.log(
+                            metrics,
+                            {
+                                "step": self.step,
+                                "epoch": self.epoch,
+                                **values,
+                                "lr": self.scheduler.get_last_lr()[0],
+                                "windows_per_s": round(rate, 1),
+                            },
+                        )
+                        bar.set_postfix(
+                            {k: f"{v:.3f}" for k, v in values.items() if "/" not in k}
+                            | {"win/s": f"{rate:.0f}"}
+                        )
                     bar.update(1)
                     if self.step % self.cfg.checkpoint_every == 0:
                         self.save()
@@ -543,36 +630,65 @@ class Trainer:
             "recipe_hash": run.loaded.hash,
             "teachers": [t.identity for t in run.teachers],
             "training_data": run.datasets,
-            "training": {"steps": self.step, "epochs": self.epoch, "windows": run.windows,
-                         "batch_size": self.cfg.batch_size, "world_size": run.d.world,
-                         "device": str(run.device)},
+            "training": {
+                "steps": self.step,
+                "epochs": self.epoch,
+                "windows": run.windows,
+                "batch_size": self.cfg.batch_size,
+                "world_size": run.d.world,
+                "device": str(run.device),
+            },
             "validation": {"loss": self.best_val, "step": self.step},
         }
-        card = model_card({**config, "encoder": {"type": run.recipe.encoder.type,
-                                                 "params": encoder.primus_params},
-                           "imu_contract": encoder.imu_contract.model_dump(),
-                           "output_sizes": encoder.output_sizes},
-                          body=f"Pretrained with the `{run.recipe.name}` recipe on "
-                               f"{', '.join(run.datasets)}; best validation loss "
-                               f"{self.best_val:.4f} at step {self.step}.")
-        save_model_dir(encoder, run.out / "model", encoder_type=run.recipe.encoder.type,
-                       encoder_params=encoder.primus_params, extra_config=config, card=card,
-                       overwrite=True)
+        card = model_card(
+            {
+                **config,
+                "encoder": {"type": run.recipe.encoder.type, "params": encoder.primus_params},
+                "imu_contract": encoder.imu_contract.model_dump(),
+                "output_sizes": encoder.output_sizes,
+            },
+            body=f"Pretrained with the `{run.recipe.name}` recipe on "
+            f"{', '.join(run.datasets)}; best validation loss "
+            f"{self.best_val:.4f} at step {self.step}.",
+        )
+        save_model_dir(
+            encoder,
+            run.out / "model",
+            encoder_type=run.recipe.encoder.type,
+            encoder_params=encoder.primus_params,
+            extra_config=config,
+            card=card,
+            overwrite=True,
+        )
 
 
 # ---------------------------------------------------------------- entry point
 def environment(device: torch.device, d: Dist) -> dict[str, Any]:
-    env = {"primus": __version__, "torch": torch.__version__, "python": platform.python_version(),
-           "platform": platform.platform(), "device": str(device), "world_size": d.world,
-           "argv": sys.argv, "threads": torch.get_num_threads()}
+    env = {
+        "primus": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "world_size": d.world,
+        "argv": sys.argv,
+        "threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
 
 
-def train(recipe: str, overrides=(), out: str | Path | None = None, resume: bool = False,
-          max_steps: int | None = None, device: str | None = None, progress: bool = True,
-          tensorboard: bool = False) -> TrainResult:
+def train(
+    recipe: str,
+    overrides=(),
+    out: str | Path | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> TrainResult:
     """Run a recipe; returns where the model directory was written."""
     import yaml
 
@@ -589,8 +705,9 @@ def train(recipe: str, overrides=(), out: str | Path | None = None, resume: bool
     out = Path(out or Path("runs") / loaded.recipe.name)
     if d.main:
         if out.exists() and any(out.iterdir()) and not resume:
-            raise PrimusError(f"{out} already holds a run; pass --resume to continue it or "
-                              "choose another --out")
+            raise PrimusError(
+                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+            )
         out.mkdir(parents=True, exist_ok=True)
     run = build_run(loaded, out, dev, d, progress)
     trainer = Trainer(run, max_steps, progress, tensorboard)
@@ -600,9 +717,16 @@ def train(recipe: str, overrides=(), out: str | Path | None = None, resume: bool
     if d.main:
         (out / "recipe.yaml").write_text(yaml.safe_dump(loaded.data, sort_keys=False))
         (out / "env.json").write_text(json.dumps(environment(dev, d), indent=2) + "\n")
-        log.info("training %s on %s: %d windows, %d steps of %d (%d process%s)",
-                 loaded.recipe.name, dev, run.windows, trainer.total_steps, cfg.batch_size,
-                 d.world, "es" if d.world > 1 else "")
+        log.info(
+            "training %s on %s: %d windows, %d steps of %d (%d process%s)",
+            loaded.recipe.name,
+            dev,
+            run.windows,
+            trainer.total_steps,
+            cfg.batch_size,
+            d.world,
+            "es" if d.world > 1 else "",
+        )
     with open(out / "metrics.jsonl", "a") if d.main else open(os.devnull, "w") as metrics:
         interrupted = trainer.run_loop(metrics)
         if not interrupted and trainer.batch_in_epoch:  # stopped mid-epoch by max_steps
@@ -612,5 +736,11 @@ def train(recipe: str, overrides=(), out: str | Path | None = None, resume: bool
     trainer.save()
     if trainer.tb is not None:
         trainer.tb.close()
-    return TrainResult(out, out / "model" if (out / "model").exists() else None, trainer.step,
-                       trainer.best_val, interrupted, trainer.losses)
+    return TrainResult(
+        out,
+        out / "model" if (out / "model").exists() else None,
+        trainer.step,
+        trainer.best_val,
+        interrupted,
+        trainer.losses,
+    )

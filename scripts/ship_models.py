@@ -31,10 +31,17 @@ def evaluation_rows(benchmark: dict, recipe: str) -> list[dict]:
     for dataset, result in benchmark["results"].items():
         for row in result["summary"]:
             if row["model"] == recipe:
-                rows.append({"dataset": dataset, "mode": row["mode"], "shots": row["shots"],
-                             "seeds": row["n"], "accuracy": round(row["accuracy_mean"], 4),
-                             "accuracy_std": round(row["accuracy_std"], 4),
-                             "macro_f1": round(row["macro_f1_mean"], 4)})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "mode": row["mode"],
+                        "shots": row["shots"],
+                        "seeds": row["n"],
+                        "accuracy": round(row["accuracy_mean"], 4),
+                        "accuracy_std": round(row["accuracy_std"], 4),
+                        "macro_f1": round(row["macro_f1_mean"], 4),
+                    }
+                )
     return rows
 
 
@@ -48,15 +55,25 @@ def ship(bench_dir: Path, zoo: Path, recipe: str, benchmark: dict) -> dict:
     config = json.loads((tmp / CONFIG).read_text())
     rows = evaluation_rows(benchmark, recipe)
     pretraining = benchmark["pretraining"][recipe]
-    config.update({"name": name, "evaluation": rows,
-                   "benchmark": {"steps": pretraining["steps"], "overrides": pretraining["overrides"],
-                                 "environment": benchmark["environment"]}})
+    config.update(
+        {
+            "name": name,
+            "evaluation": rows,
+            "benchmark": {
+                "steps": pretraining["steps"],
+                "overrides": pretraining["overrides"],
+                "environment": benchmark["environment"],
+            },
+        }
+    )
     (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    body = (f"The stacked-RNN PRIMUS encoder pretrained with the `{recipe}` recipe on UCI HAPT "
-            f"(waist smartphone; {pretraining['steps']} steps on a CPU; 9 of the 30 subjects held "
-            "out). The evaluation table is the few-shot linear probe of `primus experiment "
-            "benchmark`: cross-domain on the seglearn watch exercises and BasicMotions (wrist), "
-            "in-domain on the held-out HAPT subjects; mean over seeds.")
+    body = (
+        f"The stacked-RNN PRIMUS encoder pretrained with the `{recipe}` recipe on UCI HAPT "
+        f"(waist smartphone; {pretraining['steps']} steps on a CPU; 9 of the 30 subjects held "
+        "out). The evaluation table is the few-shot linear probe of `primus experiment "
+        "benchmark`: cross-domain on the seglearn watch exercises and BasicMotions (wrist), "
+        "in-domain on the held-out HAPT subjects; mean over seeds."
+    )
     (tmp / CARD).write_text(model_card(config, title=name, body=body))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -67,7 +84,9 @@ def ship(bench_dir: Path, zoo: Path, recipe: str, benchmark: dict) -> dict:
             "description": f"stacked-rnn pretrained with {recipe} on UCI HAPT (offline data)",
             "source": {"shipped": f"zoo/{name}"},
             "files": {p.name: sha256(p) for p in sorted(target.iterdir())},
-            "recipe": recipe, "training_data": ["hapt"], "parameters": params,
+            "recipe": recipe,
+            "training_data": ["hapt"],
+            "parameters": params,
             "metrics": {f"{r['dataset']}_{r['shots']}shot_accuracy": r["accuracy"] for r in rows},
             "headline_metric": (f"{HEADLINE[0]}_{HEADLINE[1]}shot_accuracy" if headline else None),
             "licence": "cc-by-4.0",

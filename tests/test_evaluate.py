@@ -90,8 +90,12 @@ class Recorder(System):
 
 def test_subjects_never_leak_between_shots_and_test(watch):
     recorder = Recorder(watch)
-    runs = run_systems([recorder], watch, EvalSettings(dataset="watch-exercises", shots=[1, 5, ALL],
-                                                        seeds=4), progress=False)
+    runs = run_systems(
+        [recorder],
+        watch,
+        EvalSettings(dataset="watch-exercises", shots=[1, 5, ALL], seeds=4),
+        progress=False,
+    )
     assert len(runs) == len(recorder.calls) == 12
     tests = set()
     for train_idx, test_idx in recorder.calls:
@@ -99,8 +103,12 @@ def test_subjects_never_leak_between_shots_and_test(watch):
         tests.add(tuple(sorted(set(watch.subjects[test_idx]))))
     assert len(tests) > 1  # each seed draws other test subjects
     fixed = Recorder(watch)
-    run_systems([fixed], watch, EvalSettings(dataset="watch-exercises", shots=[2], seeds=3,
-                                             test_subjects=[1, 2]), progress=False)
+    run_systems(
+        [fixed],
+        watch,
+        EvalSettings(dataset="watch-exercises", shots=[2], seeds=3, test_subjects=[1, 2]),
+        progress=False,
+    )
     for train_idx, test_idx in fixed.calls:
         assert set(watch.subjects[test_idx]) == {1, 2}
         assert not {1, 2} & set(watch.subjects[train_idx])
@@ -150,9 +158,14 @@ def synthetic_windows(classes: list[str], per_class: int, subjects: int) -> Wind
     imu = np.zeros((n, 6, 250), np.float32)
     imu[:, 0, :] = labels[:, None]
     phrases = [c.replace("_", " ") for c in classes]
-    return WindowSet(imu=imu, labels=labels, class_names=classes,
-                     subjects=np.arange(n) % subjects,
-                     narrations=[f"a person is {phrases[y]}" for y in labels], dataset="synthetic")
+    return WindowSet(
+        imu=imu,
+        labels=labels,
+        class_names=classes,
+        subjects=np.arange(n) % subjects,
+        narrations=[f"a person is {phrases[y]}" for y in labels],
+        dataset="synthetic",
+    )
 
 
 def test_zeroshot_with_the_minilm_text_teacher():
@@ -166,29 +179,46 @@ def test_zeroshot_with_the_minilm_text_teacher():
     from primus_core import create
 
     probes = create("teacher", "minilm-text").embed(
-        [f"someone is {c.replace('_', ' ')}" for c in classes])
+        [f"someone is {c.replace('_', ' ')}" for c in classes]
+    )
     assert (probes @ text.T).argmax(1).tolist() == list(range(5))
     # an encoder aligned with the text space classifies with no labels at all
     model = LoadedModel("aligned", TableEncoder(text), "table", {}, ["minilm-text|x"], "test")
-    result = evaluate(model, EvalSettings(dataset="synthetic", mode="zeroshot", seeds=2),
-                      baselines=(), progress=False, windows=ws)
+    result = evaluate(
+        model,
+        EvalSettings(dataset="synthetic", mode="zeroshot", seeds=2),
+        baselines=(),
+        progress=False,
+        windows=ws,
+    )
     assert [r["shots"] for r in result.runs] == [0, 0]
     assert all(r["accuracy"] == 1.0 for r in result.runs)
     # the linear head starts from those prompts: with no training it predicts like zero-shot
     s = EvalSettings(dataset="synthetic", shots=[1], seeds=1, epochs=0)
-    system = EncoderSystem("aligned", "model", model.encoder, ws, s, "linear", "mmcl", text, CPU,
-                           1e-4)
+    system = EncoderSystem(
+        "aligned", "model", model.encoder, ws, s, "linear", "mmcl", text, CPU, 1e-4
+    )
     row = run_systems([system], ws, s, progress=False)[0]
     assert row["accuracy"] == row["zeroshot_accuracy"] == 1.0
 
 
 def test_zeroshot_needs_a_head_of_the_teachers_size(watch):
-    model = LoadedModel("random", untrained_encoder("stacked-rnn", {"hidden_size": 32,
-                                                                    "mmcl_dim": 16}),
-                        "stacked-rnn", {}, [], "untrained")
+    model = LoadedModel(
+        "random",
+        untrained_encoder("stacked-rnn", {"hidden_size": 32, "mmcl_dim": 16}),
+        "stacked-rnn",
+        {},
+        [],
+        "untrained",
+    )
     with pytest.raises(EvalError, match="zero-shot needs a text-aligned head"):
-        evaluate(model, EvalSettings(dataset="watch-exercises", mode="zeroshot"), baselines=(),
-                 progress=False, windows=watch)
+        evaluate(
+            model,
+            EvalSettings(dataset="watch-exercises", mode="zeroshot"),
+            baselines=(),
+            progress=False,
+            windows=watch,
+        )
 
 
 # ---------------------------------------------------------------------------- modes, baselines
@@ -196,31 +226,52 @@ TINY = {"hidden_size": 32, "ssl_dim": 16, "mmcl_dim": 16}
 
 
 def test_all_modes_and_baselines_on_a_tiny_encoder(watch):
-    model = LoadedModel("tiny", untrained_encoder("stacked-rnn", TINY, seed=1), "stacked-rnn",
-                        TINY, [], "test-dir")
-    common = {"dataset": "watch-exercises", "shots": [2, 5], "seeds": 2, "min_steps": 30,
-              "finetune_min_steps": 5}
-    result = evaluate(model, EvalSettings(**common), progress=False, windows=watch)
+    model = LoadedModel(
+        "tiny", untrained_encoder("stacked-rnn", TINY, seed=1), "stacked-rnn", TINY, [], "test-dir"
+    )
+    small = watch.subset(np.arange(0, len(watch), 3))  # every third window: a quicker test
+    common = {
+        "dataset": "watch-exercises",
+        "shots": [2, 5],
+        "seeds": 2,
+        "min_steps": 30,
+        "finetune_min_steps": 3,
+    }
+    result = evaluate(model, EvalSettings(**common), progress=False, windows=small)
     names = [m["name"] for m in result.models]
-    assert names == ["tiny", "untrained stacked-rnn", "supervised from scratch",
-                     "classical (features + logreg)"]
+    assert names == [
+        "tiny",
+        "untrained stacked-rnn",
+        "supervised from scratch",
+        "classical (features + logreg)",
+    ]
     assert len(result.runs) == 4 * 2 * 2
     for row in result.summary:
         assert row["n"] == 2 and 0.0 <= row["accuracy_mean"] <= 1.0
     classical = [r for r in result.summary if r["model"].startswith("classical")]
     assert classical[-1]["accuracy_mean"] > 1.5 / 7  # well above chance on 5 shots
     for mode in ("knn", "finetune"):
-        part = evaluate(model, EvalSettings(mode=mode, **common), baselines=(), progress=False,
-                        windows=watch)
-        assert {r["mode"] for r in part.runs} == {mode} and len(part.runs) == 4
+        part = evaluate(
+            model,
+            EvalSettings(mode=mode, **{**common, "seeds": 1}),
+            baselines=(),
+            progress=False,
+            windows=small,
+        )
+        assert {r["mode"] for r in part.runs} == {mode} and len(part.runs) == 2
 
 
 def test_reports_json_markdown_and_plot(watch, tmp_path):
-    model = LoadedModel("tiny", untrained_encoder("stacked-rnn", TINY), "stacked-rnn", TINY, [],
-                        "test-dir")
-    result = evaluate(model, EvalSettings(dataset="watch-exercises", shots=[1, 3], seeds=2,
-                                          min_steps=10), baselines=("classical",),
-                      progress=False, windows=watch).to_dict()
+    model = LoadedModel(
+        "tiny", untrained_encoder("stacked-rnn", TINY), "stacked-rnn", TINY, [], "test-dir"
+    )
+    result = evaluate(
+        model,
+        EvalSettings(dataset="watch-exercises", shots=[1, 3], seeds=2, min_steps=10),
+        baselines=("classical",),
+        progress=False,
+        windows=watch,
+    ).to_dict()
     paths = write_eval_report(result, tmp_path)
     data = json.loads(paths["json"].read_text())
     assert data["format"] == "primus-eval/1" and len(data["runs"]) == 8
@@ -231,8 +282,17 @@ def test_reports_json_markdown_and_plot(watch, tmp_path):
 
 
 def test_summary_and_table_means_and_spread():
-    runs = [{"model": "m", "shots": 1, "seed": s, "accuracy": a, "macro_f1": a,
-             "mean_class_accuracy": a} for s, a in enumerate([0.5, 0.7])]
+    runs = [
+        {
+            "model": "m",
+            "shots": 1,
+            "seed": s,
+            "accuracy": a,
+            "macro_f1": a,
+            "mean_class_accuracy": a,
+        }
+        for s, a in enumerate([0.5, 0.7])
+    ]
     summary = summarise(runs)
     assert summary[0]["accuracy_mean"] == pytest.approx(0.6)
     assert summary[0]["accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -244,22 +304,50 @@ def test_eval_command_writes_reports_and_prints_the_table(cli, tmp_path):
     from primus_core.modeldir import save_model_dir
 
     encoder = untrained_encoder("stacked-rnn", TINY, seed=2)
-    model_dir = save_model_dir(encoder, tmp_path / "tiny", encoder_type="stacked-rnn",
-                               encoder_params=TINY)
+    model_dir = save_model_dir(
+        encoder, tmp_path / "tiny", encoder_type="stacked-rnn", encoder_params=TINY
+    )
     out = tmp_path / "report"
-    res = cli("eval", model_dir, "--dataset", "basicmotions", "--shots", "1,2", "--seeds", "2",
-              "--min-steps", "10", "--finetune-steps", "3", "--out", out, "--no-progress")
+    res = cli(
+        "eval",
+        model_dir,
+        "--dataset",
+        "basicmotions",
+        "--shots",
+        "1,2",
+        "--seeds",
+        "2",
+        "--min-steps",
+        "10",
+        "--finetune-steps",
+        "3",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert "| tiny |" in res.out and "supervised from scratch" in res.out
     assert {p.name for p in out.iterdir()} >= {"eval.json", "eval.md", "eval.png"}
-    res = cli("eval", model_dir, "--dataset", "basicmotions", "--shots", "1", "--seeds", "1",
-              "--min-steps", "5", "--no-baselines", "--json", "--no-progress")
+    res = cli(
+        "eval",
+        model_dir,
+        "--dataset",
+        "basicmotions",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--min-steps",
+        "5",
+        "--no-baselines",
+        "--json",
+        "--no-progress",
+    )
     data = json.loads(res.out)
     assert [m["name"] for m in data["models"]] == ["tiny"]
 
 
 def test_eval_command_user_errors(cli, tmp_path):
-    res = cli("eval", "random:stacked-rnn", "--dataset", "basicmotions", "--shots", "1,x",
-              expect=1)
+    res = cli("eval", "random:stacked-rnn", "--dataset", "basicmotions", "--shots", "1,x", expect=1)
     assert "error: --shots: 'x' is not a whole number" in res.err
     res = cli("eval", str(tmp_path / "nowhere"), "--dataset", "basicmotions", expect=1)
     assert res.err.startswith("error:") and "Traceback" not in res.err

@@ -39,8 +39,9 @@ def hapt():
 def test_corpora_vary_diversity_at_fixed_size_and_size_at_fixed_diversity(hapt):
     s = DiversitySettings(diversities=[2, 4, 8], sizes=[128, 512, 5000], repeats=2)
     corpora, notes = build_corpora(hapt, s)
-    assert {(c.diversity, c.size) for c in corpora} == {(d, n) for d in (2, 4, 8)
-                                                       for n in (128, 512)}
+    assert {(c.diversity, c.size) for c in corpora} == {
+        (d, n) for d in (2, 4, 8) for n in (128, 512)
+    }
     assert len(notes) == 6 and all("5000" in n for n in notes)  # more windows than exist
     for r in (0, 1):
         sets = {c.diversity: c.classes for c in corpora if c.repeat == r}
@@ -64,11 +65,20 @@ def synthetic_cells(div_slope: float, size_slope: float, seeds: int, noise: floa
     for d in (2, 4, 8):
         for n in (128, 256, 512):
             base = 0.4 + div_slope * np.log2(d) + size_slope * np.log2(n)
-            scores = {s: float(base + seed_offsets[s] + rng.normal(0, noise / 3))
-                      for s in range(seeds)}
-            cells.append({"model": f"d{d}n{n}", "diversity": d, "size": n, "repeat": 0,
-                          "seed_scores": scores, "accuracy_mean": float(np.mean(list(
-                              scores.values()))), "accuracy_std": 0.0})
+            scores = {
+                s: float(base + seed_offsets[s] + rng.normal(0, noise / 3)) for s in range(seeds)
+            }
+            cells.append(
+                {
+                    "model": f"d{d}n{n}",
+                    "diversity": d,
+                    "size": n,
+                    "repeat": 0,
+                    "seed_scores": scores,
+                    "accuracy_mean": float(np.mean(list(scores.values()))),
+                    "accuracy_std": 0.0,
+                }
+            )
     return cells
 
 
@@ -88,9 +98,29 @@ def test_verdict_finds_a_real_difference_and_admits_none():
 
 def test_tiny_grid_runs_end_to_end(cli, tmp_path):
     out = tmp_path / "dvs"
-    args = ["experiment", "diversity-vs-size", "--diversities", "2,4", "--sizes", "128,256",
-            "--steps", "2", "--seeds", "2", "--shots", "1,3", "--min-steps", "10",
-            "--set", TINY, "--bootstrap", "200", "--out", out, "--no-progress"]
+    args = [
+        "experiment",
+        "diversity-vs-size",
+        "--diversities",
+        "2,4",
+        "--sizes",
+        "128,256",
+        "--steps",
+        "2",
+        "--seeds",
+        "2",
+        "--shots",
+        "1,3",
+        "--min-steps",
+        "10",
+        "--set",
+        TINY,
+        "--bootstrap",
+        "200",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     res = cli(*args)
     assert "| 2 activities |" in res.out and "**Verdict.**" in res.out
     report = json.loads((out / "diversity_vs_size.json").read_text())
@@ -104,16 +134,36 @@ def test_tiny_grid_runs_end_to_end(cli, tmp_path):
     assert len(weights) == 4
     again = cli(*args)
     assert {p: p.stat().st_mtime_ns for p in weights} == weights
-    assert again.out.split("Machine:")[1].split("\n", 1)[1] == res.out.split("Machine:")[1].split(
-        "\n", 1)[1]
+    assert (
+        again.out.split("Machine:")[1].split("\n", 1)[1]
+        == res.out.split("Machine:")[1].split("\n", 1)[1]
+    )
 
 
 def test_tiny_benchmark_holds_out_in_domain_subjects(cli, tmp_path):
     out = tmp_path / "bench"
-    res = cli("experiment", "benchmark", "--recipes", "simclr-hapt", "--steps", "2",
-              "--eval-datasets", "basicmotions", "--seeds", "1", "--shots", "1",
-              "--min-steps", "5", "--no-baselines", "--set", TINY, "--out", out,
-              "--no-progress")
+    res = cli(
+        "experiment",
+        "benchmark",
+        "--recipes",
+        "simclr-hapt",
+        "--steps",
+        "2",
+        "--eval-datasets",
+        "basicmotions",
+        "--seeds",
+        "1",
+        "--shots",
+        "1",
+        "--min-steps",
+        "5",
+        "--no-baselines",
+        "--set",
+        TINY,
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert "## basicmotions" in res.out and "## hapt" in res.out
     report = json.loads((out / "benchmark.json").read_text())
     held = report["results"]["hapt"]["settings"]["test_subjects"]

@@ -380,7 +380,9 @@ def test_hook_register_losses_registers_every_objective():
 
     losses = {c.name: c for c in list_components("loss")}
     assert {"infonce", "ss", "mm", "nn", "supervised"} <= set(losses)
-    assert all(losses[n].plugin == "objectives" for n in ("infonce", "ss", "mm", "nn", "supervised"))
+    assert all(
+        losses[n].plugin == "objectives" for n in ("infonce", "ss", "mm", "nn", "supervised")
+    )
     declared = {}
     for name, params in [("ss", {}), ("mm", {}), ("nn", {}), ("supervised", {"num_classes": 3})]:
         loss = primus_core.create("loss", name, **params)

@@ -16,8 +16,13 @@ from primus_core.errors import PrimusError, RecipeError
 from primus_core.modeldir import load_model_dir
 from primus_core.train import train
 
-SMALL = ["encoder.hidden_size=64", "train.batch_size=32", "losses.nn.queue_size=64",
-         "train.log_every=1", "train.lr=1e-3"]
+SMALL = [
+    "encoder.hidden_size=64",
+    "train.batch_size=32",
+    "losses.nn.queue_size=64",
+    "train.log_every=1",
+    "train.lr=1e-3",
+]
 
 
 def metrics(out):
@@ -46,10 +51,12 @@ def test_training_lowers_the_loss_and_writes_a_model_dir(tmp_path):
 
 def test_exact_resume(tmp_path):
     whole = train("primus-hapt", SMALL, tmp_path / "whole", max_steps=6, progress=False)
+    assert whole.steps == 6
     part = train("primus-hapt", SMALL, tmp_path / "part", max_steps=3, progress=False)
     assert part.steps == 3
-    resumed = train("primus-hapt", SMALL, tmp_path / "part", resume=True, max_steps=6,
-                    progress=False)
+    resumed = train(
+        "primus-hapt", SMALL, tmp_path / "part", resume=True, max_steps=6, progress=False
+    )
     assert resumed.steps == 6
     expected, got = step_losses(tmp_path / "whole"), step_losses(tmp_path / "part")
     for step in range(1, 7):
@@ -59,8 +66,9 @@ def test_exact_resume(tmp_path):
 def test_resume_refuses_other_recipes_and_corrupt_checkpoints(tmp_path):
     train("primus-hapt", SMALL, tmp_path / "run", max_steps=2, progress=False)
     with pytest.raises(CheckpointError, match="different recipe"):
-        train("primus-hapt", [*SMALL, "train.lr=0.5"], tmp_path / "run", resume=True,
-              progress=False)
+        train(
+            "primus-hapt", [*SMALL, "train.lr=0.5"], tmp_path / "run", resume=True, progress=False
+        )
     with pytest.raises(PrimusError, match="already holds a run"):
         train("primus-hapt", SMALL, tmp_path / "run", progress=False)
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"garbage")
@@ -85,11 +93,19 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 
 
 def test_bad_set_paths_and_values(cli, tmp_path):
-    result = cli("train", "primus-hapt", "--set", "train.batch_sise=3", "--out", tmp_path / "r",
-                 expect=1)
+    result = cli(
+        "train", "primus-hapt", "--set", "train.batch_sise=3", "--out", tmp_path / "r", expect=1
+    )
     assert "train.batch_sise: Extra inputs are not permitted" in result.err
-    result = cli("train", "primus-hapt", "--set", "encoder.hidden_size=big", "--out",
-                 tmp_path / "r", expect=1)
+    result = cli(
+        "train",
+        "primus-hapt",
+        "--set",
+        "encoder.hidden_size=big",
+        "--out",
+        tmp_path / "r",
+        expect=1,
+    )
     assert "encoder.hidden_size: Input should be a valid integer" in result.err
     with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
         train("primus-hapt", ["train.lr"], tmp_path / "r")
@@ -97,10 +113,22 @@ def test_bad_set_paths_and_values(cli, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "primus-hapt", "--out", out, "--no-progress", "--max-steps", "400",
-            *[x for s in SMALL for x in ("--set", s)]]
-    proc = subprocess.Popen([sys.executable, "-m", "primus_core.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "train",
+        "primus-hapt",
+        "--out",
+        out,
+        "--no-progress",
+        "--max-steps",
+        "400",
+        *[x for s in SMALL for x in ("--set", s)],
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "primus_core.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
         if (out / "metrics.jsonl").exists() and len(step_losses(out)) >= 3:
@@ -112,8 +140,13 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert "SIGTERM: checkpoint saved at step" in err
     stopped = load_checkpoint(out / "checkpoint.pt", _compat())["step"]
     assert 3 <= stopped < 400
-    run_primus(*args[:-2 * len(SMALL)], *[x for s in SMALL for x in ("--set", s)], "--resume",
-               "--max-steps", str(stopped + 2))
+    run_primus(
+        *args[: -2 * len(SMALL)],
+        *[x for s in SMALL for x in ("--set", s)],
+        "--resume",
+        "--max-steps",
+        str(stopped + 2),
+    )
     assert max(step_losses(out)) == stopped + 2
 
 
@@ -127,10 +160,30 @@ def _compat():
 def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     recipe = ["encoder.hidden_size=64", "train.batch_size=32", "train.log_every=1"]
     sets = [x for s in recipe for x in ("--set", s)]
-    run_primus("train", "imu2clip-hapt", *sets, "--out", tmp_path / "one", "--max-steps", "1",
-               "--no-progress")
-    run_primus("train", "imu2clip-hapt", *sets, "--out", tmp_path / "two", "--max-steps", "1",
-               "--no-progress", "--nproc", "2", "--device", "cpu")
+    run_primus(
+        "train",
+        "imu2clip-hapt",
+        *sets,
+        "--out",
+        tmp_path / "one",
+        "--max-steps",
+        "1",
+        "--no-progress",
+    )
+    run_primus(
+        "train",
+        "imu2clip-hapt",
+        *sets,
+        "--out",
+        tmp_path / "two",
+        "--max-steps",
+        "1",
+        "--no-progress",
+        "--nproc",
+        "2",
+        "--device",
+        "cpu",
+    )
     one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
     assert two[1] == pytest.approx(one[1], rel=1e-5)
     env = json.loads((tmp_path / "two" / "env.json").read_text())
