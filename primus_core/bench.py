@@ -246,3 +246,22 @@ def bench(device: str, seconds: float, as_json: bool) -> None:
         f"an EgoExo4D epoch ({EGOEXO4D_TRAIN_WINDOWS:,} windows) at the best step rate: "
         f"{summary['egoexo4d_epoch_s']:.1f} s"
     )
+    for target, met in check_targets(dev, rows, summary):
+        click.echo(f"target {'met' if met else 'MISSED'}: {target}")
+
+
+def check_targets(dev: torch.device, rows: list[dict], summary: dict) -> list[tuple[str, bool]]:
+    """The project's speed and memory targets (issue 7) against this run's figures."""
+    row = {(r["measure"], r["batch"]): r for r in rows}
+    if dev.type == "cuda":
+        return [("EgoExo4D epoch under 5 s", summary["egoexo4d_epoch_s"] < 5)]
+    step = row[("step", 256)]
+    return [
+        ("step at batch 256 >= 400 windows/s", step["windows_per_s"] >= 400),
+        ("step at batch 256 >= 80% of the compute bound", step["of_compute_bound"] >= 0.8),
+        ("peak memory of the step at batch 256 <= 1 GiB", step["peak_mib"] <= 1024),
+        (
+            "inference at batch 256 >= 3,000 windows/s",
+            row[("inference", 256)]["windows_per_s"] >= 3000,
+        ),
+    ]
