@@ -11,8 +11,6 @@ from torch import nn
 
 from primus_core.config import PRIMUS_CHANNELS, PRIMUS_UNITS, IMUContract
 
-from .gru import gru_last_hidden
-
 
 class StackedRNNConfig(BaseModel):
     """Parameters of the stacked-RNN encoder; the defaults are PRIMUS's."""
@@ -120,10 +118,7 @@ class StackedRNNEncoder(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, samples) -> (batch, hidden) GRU last hidden state."""
         features = self.backbone[:5](x)  # (batch, conv_channels, time_bins)
-        gru = self.backbone[5]  # it scans the conv channels, not time (the reference's quirk)
-        if features.device.type == "cpu":
-            return gru_last_hidden(gru, features)  # same result, faster backward on CPUs
-        _, h_n = gru(features)  # cuDNN
+        _, h_n = self.backbone[5](features)  # the GRU scans the conv channels (reference quirk)
         return h_n[0]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
