@@ -35,37 +35,29 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .paths import primus_home, sha256_file
 
 KEY_BYTES = 32
 TEMP_MAX_AGE_S = 3600.0
 
 
 def default_root() -> Path:
-    home = os.environ.get("PRIMUS_HOME") or Path.home() / ".cache" / "primus"
-    return Path(home) / "cache" / "teachers"
+    return primus_home() / "cache" / "teachers"
 
 
 # --------------------------------------------------------------------------- keys
-def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.digest()
-
-
 def path_digest(path: Path, suffixes: Sequence[str] | None = None) -> str:
     """sha256 hex of a file's content, or of a folder's files (names and contents, sorted;
     only those ending in ``suffixes`` when given). Paths are identified by content, not name."""
     path = Path(path)
     if path.is_file():
-        return _file_digest(path).hex()
+        return sha256_file(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
     digest = hashlib.sha256()
     for item in sorted(path.iterdir()):
         if item.is_file() and (suffixes is None or item.suffix.lower() in suffixes):
-            digest.update(item.name.encode() + b"\0" + _file_digest(item))
+            digest.update(item.name.encode() + b"\0" + bytes.fromhex(sha256_file(item)))
     return digest.hexdigest()
 
 

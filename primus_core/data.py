@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from .config import ComponentRef, IMUContract
 from .errors import DataError
+from .paths import primus_home, sha256_file
 
 CACHE_FORMAT = 1
 STANDARD_GRAVITY = 9.80665
@@ -541,10 +542,6 @@ def few_shot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- prepared cache
-def primus_home() -> Path:
-    return Path(os.environ.get("PRIMUS_HOME") or Path.home() / ".cache" / "primus")
-
-
 def default_cache_dir() -> Path:
     return primus_home() / "data"
 
@@ -622,14 +619,6 @@ class _NpyAppender:
         self.file.seek(0)
         self.file.write(_npy_header(self.dtype, (self.rows, *self.row_shape)))
         self.file.close()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -723,7 +712,8 @@ def _write_cache(
         if values is not None and len(values) == count:
             (folder / f"{name}.json").write_text(json.dumps(values))
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.iterdir())
     }
     subjects = np.load(folder / "subjects.npy")
     return {
@@ -773,7 +763,7 @@ def verify_cache(
                 f"prepared cache {folder} is corrupt: {name} has "
                 f"{path.stat().st_size} bytes, expected {expected['bytes']}; {hint}"
             )
-        if checksums and _sha256(path) != expected["sha256"]:
+        if checksums and sha256_file(path) != expected["sha256"]:
             raise DataError(
                 f"prepared cache {folder} is corrupt: {name} fails its sha256 checksum; {hint}"
             )

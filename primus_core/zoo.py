@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrimusError
+from .paths import primus_home, sha256_file
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 # Download order: the config last, so that an interrupted pull leaves no directory that loads
@@ -181,10 +182,6 @@ def get_entry(name: str) -> ZooEntry:
 
 
 # ---------------------------------------------------------------- places
-def primus_home() -> Path:
-    return Path(os.environ.get("PRIMUS_HOME") or Path.home() / ".cache" / "primus")
-
-
 def local_model_dir(name: str) -> Path:
     """Where shipped and url models are installed."""
     return primus_home() / "zoo" / "models" / name
@@ -217,14 +214,6 @@ def offline_from_env() -> bool:
 
 
 # ---------------------------------------------------------------- checksums
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:

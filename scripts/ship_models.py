@@ -10,7 +10,6 @@ the registry.yaml zoo entries (sha256 of every file) to paste.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,12 +17,9 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from primus_core.modeldir import CARD, CONFIG, WEIGHTS, model_card
+from primus_core.paths import sha256_file
 
 HEADLINE = ("watch-exercises", 5)  # cross-domain, 5 shots per class
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def evaluation_rows(benchmark: dict, recipe: str) -> list[dict]:
@@ -83,7 +79,7 @@ def ship(bench_dir: Path, zoo: Path, recipe: str, benchmark: dict) -> dict:
         name: {
             "description": f"stacked-rnn pretrained with {recipe} on UCI HAPT (offline data)",
             "source": {"shipped": f"zoo/{name}"},
-            "files": {p.name: sha256(p) for p in sorted(target.iterdir())},
+            "files": {p.name: sha256_file(p) for p in sorted(target.iterdir())},
             "recipe": recipe,
             "training_data": ["hapt"],
             "parameters": params,
