@@ -63,7 +63,7 @@ def timed(fn, device: torch.device, min_seconds: float, min_iters: int = 3) -> f
 def synthetic_run(batch: int, device: torch.device, windows: int):
     """A PRIMUS step on real-sized inputs: random IMU windows, cached (precomputed) teacher
     embeddings; all three losses, scaling + permutation augmentations."""
-    from .recipes import resolve_recipe
+    from .recipes import build_component, resolve_recipe
     from .train import BatchSource, Pretrainer, build_encoder
 
     loaded = resolve_recipe(STEP_RECIPE, [f"train.batch_size={batch}"])
@@ -73,8 +73,6 @@ def synthetic_run(batch: int, device: torch.device, windows: int):
         modality, output_size, identity = "text", 512, "bench"
 
     encoder = build_encoder(recipe, [CachedTeacher()])
-    from .recipes import build_component
-
     losses = {
         ref.type: build_component("loss", ref, f"losses.{i}") for i, ref in enumerate(recipe.losses)
     }

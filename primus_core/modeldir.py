@@ -285,7 +285,7 @@ def read_reference_state(ckpt: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def infer_stacked_rnn_params(state: dict[str, torch.Tensor], variant: str) -> dict[str, Any]:
+def infer_stacked_rnn_params(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Encoder parameters implied by the weight shapes (hidden size, heads, channels)."""
     try:
         hidden = state["backbone.5.weight_hh_l0"].shape[1]
@@ -308,7 +308,7 @@ def convert_reference(
 ) -> Path:
     """Convert a reference PRIMUS checkpoint to a model directory (teacher weights are dropped)."""
     state = read_reference_state(ckpt)
-    params = infer_stacked_rnn_params(state, variant)
+    params = infer_stacked_rnn_params(state)
     encoder = create("encoder", variant, **params)
     check_keys(encoder, state, str(ckpt))
     encoder.load_state_dict(state)

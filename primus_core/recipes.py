@@ -155,8 +155,13 @@ class LoadedRecipe:
 
     @property
     def hash(self) -> str:
-        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return data_hash(self.data)
+
+
+def data_hash(data: dict[str, Any]) -> str:
+    """Short sha256 of a recipe mapping in canonical JSON."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _looks_like_path(name_or_path: str | os.PathLike) -> bool:

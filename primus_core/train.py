@@ -15,7 +15,7 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Recipe
 from .errors import PrimusError
 from .modeldir import model_card, resolve_device, save_model_dir
-from .recipes import LoadedRecipe, build_component, resolve_recipe
+from .recipes import LoadedRecipe, build_component, data_hash, resolve_recipe
 
 log = logging.getLogger("primus.train")
 # fields that may differ between an interrupted run and its resumption
@@ -153,8 +153,8 @@ class BatchSource:
 
     def imu_batch(self, idx: torch.Tensor) -> torch.Tensor:
         if self.resident:
-            return self.imu[idx.to(self.device)]
-        batch = self.imu[idx]
+            return self.imu[idx]
+        batch = self.imu[idx.cpu()]
         if self.device.type == "cuda":
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch
@@ -164,7 +164,7 @@ class BatchSource:
         teachers = {m: e[on_device] for m, (e, _) in self.targets.items()}
         masks = {m: k[on_device] for m, (_, k) in self.targets.items()}
         labels = None if self.labels is None else self.labels[on_device]
-        return self.imu_batch(idx), teachers, masks, labels
+        return self.imu_batch(on_device if self.resident else idx), teachers, masks, labels
 
 
 def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> torch.Tensor:
@@ -191,7 +191,6 @@ class Run:
     datasets: list[str]
     needs_aug: bool
     windows: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def recipe(self) -> Recipe:
@@ -199,12 +198,11 @@ class Run:
 
 
 def compat_hash(loaded: LoadedRecipe) -> str:
-    import hashlib
-
+    """The recipe's hash without the fields that may change when a run is resumed."""
     data = copy.deepcopy(loaded.data)
     for key in RESUMABLE_FIELDS:
         (data.get("train") or {}).pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return data_hash(data)
 
 
 def build_encoder(recipe: Recipe, teachers: list[Any]) -> nn.Module:
@@ -259,7 +257,7 @@ def teacher_targets(
     """modality -> ((N, D) embeddings, (N,) mask) from the teacher-embedding cache."""
     from .cache import EmbeddingCache
 
-    cache = EmbeddingCache()
+    cache = EmbeddingCache(progress=progress)
     targets = {}
     for teacher in teachers:
         inputs = windows.narrations if teacher.modality == "text" else windows.videos
@@ -267,16 +265,15 @@ def teacher_targets(
         if inputs is None:
             inputs = [None] * n
         present = [i for i, item in enumerate(inputs) if item not in (None, "")]
-        unique = sorted({inputs[i] for i in present}, key=str)
-        lookup = {}
-        if unique:
-            emb = cache.get_or_compute(teacher, unique, batch_size=256)
-            lookup = {item: row for item, row in zip(unique, emb, strict=True)}
+        unique = sorted({inputs[i] for i in present}, key=str)  # each distinct input once
         full = torch.zeros(n, teacher.output_size)
         mask = torch.zeros(n, dtype=torch.bool)
-        for i in present:
-            full[i] = lookup[inputs[i]]
-            mask[i] = True
+        if unique:
+            emb = cache.get_or_compute(teacher, unique, batch_size=256)
+            row_of = {item: row for row, item in enumerate(unique)}
+            rows = torch.tensor([row_of[inputs[i]] for i in present])
+            full[present] = emb[rows]
+            mask[present] = True
         targets[teacher.modality] = (full, mask)
         log.info(
             "teacher %s: %d of %d windows have %s",
@@ -315,7 +312,7 @@ def build_run(
     ]
     needs_aug = any(getattr(loss, "needs_augmented_view", False) for loss in losses.values())
     windows = load_data(recipe, encoder.imu_contract)
-    targets = teacher_targets(teachers, windows, progress)
+    targets = teacher_targets(teachers, windows, progress and d.main)
     needs_labels = any(getattr(loss, "needs_labels", False) for loss in losses.values())
     labels = windows.labels if needs_labels else None
     if needs_labels and (labels is None or (labels < 0).all()):
