@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -175,18 +176,34 @@ def check_finite(data: np.ndarray, source: str, first_line: int | None = None) -
     )
 
 
-def check_timestamps(t: np.ndarray, source: str, first_line: int | None = None) -> None:
-    """Timestamps must be finite and strictly increasing."""
+def readable_time(seconds: float) -> str:
+    """A time in seconds as people read it: a UTC date-time for Unix epochs (after 1990),
+    otherwise seconds with millisecond precision."""
+    if abs(seconds) >= 631_152_000:  # 1990-01-01 in Unix seconds
+        stamp = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d} UTC"
+    return f"{seconds:.3f} s"
+
+
+def check_timestamps(
+    t: np.ndarray, source: str, first_line: int | None = None, *, scale: float | None = None
+) -> None:
+    """Timestamps must be finite and strictly increasing. With ``scale`` (seconds per unit of
+    ``t``), times in the error are shown readably (epochs as UTC date-times)."""
     t = np.asarray(t, dtype=np.float64)
     check_finite(t, source, first_line)
     diffs = np.diff(t)
     bad = np.flatnonzero(diffs <= 0)
     if bad.size:
         row = int(bad[0]) + 1
+
+        def show(value: float) -> str:
+            return f"{value:g}" if scale is None else readable_time(value * scale)
+
         kind = "duplicated" if diffs[bad[0]] == 0 else "non-monotonic (goes back)"
         raise DataError(
             f"{source}: {kind} timestamp at {_where(row, first_line)} "
-            f"({float(t[row]):g} after {float(t[row - 1]):g})"
+            f"({show(float(t[row]))} after {show(float(t[row - 1]))})"
         )
 
 
@@ -259,7 +276,9 @@ def _raise_first_bad_line(
         cells = line.split() if delimiter == " " else line.split(delimiter)
         if len(cells) != ncols:
             raise DataError(f"{source}: line {number}: expected {ncols} columns, got {len(cells)}")
-        for cell in cells:
+        for column, cell in enumerate(cells, start=1):
+            if not cell.strip():
+                raise DataError(f"{source}: line {number}: column {column} is empty")
             try:
                 float(cell)
             except ValueError:
@@ -447,15 +466,86 @@ def weak_narrations(
 
 
 # ------------------------------------------------------------------------------ adapters
+class SkipReport:
+    """What an adapter left out ("skipped") or kept after a repair ("kept"), counted by reason
+    and unit (window, take, video, recording, row), with the first place it happened."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, bool], dict[str, Any]] = {}
+
+    def add(
+        self, reason: str, count: int = 1, unit: str = "window", where: str = "", kept=False
+    ) -> None:
+        if count <= 0:
+            return
+        row = self._rows.setdefault(
+            (reason, unit, kept),
+            {"reason": reason, "unit": unit, "count": 0, "example": where, "kept": kept},
+        )
+        row["count"] += int(count)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return sorted(self._rows.values(), key=lambda r: (r["kept"], -r["count"], r["reason"]))
+
+    def skipped(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows() if not r["kept"]]
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+def skip_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """'3 windows: reason; 1 take: reason' for error messages."""
+    parts = [
+        f"{r['count']} {r['unit']}{'s' if r['count'] != 1 else ''}: {r['reason']}"
+        + (f" (first: {r['example']})" if r["example"] else "")
+        for r in rows
+        if not r["kept"]
+    ]
+    return "; ".join(parts) if parts else "nothing skipped"
+
+
 class DatasetAdapter:
     """Base of the dataset adapters: ``sources()`` lists units of work (files, takes), ``read``
-    turns one into windows; ``load`` is all of them. ``version`` changes invalidate caches."""
+    turns one into windows; ``load`` is all of them. ``version`` changes invalidate caches.
+
+    Whatever an adapter leaves out goes to ``self.report`` (``skip``) with its reason, so that
+    ``primus data prepare`` can show it and ``--strict`` can refuse it. ``fingerprint_patterns``
+    (globs under ``config.root``) name the source files whose names, sizes and modification
+    times enter the cache key, so changed data is prepared again."""
 
     info: DatasetInfo
     version: str = "1"
+    fingerprint_patterns: tuple[str, ...] = ()
 
     def __init__(self, config: BaseModel):
         self.config = config
+        self.report = SkipReport()
+
+    def skip(self, reason: str, count: int = 1, unit: str = "window", where: str = "") -> None:
+        self.report.add(reason, count, unit, where)
+
+    def note(self, reason: str, count: int = 1, unit: str = "row", where: str = "") -> None:
+        """Something repaired and kept (sorted rows, filled cells): reported, never an error."""
+        self.report.add(reason, count, unit, where, kept=True)
+
+    def source_files(self) -> list[Path]:
+        root = getattr(self.config, "root", None)
+        if root is None or not Path(root).is_dir():
+            return []
+        found = {p for pattern in self.fingerprint_patterns for p in Path(root).glob(pattern)}
+        return sorted(p for p in found if p.is_file())
+
+    def source_fingerprint(self) -> str | None:
+        """sha256 of (path, size, mtime) of every source file; None when there are none."""
+        files = self.source_files()
+        if not files:
+            return None
+        digest = hashlib.sha256()
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
 
     @property
     def stride_s(self) -> float | None:
@@ -469,6 +559,7 @@ class DatasetAdapter:
 
     def load(self, contract: IMUContract | None = None) -> WindowSet:
         contract = contract or IMUContract()
+        self.report.clear()
         return concat_windows([self.read(s, contract) for s in self.sources()], contract)
 
     def windows_of(
@@ -572,6 +663,9 @@ def cache_key(adapter: DatasetAdapter, contract: IMUContract) -> str:
         "params": adapter.config.model_dump(mode="json"),
         "contract": contract.model_dump(mode="json"),
     }
+    fingerprint = adapter.source_fingerprint()
+    if fingerprint is not None:  # changed source files: a new cache, without --force
+        payload["source"] = fingerprint
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -642,21 +736,27 @@ def prepare(
     *,
     force: bool = False,
     progress: bool = True,
+    strict: bool = False,
 ) -> Path:
     """Materialise a dataset's windows once into the memory-mapped cache; returns its folder.
 
     Written into a temporary folder next to the final one, then renamed: an interrupted or
-    failed prepare leaves nothing half-written under the final name.
+    failed prepare leaves nothing half-written under the final name. With ``strict``, anything
+    the adapter skipped is an error (and no cache is kept).
     """
     contract = contract or IMUContract()
     adapter = create_adapter(ref)
     final = cache_path(adapter, contract, Path(cache_dir) if cache_dir else None)
     if final.exists() and not force:
+        if strict:
+            _refuse_skips(adapter.info.name, read_meta(final).get("report", {}).get("rows", []))
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         meta = _write_cache(adapter, contract, tmp, progress)
+        if strict:
+            _refuse_skips(adapter.info.name, meta["report"]["rows"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if final.exists() and force:
             shutil.rmtree(final)
@@ -672,10 +772,16 @@ def prepare(
     return final
 
 
+def _refuse_skips(dataset: str, rows: Sequence[dict[str, Any]]) -> None:
+    if any(not r["kept"] for r in rows):
+        raise DataError(f"dataset '{dataset}': --strict and {skip_summary(rows)}")
+
+
 def _write_cache(
     adapter: DatasetAdapter, contract: IMUContract, folder: Path, progress: bool
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
+    adapter.report.clear()
     sources = adapter.sources()
     row = (contract.num_channels, contract.window_samples)
     writers = {
@@ -705,7 +811,8 @@ def _write_cache(
     count = writers["imu"].rows
     if count == 0:
         raise DataError(
-            f"dataset '{adapter.info.name}': no windows were produced from {len(sources)} source(s)"
+            f"dataset '{adapter.info.name}': no windows were produced from {len(sources)} "
+            f"source(s); skipped: {skip_summary(adapter.report.rows())}"
         )
     lists = {"narrations": texts, "videos": videos}
     for name, values in lists.items():
@@ -725,6 +832,10 @@ def _write_cache(
         "class_names": class_names,
         "subjects": int(np.unique(subjects).size),
         "sources": len(sources),
+        "report": {
+            "kept": {"sources": len(sources), "windows": count},
+            "rows": adapter.report.rows(),
+        },
         "prepare_seconds": round(time.perf_counter() - t0, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "info": adapter.info.as_dict(),

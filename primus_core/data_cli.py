@@ -80,18 +80,57 @@ def data() -> None:
 @click.argument("name")
 @_common
 @click.option("--force", is_flag=True, help="Rebuild even when a cache exists.")
-def data_prepare(name, root, sets, rate_hz, window_samples, cache_dir, force) -> None:
-    """Read dataset NAME once and write its windows to the memory-mapped cache."""
+@click.option("--strict", is_flag=True, help="Fail (and keep no cache) when anything is skipped.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_prepare(
+    name, root, sets, rate_hz, window_samples, cache_dir, force, strict, as_json
+) -> None:
+    """Read dataset NAME once and write its windows to the memory-mapped cache; ends with a
+    table of what was kept and what was skipped, by reason."""
     ref = _ref(name, root, sets)
     contract = _contract(rate_hz, window_samples)
     t0 = time.perf_counter()
-    folder = prepare(ref, contract, cache_dir, force=force)
+    folder = prepare(ref, contract, cache_dir, force=force, strict=strict, progress=not as_json)
     meta = read_meta(folder)
     fresh = time.perf_counter() - t0 >= meta["prepare_seconds"]
+    report = meta.get("report", {"kept": {"windows": meta["windows"]}, "rows": []})
+    if as_json:
+        _echo_json(
+            {
+                "name": name,
+                "folder": str(folder),
+                "windows": meta["windows"],
+                "bytes": folder_bytes(folder),
+                "fresh": fresh,
+                "prepare_seconds": meta["prepare_seconds"],
+                "report": report,
+            }
+        )
+        return
     state = f"prepared in {meta['prepare_seconds']:.1f} s" if fresh else "already prepared"
     click.echo(
         f"{name}: {meta['windows']} windows, {folder_bytes(folder) / 1e6:.1f} MB, {state}: {folder}"
     )
+    for line in report_table(report):
+        click.echo(line)
+
+
+def report_table(report: dict) -> list[str]:
+    """The kept/skipped table printed at the end of `primus data prepare`."""
+    kept = report.get("kept", {})
+    lines = [
+        f"  {'kept':<8} {kept.get('windows', 0):>8} windows from {kept.get('sources', '?')} sources"
+    ]
+    for row in report.get("rows", []):
+        status = "repaired" if row["kept"] else "skipped"
+        where = f"  (first: {row['example']})" if row["example"] else ""
+        lines.append(
+            f"  {status:<8} {row['count']:>8} {row['unit']}{'s' if row['count'] != 1 else ''}"
+            f": {row['reason']}{where}"
+        )
+    if not report.get("rows"):
+        lines.append(f"  {'skipped':<8} {0:>8} (nothing)")
+    return lines
 
 
 @data.command("list")

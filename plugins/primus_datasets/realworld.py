@@ -3,13 +3,17 @@
     ROOT/proband<N>/data/acc_<activity>_csv.zip    acc_<activity>[_<part>]_<position>.csv
     ROOT/proband<N>/data/gyr_<activity>_csv.zip    Gyroscope_<activity>... or gyr_...csv
 
-each CSV with header ``id,attr_time,attr_x,attr_y,attr_z`` (time in ms, acc m/s^2, gyro rad/s,
-about 50 Hz). Accelerometer and gyroscope have their own clocks: the gyroscope is interpolated
-onto the accelerometer's timestamps over the span both cover.
+each CSV with header ``id,attr_time,attr_x,attr_y,attr_z`` (time in Unix ms, acc m/s^2, gyro
+rad/s, about 50 Hz). Some sessions are zips inside the zip (``acc_<activity>_<n>_csv.zip``),
+some members carry a ``_2`` infix. Accelerometer and gyroscope have their own clocks: both are
+interpolated onto one 50 Hz grid over the span both cover. Archive members are read in bounded
+chunks, at most ``max_member_mb`` each.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -24,6 +28,8 @@ from primus_core.data import (
     DatasetInfo,
     Recording,
     WindowSet,
+    check_finite,
+    check_timestamps,
     concat_windows,
     empty_windows,
     missing_root_error,
@@ -32,7 +38,7 @@ from primus_core.data import (
 from primus_core.errors import DataError
 
 from .common import RootConfig
-from .egocentric import SIX, SIX_UNITS, uniform_grid
+from .egocentric import SIX, SIX_UNITS
 
 REALWORLD_ACTIVITIES = [
     "climbingdown",
@@ -64,6 +70,9 @@ class RealWorldConfig(RootConfig):
     position: Literal["chest", "forearm", "head", "shin", "thigh", "upperarm", "waist"] = Field(
         "head", description="body position of the sensor"
     )
+    max_member_mb: float = Field(
+        256, gt=0, description="largest archive member read (uncompressed MB); larger is an error"
+    )
 
 
 class RealWorld(DatasetAdapter):
@@ -84,6 +93,8 @@ class RealWorld(DatasetAdapter):
         classes=REALWORLD_ACTIVITIES,
         gated=True,
     )
+    version = "2"
+    fingerprint_patterns = ("**/proband*/data/acc_*_csv.zip", "**/proband*/data/gyr_*_csv.zip")
 
     def sources(self) -> list[tuple[Path, Path, int, int]]:
         root = self.config.root
@@ -96,32 +107,52 @@ class RealWorld(DatasetAdapter):
             if proband is None or activity not in REALWORLD_ACTIVITIES:
                 continue
             gyro = acc.with_name(f"gyr_{activity}_csv.zip")
+            if not gyro.is_file():
+                self.skip("gyroscope archive missing", unit="recording", where=str(gyro))
+                continue
             out.append((acc, gyro, int(proband.group(1)), REALWORLD_ACTIVITIES.index(activity)))
         if not out:
             raise DataError(
-                f"dataset 'realworld': no proband*/data/acc_<activity>_csv.zip "
-                f"under {root} (expected the official archive layout)"
+                f"dataset 'realworld': no proband*/data/acc_<activity>_csv.zip with its "
+                f"gyr_<activity>_csv.zip under {root} (expected the official archive layout)"
             )
         return out
 
     def read(self, source: tuple[Path, Path, int, int], contract: IMUContract) -> WindowSet:
         acc_zip, gyro_zip, proband, label = source
-        if not gyro_zip.is_file():
-            raise DataError(f"{gyro_zip}: missing (needed with {acc_zip.name})")
-        position = self.config.position
-        acc_parts = _zip_csvs(acc_zip, position)
-        gyro_parts = _zip_csvs(gyro_zip, position)
-        if not acc_parts:
-            return empty_windows(contract, self.info.classes, self.info.name, with_text=True)
+        position, activity = self.config.position, REALWORLD_ACTIVITIES[label]
+        limit = int(self.config.max_member_mb * 1e6)
+        acc = _sessions(acc_zip, activity, position, limit)
+        gyro = _sessions(gyro_zip, activity, position, limit)
+        where = f"{acc_zip.parent} {activity} {position}"
+        if len(acc) == 1 and len(gyro) == 1:  # one session each: pair whatever they are named
+            pairs = [(next(iter(acc.values())), next(iter(gyro.values())))]
+        else:
+            pairs = [(acc[k], gyro[k]) for k in sorted(acc) if k in gyro]
+            for k in sorted(set(acc) - set(gyro)):
+                self.skip("no gyroscope member", unit="recording", where=f"{acc[k][0]}")
+            for k in sorted(set(gyro) - set(acc)):
+                self.skip("no accelerometer member", unit="recording", where=f"{gyro[k][0]}")
+            if not acc and not gyro:
+                self.skip("no member for this position", unit="recording", where=where)
+        window = contract.window_samples
         parts = []
-        for key, (acc, acc_name) in sorted(acc_parts.items()):
-            if key not in gyro_parts:
-                raise DataError(
-                    f"{gyro_zip}: no gyroscope part {key or 1} for {position} "
-                    f"(the accelerometer has {acc_name})"
+        for (acc_name, acc_text), (gyro_name, gyro_text) in pairs:
+            rec = _align(acc_name, acc_text, gyro_name, gyro_text)
+            if rec is None:
+                self.skip(
+                    "accelerometer and gyroscope do not overlap in time",
+                    unit="recording",
+                    where=acc_name,
                 )
-            gyro, gyro_name = gyro_parts[key]
-            rec = _align(acc, gyro, f"{acc_zip}:{acc_name}", f"{gyro_zip}:{gyro_name}")
+                continue
+            if len(rec) < max(1, math.ceil(self.config.min_fill * window)):
+                self.skip(
+                    f"recording shorter than min_fill ({self.config.min_fill:g}) of a window",
+                    unit="recording",
+                    where=f"{acc_name} ({len(rec) / 50.0:.2f} s)",
+                )
+                continue
             recording = Recording(
                 data=rec,
                 rate_hz=50.0,
@@ -129,42 +160,102 @@ class RealWorld(DatasetAdapter):
                 units=SIX_UNITS,
                 subject=proband,
                 labels=np.full(len(rec), label, np.int64),
-                source=f"{acc_zip}:{acc_name}",
+                source=acc_name,
             )
             parts.append(self.windows_of(recording, contract, phrases=REALWORLD_PHRASES))
+        if not parts:
+            return empty_windows(contract, self.info.classes, self.info.name, with_text=True)
         return concat_windows(parts, contract)
 
 
-def _zip_csvs(path: Path, position: str) -> dict[str, tuple[tuple[np.ndarray, int], str]]:
-    """{part: ((table, first data line), member name)} for one position inside a zip."""
-    pattern = re.compile(rf"^(?:acc|gyr|Gyroscope)_[a-z]+(?:_(\d+))?_{position}\.csv$", re.I)
-    out = {}
+def _member_pattern(activity: str, position: str) -> re.Pattern:
+    return re.compile(
+        rf"^(?:acc|accelerometer|gyr|gyroscope)_{activity}(?:_(\d+))?_{position}\.csv$", re.I
+    )
+
+
+def _sessions(path: Path, activity: str, position: str, limit: int) -> dict[int, tuple[str, str]]:
+    """{session: (name, CSV text)} of one position in an archive, looking into the zips it
+    holds (zip-of-zips sessions); the session number comes from a ``_<n>`` in the member or
+    inner zip name, 1 when there is none."""
     try:
         with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
-                match = pattern.match(Path(member).name)
-                if match:
-                    text = zf.read(member).decode("utf-8", errors="replace")
-                    table = read_csv(path, CSV_COLUMNS, text=text, source=f"{path}:{member}")
-                    out[match.group(1) or ""] = (table, member)
-    except zipfile.BadZipFile:
-        raise DataError(f"{path}: not a valid zip archive") from None
+            return _scan(zf, str(path), _member_pattern(activity, position), limit, 1)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path}: not a valid zip archive ({exc})") from None
+
+
+def _scan(
+    zf: zipfile.ZipFile, label: str, pattern: re.Pattern, limit: int, session: int
+) -> dict[int, tuple[str, str]]:
+    out: dict[int, tuple[str, str]] = {}
+    for info in zf.infolist():
+        name = Path(info.filename).name
+        if name.lower().endswith("_csv.zip"):
+            inner = re.search(r"_(\d+)_csv\.zip$", name, re.I)
+            data = read_member(zf, info, label, limit)
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as nested:
+                    found = _scan(
+                        nested,
+                        f"{label}:{info.filename}",
+                        pattern,
+                        limit,
+                        int(inner.group(1)) if inner else 1,
+                    )
+            except zipfile.BadZipFile as exc:
+                raise DataError(f"{label}:{info.filename}: not a valid zip ({exc})") from None
+            out.update(found)
+            continue
+        match = pattern.match(name)
+        if match:
+            key = int(match.group(1)) if match.group(1) else session
+            text = read_member(zf, info, label, limit).decode("utf-8", errors="replace")
+            out[key] = (f"{label}:{info.filename}", text)
     return out
 
 
-def _align(
-    acc: tuple[np.ndarray, int], gyro: tuple[np.ndarray, int], acc_src: str, gyro_src: str
-) -> np.ndarray:
-    """acc and gyro on one uniform 50 Hz grid over the span both cover: (N, 6)."""
-    (a, a_line), (g, g_line) = acc, gyro
-    a_grid, a_rate, a_t0 = uniform_grid(a[:, 1] / 1000.0, a[:, 2:5], acc_src, a_line)
-    g_grid, g_rate, g_t0 = uniform_grid(g[:, 1] / 1000.0, g[:, 2:5], gyro_src, g_line)
-    t_a = a_t0 + np.arange(len(a_grid)) / a_rate
-    t_g = g_t0 + np.arange(len(g_grid)) / g_rate
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: int) -> bytes:
+    """An archive member's bytes, read in 1 MiB chunks and refused past ``limit`` bytes (by
+    its header first, then by what it really inflates to)."""
+    where = f"{label}:{info.filename}"
+
+    def refuse(size: int) -> DataError:
+        return DataError(
+            f"{where}: member is {size / 1e6:.1f} MB or more uncompressed, over the "
+            f"{limit / 1e6:g} MB limit (raise max_member_mb to read it)"
+        )
+
+    if info.file_size > limit:
+        raise refuse(info.file_size)
+    chunks, total = [], 0
+    try:
+        with zf.open(info) as fh:
+            while block := fh.read(1 << 20):
+                total += len(block)
+                if total > limit:
+                    raise refuse(total)
+                chunks.append(block)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:  # CRC errors, truncated data
+        raise DataError(f"{where}: cannot read ({exc})") from None
+    return b"".join(chunks)
+
+
+def _align(acc_name: str, acc_text: str, gyro_name: str, gyro_text: str) -> np.ndarray | None:
+    """acc and gyro on one uniform 50 Hz grid from the latest start over the span both cover:
+    (N, 6); None when they do not overlap."""
+    a, a_line = read_csv(acc_name, CSV_COLUMNS, text=acc_text, source=acc_name)
+    g, g_line = read_csv(gyro_name, CSV_COLUMNS, text=gyro_text, source=gyro_name)
+    for table, name, line in ((a, acc_name, a_line), (g, gyro_name, g_line)):
+        if len(table) < 2:
+            raise DataError(f"{name}: only {len(table)} sample(s)")
+        check_finite(table, name, line)
+        check_timestamps(table[:, 1] / 1000.0, name, line, scale=1.0)
+    t_a, t_g = a[:, 1] / 1000.0, g[:, 1] / 1000.0
     start, stop = max(t_a[0], t_g[0]), min(t_a[-1], t_g[-1])
     if stop <= start:
-        raise DataError(f"{gyro_src}: does not overlap in time with {acc_src}")
-    t = np.arange(start, stop, 1 / 50.0)
-    acc50 = np.stack([np.interp(t, t_a, a_grid[:, c]) for c in range(3)], axis=1)
-    gyro50 = np.stack([np.interp(t, t_g, g_grid[:, c]) for c in range(3)], axis=1)
+        return None
+    t = start + np.arange(int(np.floor((stop - start) * 50.0 + 1e-6)) + 1) / 50.0
+    acc50 = np.stack([np.interp(t, t_a, a[:, 2 + c]) for c in range(3)], axis=1)
+    gyro50 = np.stack([np.interp(t, t_g, g[:, 2 + c]) for c in range(3)], axis=1)
     return np.concatenate([acc50, gyro50], axis=1)
