@@ -222,7 +222,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: i
 
     def refuse(size: int) -> DataError:
         return DataError(
-            f"{where}: member is {size / 1e6:.1f} MB or more uncompressed, over the "
+            f"{where}: member is {size / 1e6:.3g} MB or more uncompressed, over the "
             f"{limit / 1e6:g} MB limit (raise max_member_mb to read it)"
         )
 
