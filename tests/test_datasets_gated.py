@@ -109,8 +109,7 @@ def test_egoexo4d_windows_centred_and_clamped(tmp_path):
     ws = primus_core.create("dataset", "egoexo4d", root=str(root)).load(IMUContract())
     assert ws.imu.shape == (6, 6, 250) and ws.dataset == "egoexo4d"
     clock = ws.imu[:, 0, :]  # acc_x holds the take time in seconds
-    order = [v["take_uid"] for v in ws.videos]
-    assert order == ["t-cook"] * 3 + ["t-covid"] + ["t-ball"] * 2
+    assert ws.videos[4]["path"] is None and ws.videos[2]["path"] == ws.videos[0]["path"]
     # centred on 10 s: 5 s window from 7.5 s
     assert clock[0, 0] == pytest.approx(7.5, abs=0.05) and clock[0, -1] == pytest.approx(
         12.48, abs=0.05
@@ -139,7 +138,7 @@ def test_egoexo4d_excludes_and_cache(tmp_path):
     }
     ws = load_windows(ref, IMUContract(), tmp_path / "cache", progress=False)
     assert len(ws) == 2 and ws.narrations == ["c cuts something", "c stirs the pan"]
-    assert [v["take_uid"] for v in ws.videos] == ["t-cook", "t-cook"]
+    assert [v["start_s"] for v in ws.videos] == [0.0, 14.98]  # 19.9 s: clamped to the IMU end
 
 
 def test_egoexo4d_bad_inputs(tmp_path):
@@ -148,11 +147,14 @@ def test_egoexo4d_bad_inputs(tmp_path):
         primus_core.create("dataset", "egoexo4d").load(contract)
     root = _egoexo(tmp_path / "egoexo")
     (root / "primus_imu" / "t-ball.npz").unlink()
-    adapter = primus_core.create("dataset", "egoexo4d", root=str(root))
-    with pytest.raises(DataError, match=r"take t-ball .* has no IMU"):
+    adapter = primus_core.create("dataset", "egoexo4d", root=str(root), missing_imu="error")
+    with pytest.raises(DataError, match=r"take t-ball has no IMU"):
         adapter.load(contract)
-    skipping = primus_core.create("dataset", "egoexo4d", root=str(root), missing_imu="skip")
+    skipping = primus_core.create("dataset", "egoexo4d", root=str(root))
     assert len(skipping.load(contract)) == 4
+    assert [r["reason"] for r in skipping.report.rows()] == [
+        "take has no IMU (no per-take file, processed_imu.pkl or VRS)"
+    ]
     csv = root / "primus_imu" / "t-covid.csv"
     lines = csv.read_text().splitlines()
     lines[6] = lines[4]  # a timestamp that goes back, on line 7
@@ -168,7 +170,7 @@ def test_egoexo4d_vrs_needs_projectaria_tools(tmp_path):
     root = _egoexo(tmp_path / "egoexo")
     (root / "primus_imu" / "t-ball.npz").unlink()
     (root / "takes" / "fair_basketball_3").mkdir(parents=True)
-    (root / "takes" / "fair_basketball_3" / "aria01.vrs").write_bytes(b"VRS")
+    (root / "takes" / "fair_basketball_3" / "aria01_noimagestreams.vrs").write_bytes(b"VRS")
     try:
         import projectaria_tools  # noqa: F401
     except ImportError:
@@ -236,7 +238,10 @@ def _ego4d(root: Path) -> Path:
 def test_ego4d_windows_around_narrations(tmp_path):
     root = _ego4d(tmp_path / "ego4d")
     ws = load_windows(
-        {"type": "ego4d", "root": str(root)}, IMUContract(), tmp_path / "c", progress=False
+        {"type": "ego4d", "root": str(root), "multi_scenario": "first"},
+        IMUContract(),
+        tmp_path / "c",
+        progress=False,
     )
     assert ws.imu.shape == (3, 6, 250)
     assert ws.class_names == ["Carpenter", "Cooking", "Walking the dog"]
@@ -246,7 +251,7 @@ def test_ego4d_windows_around_narrations(tmp_path):
     assert ws.imu[1, 0, -1] == pytest.approx(11.98, abs=0.02)  # 10.5 s clamps to the end
     assert np.allclose(ws.imu[:, 4, 10:-10], 0.5, atol=1e-3)  # gyro_y, by column name
     assert ws.subjects[0] == ws.subjects[1] != ws.subjects[2]
-    assert ws.videos[2]["video_uid"] == "v2"
+    assert ws.videos[2] == {"path": None, "start_s": 0.5, "end_s": 5.5}
 
 
 def test_ego4d_bad_columns(tmp_path):

@@ -433,9 +433,9 @@ class EgoExo4D(NarratedAdapter):
         loaded = self.take_imu(take, len(items))
         if loaded is None:
             return empty
-        t_s, imu, where = loaded
+        t_s, imu, where, first_line = loaded
         duration = float(take.get("duration_sec") or t_s[-1])
-        timed = timed_imu(t_s, imu, duration, contract, where)
+        timed = timed_imu(t_s, imu, duration, contract, where, first_line)
         if timed is None:
             self.skip("IMU does not overlap the take", len(items), where=where)
             return empty
@@ -460,7 +460,8 @@ class EgoExo4D(NarratedAdapter):
         )
 
     def ego_camera(self, take: dict) -> str | None:
-        """The capture's ego Aria camera (is_ego in takes.json), else the one VRS present."""
+        """The capture's ego Aria camera (is_ego in takes.json); without camera metadata, the
+        one Aria camera whose VRS (or else ego video) the take folder holds."""
         cameras = (take.get("capture") or {}).get("cameras") or []
         for cam in cameras:
             cam_id = str(cam.get("cam_id", ""))
@@ -468,8 +469,16 @@ class EgoExo4D(NarratedAdapter):
                 str(cam.get("device_type", "")).lower() == "aria" or cam_id.startswith("aria")
             ):
                 return cam_id
-        found = sorted(self._take_dir(take).glob("*_noimagestreams.vrs"))
-        return found[0].name.split("_noimagestreams")[0] if len(found) == 1 else None
+        folder = self._take_dir(take)
+        names = {p.name.split("_noimagestreams")[0] for p in folder.glob("*_noimagestreams.vrs")}
+        if not names:
+            videos = folder / "frame_aligned_videos"
+            found = [
+                *videos.glob("aria*_214-1.mp4"),
+                *videos.glob("downscaled/448/aria*_214-1.mp4"),
+            ]
+            names = {p.name.split("_214-1")[0] for p in found}
+        return names.pop() if len(names) == 1 else None
 
     def _take_dir(self, take: dict) -> Path:
         return self._root() / (take.get("root_dir") or f"takes/{take.get('take_name', '')}")
@@ -484,16 +493,17 @@ class EgoExo4D(NarratedAdapter):
         choices = [small, full] if self.config.video == "downscaled" else [full]
         return next((p for p in choices if p.is_file()), None)
 
-    def take_imu(self, take: dict, count: int) -> tuple[np.ndarray, np.ndarray, str] | None:
-        """(seconds on the take timeline, IMU (N, 6), source) of a take from, in this order:
+    def take_imu(self, take: dict, count: int) -> tuple[np.ndarray, np.ndarray, str, Any] | None:
+        """(seconds on the take timeline, IMU (N, 6), source, first data line or None) of a
+        take from, in this order:
         the user's per-take file, processed_imu.pkl, the ego camera's VRS. None: skipped."""
         uid = take["take_uid"]
         user = self._user_file(uid)
         if user is not None:
             if user.suffix == ".npz":
-                return (*read_primus_npz(user), str(user))
-            table, _ = read_csv(user, PRIMUS_IMU_COLUMNS)
-            return table[:, 0], table[:, 1:], str(user)
+                return (*read_primus_npz(user), str(user), None)
+            table, first_line = read_csv(user, PRIMUS_IMU_COLUMNS)
+            return table[:, 0], table[:, 1:], str(user), first_line
         folder = self._take_dir(take)
         pkl = folder / "processed_imu.pkl"
         aria = self.ego_camera(take)
@@ -521,7 +531,7 @@ class EgoExo4D(NarratedAdapter):
         start_ns = self.take_start_ns(take, aria, count)
         if start_ns is None:
             return None
-        return (t_ns - start_ns).astype(np.float64) / 1e9, imu, where
+        return (t_ns - start_ns).astype(np.float64) / 1e9, imu, where, None
 
     def imu_dir(self) -> Path | None:
         if self.config.imu_dir is not None:
