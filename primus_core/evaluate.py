@@ -570,11 +570,11 @@ def reference_lr_factor(step: int, total: int, warmup: int) -> float:
     """The reference's WarmupCosineAnnealingLR (eta_min 0) as a factor of the base lr at
     ``step`` (0 = the first optimiser step): (step + 1) / warmup during the warm-up, then
     (1 + cos(pi * (step - warmup) / (total - warmup))) / 2. Past ``total`` the cosine goes on
-    (the reference runs epochs x ceil(n / batch) steps, which can exceed T); T <= warmup, where
+    (the reference runs epochs x ceil(n / batch) steps, which can exceed T). T == warmup, where
     the reference divides by zero, is taken as a cosine over one step."""
     if step < warmup:
         return (step + 1) / warmup
-    return (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1))) / 2
+    return (1 + math.cos(math.pi * (step - warmup) / ((total - warmup) or 1))) / 2
 
 
 class ReferenceHead(nn.Module):
@@ -632,6 +632,7 @@ def fit_reference(
         opt, lambda step: reference_lr_factor(step, total, warmup)
     )
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    checks: list[tuple[int, float]] = []
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(x), generator=gen)
@@ -644,13 +645,14 @@ def fit_reference(
             sched.step()
         if val is not None and (epoch + 1) % REFERENCE_VAL_EVERY == 0:
             acc = accuracy_of(model, val[0], val[1], device)
+            checks.append((epoch + 1, acc))
             if best is None or acc > best[0]:
                 state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 best = (acc, epoch + 1, state)
     if best is not None:
         model.load_state_dict(best[2])
     info = {"best_val_accuracy": best[0], "best_epoch": best[1]} if best else {}
-    return model.eval(), info
+    return model.eval(), {**info, "val_checks": checks} if checks else info
 
 
 @torch.no_grad()
