@@ -323,7 +323,9 @@ def read_prompts(path: str | Path) -> dict[str, list[str]]:
         isinstance(v, list) and v and all(isinstance(t, str) and t.strip() for t in v)
         for v in data.values()
     ):
-        raise EvalError(f"--prompts {path}: expected a mapping class name -> non-empty list of text")
+        raise EvalError(
+            f"--prompts {path}: expected a mapping class name -> non-empty list of text"
+        )
     return {str(k): [str(t) for t in v] for k, v in data.items()}
 
 

@@ -204,8 +204,7 @@ def component_refs(recipe: Recipe) -> list[tuple[str, str, ComponentRef]]:
     refs += [(f"augmentations.{i}", "augmentation", r) for i, r in enumerate(recipe.augmentations)]
     refs += [(f"data.pretrain.{i}", "dataset", r) for i, r in enumerate(recipe.data.pretrain)]
     refs += [
-        (f"data.validation.{i}", "dataset", r)
-        for i, r in enumerate(recipe.data.validation or [])
+        (f"data.validation.{i}", "dataset", r) for i, r in enumerate(recipe.data.validation or [])
     ]
     return refs
 

@@ -20,16 +20,16 @@ from primus_core.evaluate import (
     EvalError,
     EvalSettings,
     LoadedModel,
+    ReferenceHead,
     System,
     class_prompts,
     evaluate,
     fit_reference,
-    reference_lr_factor,
-    ReferenceHead,
     metrics,
     parse_shots,
     prepare_dataset,
     prompt_embeddings,
+    reference_lr_factor,
     run_systems,
     shot_indices,
     split_for_seed,
@@ -244,17 +244,27 @@ def test_zeroshot_is_unchanged_when_test_narrations_are_shuffled(protocol):
     ws = synthetic_windows(classes, per_class=8, subjects=8)
     from primus_core import create
 
-    table = create("teacher", "minilm-text").embed([f"a person is {c.replace('_', ' ')}" for c in classes])
-    model = LoadedModel("aligned", TableEncoder(table, noise=0.05), "table", {}, ["minilm-text|x"], "t")
+    table = create("teacher", "minilm-text").embed(
+        [f"a person is {c.replace('_', ' ')}" for c in classes]
+    )
+    model = LoadedModel(
+        "aligned", TableEncoder(table, noise=0.05), "table", {}, ["minilm-text|x"], "t"
+    )
 
     def scores(windows: WindowSet) -> list[float]:
         common = {"dataset": "synthetic", "seeds": 2, "protocol": protocol}
         zs = evaluate(
-            model, EvalSettings(mode="zeroshot", **common), baselines=(), progress=False,
+            model,
+            EvalSettings(mode="zeroshot", **common),
+            baselines=(),
+            progress=False,
             windows=windows,
         )
         linear = evaluate(
-            model, EvalSettings(shots=[1], epochs=0, **common), baselines=(), progress=False,
+            model,
+            EvalSettings(shots=[1], epochs=0, **common),
+            baselines=(),
+            progress=False,
             windows=windows,
         )
         return [r["accuracy"] for r in zs.runs] + [r["zeroshot_accuracy"] for r in linear.runs]
@@ -489,7 +499,9 @@ def test_reference_prompt_means_are_not_renormalised():
 
     prompts = [["walking", "a person walking"], ["sitting", "sitting on a chair", "seated"]]
     flat = [p for group in prompts for p in group]
-    emb = torch.nn.functional.normalize(torch.as_tensor(create("teacher", "minilm-text").embed(flat)), dim=-1)
+    emb = torch.nn.functional.normalize(
+        torch.as_tensor(create("teacher", "minilm-text").embed(flat)), dim=-1
+    )
     want = torch.stack([emb[:2].mean(0), emb[2:].mean(0)])
     got = prompt_embeddings(prompts, "minilm-text", renormalise=False)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
@@ -506,8 +518,20 @@ def test_eval_command_reference_protocol_records_it(cli, tmp_path):
         encoder, tmp_path / "tiny", encoder_type="stacked-rnn", encoder_params=TINY
     )
     res = cli(
-        "eval", model_dir, "--dataset", "basicmotions", "--protocol", "reference",
-        "--shots", "2", "--seeds", "1", "--epochs", "5", "--no-baselines", "--json",
+        "eval",
+        model_dir,
+        "--dataset",
+        "basicmotions",
+        "--protocol",
+        "reference",
+        "--shots",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "5",
+        "--no-baselines",
+        "--json",
         "--no-progress",
     )
     data = json.loads(res.out)

@@ -80,7 +80,9 @@ def info_nce(
             f"{tuple(query.shape)} and {tuple(key.shape)}"
         )
     if masked_rows not in ("negatives", "removed"):
-        raise ComponentError(f"infonce: masked_rows must be 'negatives' or 'removed', not {masked_rows!r}")
+        raise ComponentError(
+            f"infonce: masked_rows must be 'negatives' or 'removed', not {masked_rows!r}"
+        )
     q = F.normalize(query.float(), dim=1)
     k = F.normalize(key.float(), dim=1)
     logits = q @ k.T / temperature
