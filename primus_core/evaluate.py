@@ -785,7 +785,7 @@ class EncoderSystem(System):
         self, train_idx: np.ndarray, test_idx: np.ndarray, val_idx, seed: int
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The reference protocol: zero-shot accuracy of the initial head, then fit_reference."""
-        y = torch.from_numpy(np.asarray(self.ws.labels, np.int64))
+        y = torch.from_numpy(np.array(self.ws.labels, np.int64))
         classes = len(self.ws.class_names)
         extra: dict[str, Any] = {}
         if self.text_init is not None:
