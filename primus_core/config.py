@@ -63,6 +63,11 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pretrain: list[ComponentRef] = Field(default_factory=list)
+    validation: list[ComponentRef] | None = Field(
+        None,
+        description="datasets to validate on (e.g. EgoExo4D's official val split) instead of "
+        "holding out val_fraction of the pretraining subjects",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1)
     include_classes: list[str] | None = Field(
         None, description="keep only windows of these class names (a corpus of chosen diversity)"
@@ -73,9 +78,14 @@ class DataConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
+    """Training settings; the defaults are the reference's (docs/fidelity.md)."""
+
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(16, gt=0)
+    batch_size_per: Literal["device", "global"] = Field(
+        "device", description="batch_size counts the windows of one process (reference) or of all"
+    )
     epochs: int = Field(15, gt=0)
     max_steps: int | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
@@ -83,12 +93,20 @@ class TrainConfig(BaseModel):
     optimizer: Literal["adam", "adamw"] = "adam"
     seed: int = 1234
     device: str = "auto"
-    amp: bool = True
+    amp: bool = Field(False, description="bf16 autocast on CUDA (fp16 where bf16 is missing)")
+    tf32: bool = Field(False, description="TF32 matmuls and convolutions on CUDA")
     compile: bool = False
     warmup_steps: int = Field(0, ge=0)
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(10, gt=0)
-    gather_negatives: bool = True
+    gather_negatives: bool = Field(
+        False, description="under DDP, contrast against the negatives of every process"
+    )
+    temperatures: Literal["shared", "per-loss"] = Field(
+        "shared",
+        description="one multimodal and one self-supervised temperature shared by every loss "
+        "(reference), or one per InfoNCE term (primus)",
+    )
 
 
 class Recipe(BaseModel):

@@ -26,9 +26,27 @@ def name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+PROTOCOL_HELP = (
+    "How heads are fitted: 'reference' as the PRIMUS reference code did (AdamW 1e-4, warm-up + "
+    "cosine, logit scale 1, best head by validation accuracy), 'primus' this project's "
+    "(docs/fidelity.md)."
+)
+
+
+def protocol_option():
+    return click.option(
+        "--protocol",
+        type=click.Choice(["reference", "primus"]),
+        default="primus",
+        show_default=True,
+        help=PROTOCOL_HELP,
+    )
+
+
 def eval_options(func):
     """Options shared by ``eval`` and the experiments' evaluation step."""
     options = [
+        protocol_option(),
         click.option(
             "--shots",
             default="1,2,5,10,20",
@@ -61,7 +79,11 @@ def eval_options(func):
             help="Head start: class-prompt text embeddings (when "
             "the head's size equals the text teacher's) or random.",
         ),
-        click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=0),
+            help="Training epochs of a head [20; reference protocol: 50 on realworld].",
+        ),
         click.option(
             "--min-steps",
             type=click.IntRange(min=0),
@@ -95,6 +117,11 @@ def eval_options(func):
         ),
         click.option("--knn-k", type=click.IntRange(min=1), default=5, show_default=True),
         click.option("--teacher", help="Text teacher for class prompts [from the model's config]."),
+        click.option(
+            "--prompts",
+            type=click.Path(dir_okay=False),
+            help="YAML/JSON file: class name -> list of prompts, replacing the dataset's own.",
+        ),
         click.option("--device", help="cpu, cuda, ... [auto]"),
     ]
     for option in reversed(options):
@@ -110,6 +137,8 @@ def settings_from(dataset: str, kw: dict):
         shots=parse_shots(kw["shots"]),
         seeds=kw["seeds"],
         mode=kw["mode"],
+        protocol=kw["protocol"],
+        prompts=kw["prompts"],
         head=kw["head"],
         init=kw["init"],
         epochs=kw["epochs"],
@@ -192,6 +221,7 @@ def common_experiment_options(func):
             type=click.IntRange(min=0),
             help="Minimum optimiser steps of each few-shot fit [300].",
         ),
+        protocol_option(),
         click.option("--device", help="cpu, cuda, ... [auto]"),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report."),
@@ -202,7 +232,13 @@ def common_experiment_options(func):
 
 
 def apply_plan(
-    plan, shots: str | None, seeds: int | None, mode: str, min_steps: int | None, device: str | None
+    plan,
+    shots: str | None,
+    seeds: int | None,
+    mode: str,
+    min_steps: int | None,
+    device: str | None,
+    protocol: str = "primus",
 ) -> None:
     from .evaluate import parse_shots
 
@@ -210,7 +246,7 @@ def apply_plan(
         plan.shots = parse_shots(shots)
     if seeds:
         plan.seeds = seeds
-    plan.mode, plan.device = mode, device
+    plan.mode, plan.device, plan.protocol = mode, device, protocol
     if min_steps is not None:
         plan.eval_overrides["min_steps"] = min_steps
 
@@ -241,6 +277,7 @@ def benchmark(
     seeds,
     mode,
     min_steps,
+    protocol,
     device,
     no_progress,
     as_json,
@@ -262,7 +299,7 @@ def benchmark(
     if steps:
         s.steps = steps
     s.plan.seeds = 3
-    apply_plan(s.plan, shots, seeds, mode, min_steps, device)
+    apply_plan(s.plan, shots, seeds, mode, min_steps, device, protocol)
     if not baselines:
         s.plan.baselines = []
     report = run_benchmark(s, out, progress=not no_progress)
@@ -302,6 +339,7 @@ def diversity_vs_size(
     seeds,
     mode,
     min_steps,
+    protocol,
     device,
     no_progress,
     as_json,
@@ -331,7 +369,7 @@ def diversity_vs_size(
     if steps:
         s.steps = steps
     s.plan.datasets = name_list(eval_datasets)
-    apply_plan(s.plan, shots, seeds, mode, min_steps, device)
+    apply_plan(s.plan, shots, seeds, mode, min_steps, device, protocol)
     report = run_diversity_vs_size(s, out, progress=not no_progress)
     click.echo(f"wrote {out}/diversity_vs_size.json, .md, .png", err=True)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else diversity_markdown(report))

@@ -1,4 +1,4 @@
-"""Few-shot and zero-shot evaluation of IMU encoders (the PRIMUS protocol, docs/evaluation.md).
+"""Few-shot and zero-shot evaluation of IMU encoders (docs/evaluation.md).
 
 Per seed: the dataset's subjects are split into training and held-out test subjects, k labelled
 windows per class are drawn from the training subjects, a classifier is fitted on them and scored
@@ -6,6 +6,15 @@ on every window of the test subjects. Modes: ``linear`` (a linear head on frozen
 are computed once per model), ``finetune`` (encoder and head), ``knn`` (cosine k-NN on frozen
 embeddings) and ``zeroshot`` (cosine to text-teacher embeddings of class prompts, no labels).
 Baselines (untrained encoder, supervised from scratch, classical features) run in the same table.
+
+Two protocols fit the heads (``EvalSettings.protocol``, docs/fidelity.md):
+- ``reference``: as the reference's downstream scripts did: AdamW lr 1e-4, wd 1e-4, batch 256,
+  linear warm-up over max(T // 100, 10) steps then cosine to 0 over T = int(max(n / 256, 1) *
+  epochs) steps, logit scale 1, the head with the best validation accuracy (checked every 5 epochs
+  on held-out training subjects) is the one tested.
+- ``primus``: a cosine head (logit scale 10), at least ``min_steps`` steps, 10 % warm-up.
+Class prompts come from the class names only (hand-written per dataset, or templates), never from
+the narrations of any window, in either protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import NARRATION_TEMPLATES, WindowSet, few_shot_indices, split_by_subject
+from .data import WindowSet, few_shot_indices, split_by_subject
 from .errors import PrimusError
 
 log = logging.getLogger("primus.eval")
@@ -33,8 +42,26 @@ MODES = ("linear", "finetune", "zeroshot", "knn")
 HEADS = ("mmcl", "emb", "ssl")
 INITS = ("text", "random")
 BASELINES = ("untrained", "supervised", "classical")
+PROTOCOLS = ("reference", "primus")
 ALL = "all"  # a shots value: every labelled training window
 LOGIT_SCALE = 10.0  # logits = scale * <normalised features, head rows> (InfoNCE's tau = 0.1)
+# the reference's downstream protocol (downstream_evaluation/modeling.py FewShotModel and the
+# classification_downstream_*.py scripts)
+REFERENCE_LR = 1e-4
+REFERENCE_WEIGHT_DECAY = 1e-4
+REFERENCE_BATCH = 256
+REFERENCE_VAL_EVERY = 5  # epochs between validation checks (check_val_every_n_epoch)
+REFERENCE_EPOCHS = {"realworld": 50}  # per dataset; 20 otherwise
+DEFAULT_EPOCHS = 20
+# templates for a class that has no hand-written prompts: the class name in a few sentences
+PROMPT_TEMPLATES = (
+    "{}",
+    "a person is {}",
+    "someone {}",
+    "the person is {}",
+    "the wearer is {}",
+    "somebody is {}",
+)
 
 
 class EvalError(PrimusError):
@@ -52,7 +79,8 @@ class EvalSettings:
     mode: str = "linear"
     head: str | None = None  # None: mmcl when the encoder has it, else emb
     init: str = "text"  # linear/finetune head start: text prompts (when sizes match) or random
-    epochs: int = 20
+    protocol: str = "primus"  # how heads are fitted: reference | primus (module docstring)
+    epochs: int | None = None  # None: 20 (reference protocol: 50 for realworld)
     min_steps: int = 300  # few-shot sets are tiny: at least this many steps of a linear head
     finetune_min_steps: int = 50  # ... and of a fine-tuned encoder (costly on a CPU)
     lr: float | None = None  # the head's; None: 1e-3 from text prompts, 1e-2 from random
@@ -64,11 +92,21 @@ class EvalSettings:
     test_fraction: float = 0.3
     test_subjects: list[int] | None = None  # a fixed test split (then seeds vary only the shots)
     knn_k: int = 5
+    val_fraction: float = 0.2  # reference protocol: share of training subjects for validation
     teacher: str | None = None  # text teacher for prompts; None: from the model's config
+    prompts: str | None = None  # YAML/JSON file: class name -> prompts (replaces the dataset's)
     device: str | None = None
     seed_offset: int = 0
 
     def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise EvalError(
+                f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        if self.epochs is None:
+            self.epochs = default_epochs(self.protocol, self.dataset)
+        if not 0 < self.val_fraction < 1:
+            raise EvalError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if self.mode not in MODES:
             raise EvalError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.head is not None and self.head not in HEADS:
@@ -94,6 +132,54 @@ class EvalSettings:
 
     def seed_values(self) -> list[int]:
         return [self.seed_offset + i for i in range(self.seeds)]
+
+    @property
+    def epoch_count(self) -> int:
+        return default_epochs(self.protocol, self.dataset) if self.epochs is None else self.epochs
+
+
+def default_epochs(protocol: str, dataset: str) -> int:
+    if protocol == "reference":
+        return REFERENCE_EPOCHS.get(dataset, DEFAULT_EPOCHS)
+    return DEFAULT_EPOCHS
+
+
+def protocol_record(s: EvalSettings) -> dict[str, Any]:
+    """What the protocol actually does, for the report (every value that decides a result)."""
+    if s.protocol == "reference":
+        return {
+            "name": "reference",
+            "optimizer": "adamw",
+            "lr": REFERENCE_LR,
+            "encoder_lr": REFERENCE_LR,
+            "weight_decay": REFERENCE_WEIGHT_DECAY,
+            "batch_size": REFERENCE_BATCH,
+            "epochs": s.epoch_count,
+            "schedule": "linear warm-up over max(T // 100, 10) steps, then cosine to 0 at T = "
+            "int(max(n / 256, 1) * epochs); epochs x ceil(n / 256) steps run",
+            "logit_scale": 1.0,
+            "head": "text init: normalised features x mean of normalised prompt embeddings, "
+            "bias 0; random init: nn.Linear on raw features",
+            "selection": f"best validation accuracy, checked every {REFERENCE_VAL_EVERY} epochs",
+            "val_fraction": s.val_fraction,
+            "prompts": "per class, from the class names (never narrations)",
+        }
+    return {
+        "name": "primus",
+        "optimizer": "adamw",
+        "lr": s.lr if s.lr is not None else "1e-3 (text init) / 1e-2 (random init)",
+        "encoder_lr": s.encoder_lr,
+        "weight_decay": s.weight_decay,
+        "batch_size": s.batch_size,
+        "epochs": s.epoch_count,
+        "min_steps": s.min_steps,
+        "finetune_min_steps": s.finetune_min_steps,
+        "schedule": f"linear warm-up over {s.warmup_fraction:g} of the steps, then cosine",
+        "logit_scale": LOGIT_SCALE,
+        "head": "cosine head: normalised features x rows (text init: normalised prompt means)",
+        "selection": "the head after the last step",
+        "prompts": "per class, from the class names (never narrations)",
+    }
 
 
 def parse_shots(text: str) -> list[int | str]:
@@ -128,6 +214,7 @@ class LoadedModel:
     encoder_params: dict[str, Any]
     teachers: list[str]  # teacher identities from its config (empty when unknown)
     source: str
+    switches: dict[str, Any] = field(default_factory=dict)  # how it was trained (config.json)
 
 
 def load_model(spec: str, device: torch.device | None = None) -> LoadedModel:
@@ -153,6 +240,7 @@ def load_model(spec: str, device: torch.device | None = None) -> LoadedModel:
         dict(config["encoder"].get("params") or {}),
         [str(t) for t in config.get("teachers") or []],
         str(path),
+        dict(config.get("switches") or {}),
     )
 
 
@@ -203,23 +291,61 @@ def embed_all(
 
 
 # ---------------------------------------------------------------------------- prompts
-def class_prompts(ws: WindowSet) -> list[list[str]]:
-    """Several text prompts per class: the dataset's distinct narrations of that class (built
-    from its activity phrases), or templates around the class name when it has none."""
-    prompts: list[list[str]] = []
-    labels = np.asarray(ws.labels)
-    for c, name in enumerate(ws.class_names):
-        seen: list[str] = []
-        if ws.narrations is not None:
-            for i in np.flatnonzero(labels == c):
-                text = ws.narrations[int(i)]
-                if text and text not in seen:
-                    seen.append(text)
-        if not seen:
-            phrase = name.replace("_", " ").replace("-", " ").lower()
-            seen = [t.format(phrase) for t in NARRATION_TEMPLATES]
-        prompts.append(sorted(seen))
-    return prompts
+def dataset_prompts(dataset: str) -> dict[str, list[str]]:
+    """The hand-written prompts of a dataset: ``CLASS_PROMPTS[dataset]`` in the ``prompts``
+    module of the package that registers it (plugins/primus_datasets/prompts.py); {} if none."""
+    import importlib
+
+    from .components import get_component, has_component
+
+    if not dataset or not has_component("dataset", dataset):
+        return {}
+    module = getattr(get_component("dataset", dataset).factory, "__module__", "") or ""
+    package = module.rsplit(".", 1)[0] if "." in module else module
+    try:
+        prompts = importlib.import_module(f"{package}.prompts")
+    except ImportError:
+        return {}
+    return dict((getattr(prompts, "CLASS_PROMPTS", {}) or {}).get(dataset, {}))
+
+
+def read_prompts(path: str | Path) -> dict[str, list[str]]:
+    """A prompts file: a YAML (or JSON) mapping class name -> list of prompts."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EvalError(f"--prompts {path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError:
+        raise EvalError(f"--prompts {path}: not valid YAML or JSON") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(t, str) and t.strip() for t in v)
+        for v in data.values()
+    ):
+        raise EvalError(
+            f"--prompts {path}: expected a mapping class name -> non-empty list of text"
+        )
+    return {str(k): [str(t) for t in v] for k, v in data.items()}
+
+
+def template_prompts(name: str) -> list[str]:
+    phrase = name.replace("_", " ").replace("-", " ").lower()
+    return [t.format(phrase) for t in PROMPT_TEMPLATES]
+
+
+def class_prompts(
+    dataset: str, class_names: Sequence[str], overrides: dict[str, list[str]] | None = None
+) -> list[list[str]]:
+    """Several text prompts per class, from the class names only: ``overrides`` (--prompts),
+    else the dataset's hand-written prompts, else templates around the class name. Never the
+    narrations of any window, so zero-shot uses no labels."""
+    own = dataset_prompts(dataset)
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(class_names))
+    if unknown:
+        raise EvalError(f"prompts name classes {unknown} that '{dataset}' does not have")
+    return [list(overrides.get(c) or own.get(c) or template_prompts(c)) for c in class_names]
 
 
 def teacher_name_for(teachers: Sequence[str], explicit: str | None) -> str:
@@ -235,8 +361,11 @@ def teacher_name_for(teachers: Sequence[str], explicit: str | None) -> str:
     return "minilm-text"
 
 
-def prompt_embeddings(prompts: list[list[str]], teacher_name: str) -> torch.Tensor:
-    """(classes, D): the L2-normalised mean of each class's prompt embeddings (cached)."""
+def prompt_embeddings(
+    prompts: list[list[str]], teacher_name: str, renormalise: bool = True
+) -> torch.Tensor:
+    """(classes, D): the mean of each class's L2-normalised prompt embeddings (cached),
+    L2-normalised again unless ``renormalise`` is off (the reference keeps the plain mean)."""
     from .components import create
 
     teacher = create("teacher", teacher_name)
@@ -254,7 +383,8 @@ def prompt_embeddings(prompts: list[list[str]], teacher_name: str) -> torch.Tens
     for group in prompts:
         rows.append(emb[start : start + len(group)].mean(0))
         start += len(group)
-    return nn.functional.normalize(torch.stack(rows), dim=-1)
+    means = torch.stack(rows)
+    return nn.functional.normalize(means, dim=-1) if renormalise else means
 
 
 def teacher_output_size(teacher_name: str) -> int | None:
@@ -291,7 +421,8 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def training_steps(n: int, s: EvalSettings, min_steps: int | None = None) -> int:
     """epochs over n windows, but at least ``min_steps`` (0 epochs: no training at all)."""
     floor = s.min_steps if min_steps is None else min_steps
-    return max(s.epochs * math.ceil(n / s.batch_size), floor if s.epochs else 0)
+    epochs = s.epoch_count
+    return max(epochs * math.ceil(n / s.batch_size), floor if epochs else 0)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: float):
@@ -427,6 +558,105 @@ class FinetuneModel(nn.Module):
         return self.head(self.encoder(x)[self.head_name])
 
 
+# ---------------------------------------------------------------------------- reference protocol
+def reference_total_steps(n: int, epochs: int, batch_size: int = REFERENCE_BATCH) -> int:
+    """T of the reference's schedule: int(max(n / batch, 1) * epochs)."""
+    return int(max(n / batch_size, 1) * epochs)
+
+
+def reference_warmup_steps(total: int) -> int:
+    return max(total // 100, 10)
+
+
+def reference_lr_factor(step: int, total: int, warmup: int) -> float:
+    """The reference's WarmupCosineAnnealingLR (eta_min 0) as a factor of the base lr at
+    ``step`` (0 = the first optimiser step): (step + 1) / warmup during the warm-up, then
+    (1 + cos(pi * (step - warmup) / (total - warmup))) / 2. Past ``total`` the cosine goes on
+    (the reference runs epochs x ceil(n / batch) steps, which can exceed T). T == warmup, where
+    the reference divides by zero, is taken as a cosine over one step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return (1 + math.cos(math.pi * (step - warmup) / ((total - warmup) or 1))) / 2
+
+
+class ReferenceHead(nn.Module):
+    """The reference's classification head: with class-prompt embeddings, a linear layer on
+    L2-normalised features whose rows are the prompt means (not renormalised), bias 0, logit
+    scale 1; without, a plain nn.Linear (default init) on the raw features."""
+
+    def __init__(self, dim: int, classes: int, init: torch.Tensor | None, seed: int):
+        super().__init__()
+        self.normalise = init is not None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.linear = nn.Linear(dim, classes)
+        if init is not None:
+            with torch.no_grad():
+                self.linear.weight.copy_(init)
+                self.linear.bias.zero_()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            features = features / features.norm(dim=-1, keepdim=True)
+        return self.linear(features)
+
+
+@torch.no_grad()
+def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    model.eval()
+    hits = 0
+    for start in range(0, len(x), 512):
+        logits = model(x[start : start + 512].to(device))
+        hits += int((logits.argmax(1).cpu() == y[start : start + 512]).sum())
+    return hits / max(len(x), 1)
+
+
+def fit_reference(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``model`` (inputs -> logits; its trainable parameters only) as the reference did:
+    AdamW(lr 1e-4, wd 1e-4), shuffled batches of 256 (the last one partial), the warm-up/cosine
+    schedule, and every REFERENCE_VAL_EVERY epochs a validation check; the weights with the best
+    validation accuracy (the first of equals) are restored. Without validation windows the last
+    weights stay."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=REFERENCE_LR, weight_decay=REFERENCE_WEIGHT_DECAY)
+    total = reference_total_steps(len(x), epochs)
+    warmup = reference_warmup_steps(total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: reference_lr_factor(step, total, warmup)
+    )
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    checks: list[tuple[int, float]] = []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), REFERENCE_BATCH):
+            idx = order[start : start + REFERENCE_BATCH]
+            loss = nn.functional.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if val is not None and (epoch + 1) % REFERENCE_VAL_EVERY == 0:
+            acc = accuracy_of(model, val[0], val[1], device)
+            checks.append((epoch + 1, acc))
+            if best is None or acc > best[0]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (acc, epoch + 1, state)
+    if best is not None:
+        model.load_state_dict(best[2])
+    info = {"best_val_accuracy": best[0], "best_epoch": best[1]} if best else {}
+    return model.eval(), {**info, "val_checks": checks} if checks else info
+
+
 @torch.no_grad()
 def predict_windows(
     model: nn.Module, imu: np.ndarray, device: torch.device, batch_size: int = 512
@@ -464,7 +694,11 @@ class System:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "mode": self.mode}
 
-    def run(self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> dict[str, Any]:
+    def run(
+        self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int, val_idx=None
+    ) -> dict[str, Any]:
+        """Fit on ``train_idx``, score ``test_idx``; ``val_idx`` (reference protocol only):
+        windows to choose the best head on."""
         raise NotImplementedError
 
 
@@ -502,12 +736,16 @@ class EncoderSystem(System):
             **self.info,
         }
 
-    def run(self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> dict[str, Any]:
+    def run(
+        self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int, val_idx=None
+    ) -> dict[str, Any]:
         y = np.asarray(self.ws.labels)
         classes = len(self.ws.class_names)
         extra: dict[str, Any] = {}
         if self.mode == "zeroshot":
             pred = self.zeroshot(test_idx)
+        elif self.s.protocol == "reference" and self.mode in ("linear", "finetune"):
+            pred, extra = self.run_reference(train_idx, test_idx, val_idx, seed)
         elif self.mode == "knn":
             k = min(self.s.knn_k, max(1, int(np.bincount(y[train_idx]).max())))
             pred = knn_predict(
@@ -543,6 +781,41 @@ class EncoderSystem(System):
             pred = predict_windows(model, self.ws.imu[test_idx], self.device)
         return {**metrics(y[test_idx], pred), **extra}
 
+    def run_reference(
+        self, train_idx: np.ndarray, test_idx: np.ndarray, val_idx, seed: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The reference protocol: zero-shot accuracy of the initial head, then fit_reference."""
+        y = torch.from_numpy(np.array(self.ws.labels, np.int64))
+        classes = len(self.ws.class_names)
+        extra: dict[str, Any] = {}
+        if self.text_init is not None:
+            extra["zeroshot_accuracy"] = float(
+                np.mean(self.zeroshot(test_idx) == y[test_idx].numpy())
+            )
+        has_val = val_idx is not None and len(val_idx) > 0
+        if self.mode == "linear":
+            feats = self.features
+            model: nn.Module = ReferenceHead(feats.shape[1], classes, self.text_init, seed)
+            x, val = feats[train_idx], (feats[val_idx], y[val_idx]) if has_val else None
+        else:
+            encoder = copy.deepcopy(self.encoder).requires_grad_(True)
+            head = ReferenceHead(encoder.output_sizes[self.head], classes, self.text_init, seed)
+            model = FinetuneModel(encoder, self.head, head)
+
+            def windows(idx: np.ndarray) -> torch.Tensor:
+                return torch.from_numpy(np.ascontiguousarray(self.ws.imu[idx], np.float32))
+
+            x, val = windows(train_idx), (windows(val_idx), y[val_idx]) if has_val else None
+        model, info = fit_reference(
+            model.to(self.device), x, y[train_idx], val, self.s.epoch_count, seed, self.device
+        )
+        extra.update(info)
+        if self.mode == "linear":
+            with torch.no_grad():
+                logits = model(self.features[test_idx].to(self.device))
+            return logits.argmax(1).cpu().numpy(), extra
+        return predict_windows(model, self.ws.imu[test_idx], self.device), extra
+
     def zeroshot(self, test_idx: np.ndarray) -> np.ndarray:
         feats = nn.functional.normalize(self.features[test_idx], dim=-1)
         return (feats @ self.text_init.T).argmax(1).numpy()
@@ -559,7 +832,9 @@ class ClassicalSystem(System):
         self.ws, self.C = ws, C
         self.features = window_features(ws.imu)
 
-    def run(self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> dict[str, Any]:
+    def run(
+        self, train_idx: np.ndarray, test_idx: np.ndarray, seed: int, val_idx=None
+    ) -> dict[str, Any]:
         from .baselines import fit_logreg
 
         y = np.asarray(self.ws.labels)
@@ -580,6 +855,7 @@ class EvalResult:
     environment: dict[str, Any]
     seconds: float
     summary: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)  # protocol_record(settings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "primus-eval/1", **asdict(self)}
@@ -624,6 +900,21 @@ def split_for_seed(ws: WindowSet, s: EvalSettings, seed: int) -> tuple[np.ndarra
     return split_by_subject(ws, s.test_fraction, seed)
 
 
+def validation_split(
+    ws: WindowSet, train_idx: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices: a seeded ``fraction`` of the training subjects (at least one)
+    validates; with a single training subject there is no validation (empty)."""
+    subjects = np.unique(ws.subjects[train_idx])
+    if len(subjects) < 2:
+        return train_idx, np.zeros(0, np.int64)
+    rng = np.random.default_rng(10_007 + seed)
+    count = min(len(subjects) - 1, max(1, round(fraction * len(subjects))))
+    held = rng.choice(subjects, size=count, replace=False)
+    is_val = np.isin(ws.subjects[train_idx], held)
+    return train_idx[~is_val], train_idx[is_val]
+
+
 def shot_indices(ws: WindowSet, train_idx: np.ndarray, k: int | str, seed: int) -> np.ndarray:
     if k == ALL:
         return train_idx
@@ -649,6 +940,9 @@ def run_systems(
     zeroshot_done: set[tuple[str, int]] = set()
     for seed, k in jobs:
         train_idx, test_idx = split_for_seed(ws, s, seed)
+        val_idx = None
+        if s.protocol == "reference":
+            train_idx, val_idx = validation_split(ws, train_idx, s.val_fraction, seed)
         picked = shot_indices(ws, train_idx, k, seed) if k else train_idx
         for system in systems:
             bar.update(1)
@@ -656,7 +950,11 @@ def run_systems(
                 if (system.name, seed) in zeroshot_done:
                     continue
                 zeroshot_done.add((system.name, seed))
-            values = system.run(picked, test_idx, seed * 1000 + (k if isinstance(k, int) else 0))
+            fit_seed = seed * 1000 + (k if isinstance(k, int) else 0)
+            if val_idx is None:
+                values = system.run(picked, test_idx, fit_seed)
+            else:
+                values = system.run(picked, test_idx, fit_seed, val_idx=val_idx)
             runs.append(
                 {
                     "model": system.name,
@@ -666,6 +964,7 @@ def run_systems(
                     "seed": seed,
                     "train_windows": int(len(picked)) if system.needs_shots else 0,
                     "test_windows": int(len(test_idx)),
+                    **({} if val_idx is None else {"val_windows": int(len(val_idx))}),
                     **values,
                 }
             )
@@ -702,7 +1001,10 @@ def text_init_for(
         return None, f"text teacher '{teacher}' is unavailable"
     if size != teacher_size:
         return None, f"head '{head}' has {size} dims, text teacher '{teacher}' has {teacher_size}"
-    return prompt_embeddings(class_prompts(ws), teacher), f"text teacher '{teacher}'"
+    overrides = read_prompts(s.prompts) if s.prompts else None
+    prompts = class_prompts(ws.dataset or s.dataset, ws.class_names, overrides)
+    renormalise = s.protocol != "reference"
+    return prompt_embeddings(prompts, teacher, renormalise), f"text teacher '{teacher}'"
 
 
 def build_model_system(
@@ -734,7 +1036,7 @@ def build_model_system(
         init,
         device,
         lr,
-        info={"source": model.source, "init_note": why},
+        info={"source": model.source, "init_note": why, "switches": model.switches},
     )
 
 
@@ -825,6 +1127,7 @@ def evaluate(
         runs=runs,
         environment=environment(),
         seconds=round(time.perf_counter() - started, 2),
+        protocol=protocol_record(settings),
     )
     result.summary = summarise(runs)
     return result

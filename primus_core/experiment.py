@@ -101,6 +101,7 @@ def pretrain(
             "steps": result.steps,
             "best_val_loss": result.best_val_loss,
             "final_loss": result.losses[-1] if result.losses else None,
+            "switches": read_json_or_empty(out / "switches.json"),
             "seconds": round(time.perf_counter() - started, 1),
         },
     )
@@ -137,6 +138,7 @@ class EvalPlan:
     shots: list[int | str] = field(default_factory=lambda: [1, 2, 5, 10])
     seeds: int = 3
     mode: str = "linear"
+    protocol: str = "primus"  # reference | primus (EvalSettings.protocol)
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     device: str | None = None
     in_domain: dict[str, list[int]] = field(default_factory=dict)  # dataset -> test subjects
@@ -148,6 +150,7 @@ class EvalPlan:
             shots=list(self.shots),
             seeds=self.seeds,
             mode=self.mode,
+            protocol=self.protocol,
             device=self.device,
             test_subjects=self.in_domain.get(dataset),
             **self.eval_overrides,
@@ -251,7 +254,10 @@ def run_benchmark(s: BenchmarkSettings, out: Path, progress: bool = True) -> dic
 
 
 def read_marker(run: Path) -> dict[str, Any]:
-    path = run / DONE
+    return read_json_or_empty(run / DONE)
+
+
+def read_json_or_empty(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -260,7 +266,8 @@ def benchmark_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [
         f"# Few-shot benchmark: pretrained on HAPT ({s['steps']} steps per recipe), "
-        f"{s['plan']['mode']} probe, accuracy mean ± std over {s['plan']['seeds']} seeds",
+        f"{s['plan']['mode']} probe ({s['plan'].get('protocol', 'primus')} protocol), "
+        f"accuracy mean ± std over {s['plan']['seeds']} seeds",
         "",
         f"Machine: {machine_line(env)}; {report['seconds']:.0f} s in all.",
         "",
@@ -619,7 +626,8 @@ def diversity_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Diversity vs size: {s['recipe']} on {s['source']}, {s['steps']} steps per corpus",
         "",
-        f"Cross-domain {plan['mode']} few-shot accuracy on "
+        f"Cross-domain {plan['mode']} few-shot accuracy ({plan.get('protocol', 'primus')} "
+        "protocol) on "
         f"{', '.join(plan['datasets'])} at {', '.join(map(str, plan['shots']))} shots, "
         f"averaged over datasets and shots; mean ± std over {plan['seeds']} evaluation "
         f"seeds{' and ' + str(s['repeats']) + ' pretraining repeats' if s['repeats'] > 1 else ''}.",

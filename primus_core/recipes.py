@@ -203,6 +203,9 @@ def component_refs(recipe: Recipe) -> list[tuple[str, str, ComponentRef]]:
     refs += [(f"losses.{i}", "loss", r) for i, r in enumerate(recipe.losses)]
     refs += [(f"augmentations.{i}", "augmentation", r) for i, r in enumerate(recipe.augmentations)]
     refs += [(f"data.pretrain.{i}", "dataset", r) for i, r in enumerate(recipe.data.pretrain)]
+    refs += [
+        (f"data.validation.{i}", "dataset", r) for i, r in enumerate(recipe.data.validation or [])
+    ]
     return refs
 
 

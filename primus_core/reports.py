@@ -102,8 +102,10 @@ def eval_markdown(result: dict[str, Any]) -> str:
         if s["test_subjects"]
         else f"a fraction {s['test_fraction']} of the subjects, drawn per seed"
     )
+    protocol = s.get("protocol", "primus")
     head = (
-        f"## {result['dataset']}: {s['mode']} evaluation, mean ± std over {seeds} seed"
+        f"## {result['dataset']}: {s['mode']} evaluation ({protocol} protocol, "
+        f"docs/fidelity.md), mean ± std over {seeds} seed"
         f"{'s' if seeds != 1 else ''}\n\n{result['windows']} labelled windows, "
         f"{result['subjects']} subjects, {len(result['classes'])} classes; test subjects "
         f"held out ({split})."

@@ -31,6 +31,7 @@ from .config import Recipe
 from .errors import PrimusError
 from .modeldir import model_card, resolve_device, save_model_dir
 from .recipes import LoadedRecipe, build_component, data_hash, resolve_recipe
+from .reports import write_json
 
 log = logging.getLogger("primus.train")
 # fields that may differ between an interrupted run and its resumption
@@ -285,6 +286,61 @@ def teacher_targets(
     return targets
 
 
+def share_temperatures(losses: dict[str, nn.Module]) -> dict[str, list[str]]:
+    """The reference's temperatures: every InfoNCE of one role (``multimodal``,
+    ``self-supervised``; a loss names its own in ``infonce_slots``) becomes the first loss's
+    module of that role, so each role learns one tau. Returns role -> the users, for the record."""
+    owners: dict[str, nn.Module] = {}
+    users: dict[str, list[str]] = {}
+    for name, loss in losses.items():
+        for role, attribute in (getattr(loss, "infonce_slots", None) or {}).items():
+            if role in owners:
+                setattr(loss, attribute, owners[role])
+            else:
+                owners[role] = getattr(loss, attribute)
+            users.setdefault(role, []).append(f"{name}.{attribute}")
+    return users
+
+
+def component_config(kind: str, ref) -> dict[str, Any]:
+    """A recipe component's parameters with every default filled in (what actually ran)."""
+    from .components import get_component
+
+    config = get_component(kind, ref.type).config.model_validate(ref.params)
+    return {"type": ref.type, **config.model_dump(mode="json")}
+
+
+def switches(recipe: Recipe, d: Dist) -> dict[str, Any]:
+    """Every setting that docs/fidelity.md lists, resolved with defaults: the training switches,
+    each loss's and augmentation's full parameters and each dataset's (recorded in the run
+    directory as switches.json and in the model's config.json)."""
+    cfg = recipe.train
+    per_device = cfg.batch_size if cfg.batch_size_per == "device" else cfg.batch_size // d.world
+    return {
+        "train": {
+            "batch_size": cfg.batch_size,
+            "batch_size_per": cfg.batch_size_per,
+            "batch_per_device": per_device,
+            "global_batch": per_device * d.world,
+            "world_size": d.world,
+            "gather_negatives": cfg.gather_negatives,
+            "amp": cfg.amp,
+            "tf32": cfg.tf32,
+            "precision": "bf16" if cfg.amp else ("tf32" if cfg.tf32 else "fp32"),
+            "temperatures": cfg.temperatures,
+        },
+        "losses": [component_config("loss", ref) for ref in recipe.losses],
+        "augmentations": [component_config("augmentation", ref) for ref in recipe.augmentations],
+        "data": {
+            "pretrain": [component_config("dataset", ref) for ref in recipe.data.pretrain],
+            "validation": None
+            if recipe.data.validation is None
+            else [component_config("dataset", ref) for ref in recipe.data.validation],
+            "val_fraction": recipe.data.val_fraction,
+        },
+    }
+
+
 def build_run(
     loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, progress: bool
 ) -> Run:
@@ -306,6 +362,8 @@ def build_run(
         weights[name] = ref.weight
     if not losses:
         raise PrimusError(f"recipe '{recipe.name}' has no losses")
+    if recipe.train.temperatures == "shared":
+        share_temperatures(losses)
     augs = [
         build_component("augmentation", ref, f"augmentations.{i}")
         for i, ref in enumerate(recipe.augmentations)
@@ -317,7 +375,11 @@ def build_run(
     labels = windows.labels if needs_labels else None
     if needs_labels and (labels is None or (labels < 0).all()):
         raise PrimusError("a loss needs labels but the pretraining data has none")
-    if recipe.data.val_fraction > 0:
+    val_source = None
+    if recipe.data.validation is not None:  # a separate validation set (an official val split)
+        train_idx, val_idx = np.arange(len(windows.imu)), np.array([], dtype=np.int64)
+        val_source = validation_source(recipe, teachers, encoder, needs_labels, device, progress)
+    elif recipe.data.val_fraction > 0:
         train_idx, val_idx = split_by_subject(windows, recipe.data.val_fraction, recipe.train.seed)
     else:
         train_idx, val_idx = np.arange(len(windows.imu)), np.array([], dtype=np.int64)
@@ -327,6 +389,9 @@ def build_run(
         return BatchSource(
             windows.imu[idx], sub_targets, None if labels is None else labels[idx], device
         )
+
+    if len(val_idx):
+        val_source = source(val_idx)
 
     model = Pretrainer(encoder, losses, weights).to(device)
     return Run(
@@ -338,11 +403,28 @@ def build_run(
         augs,
         teachers,
         source(train_idx),
-        source(val_idx) if len(val_idx) else None,
+        val_source,
         datasets=[ref.type for ref in recipe.data.pretrain],
         needs_aug=needs_aug,
         windows=len(train_idx),
     )
+
+
+def validation_source(
+    recipe: Recipe, teachers: list[Any], encoder: nn.Module, needs_labels: bool, device, progress
+) -> BatchSource | None:
+    """The windows of data.validation with their teacher targets (None when it is empty)."""
+    from .data import concat_windows, load_windows
+
+    contract = encoder.imu_contract
+    sets = [load_windows(ref, contract) for ref in recipe.data.validation or []]
+    if not sets:
+        return None
+    windows = sets[0] if len(sets) == 1 else concat_windows(sets, contract)
+    if len(windows.imu) == 0:
+        return None
+    targets = teacher_targets(teachers, windows, progress)
+    return BatchSource(windows.imu, targets, windows.labels if needs_labels else None, device)
 
 
 # ---------------------------------------------------------------- the loop
@@ -424,17 +506,21 @@ class Trainer:
         self.losses: list[float] = []
         self.compat = compat_hash(run.loaded)
         self.tb = self._tensorboard() if tensorboard and run.d.main else None
-        global_batch = cfg.batch_size
-        if global_batch % run.d.world:
+        if cfg.batch_size_per == "device":  # the reference: batch_size windows per process
+            self.local_batch = cfg.batch_size
+        elif cfg.batch_size % run.d.world:
             raise PrimusError(
-                f"train.batch_size={global_batch} is not divisible by the {run.d.world} processes"
+                f"train.batch_size={cfg.batch_size} (batch_size_per: global) is not divisible "
+                f"by the {run.d.world} processes"
             )
-        self.local_batch = global_batch // run.d.world
+        else:
+            self.local_batch = cfg.batch_size // run.d.world
+        self.global_batch = self.local_batch * run.d.world
         self.steps_per_epoch = (len(run.train_source) // run.d.world) // self.local_batch
         if self.steps_per_epoch == 0:
             raise PrimusError(
                 f"{len(run.train_source)} training windows are fewer than one batch "
-                f"of {global_batch}"
+                f"of {self.global_batch}"
             )
         self.total_steps = self.max_steps or cfg.epochs * self.steps_per_epoch
 
@@ -558,7 +644,7 @@ class Trainer:
                     self.step += 1
                     self.batch_in_epoch += 1
                     self.losses.append(values["loss"])
-                    seen += self.cfg.batch_size
+                    seen += self.global_batch
                     if not math.isfinite(values["loss"]):
                         raise PrimusError(
                             f"loss became {values['loss']} at step {self.step}; "
@@ -632,10 +718,12 @@ class Trainer:
                 "epochs": self.epoch,
                 "windows": run.windows,
                 "batch_size": self.cfg.batch_size,
+                "global_batch": self.global_batch,
                 "world_size": run.d.world,
                 "device": str(run.device),
             },
             "validation": {"loss": self.best_val, "step": self.step},
+            "switches": switches(run.recipe, run.d),
         }
         card = model_card(
             {
@@ -697,8 +785,8 @@ def train(
         if d.enabled:
             dev = torch.device("cuda", d.local_rank)
             torch.cuda.set_device(dev)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
     out = Path(out or Path("runs") / loaded.recipe.name)
     if d.main:
         if out.exists() and any(out.iterdir()) and not resume:
@@ -714,6 +802,7 @@ def train(
     if d.main:
         (out / "recipe.yaml").write_text(yaml.safe_dump(loaded.data, sort_keys=False))
         (out / "env.json").write_text(json.dumps(environment(dev, d), indent=2) + "\n")
+        write_json(out / "switches.json", switches(loaded.recipe, d))
         log.info(
             "training %s on %s: %d windows, %d steps of %d (%d process%s)",
             loaded.recipe.name,

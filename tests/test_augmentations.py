@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,8 +10,26 @@ import primus_core
 from primus_core.errors import ComponentError, DataError
 from primus_objectives import AugmentationPipeline, primus_pipeline
 
-NAMES = ["scale", "permute", "jitter", "rotate", "negate", "flip", "channel-shuffle", "time-warp"]
-RANDOM = ["scale", "permute", "jitter", "rotate", "channel-shuffle", "time-warp"]
+NAMES = [
+    "scale-per-timestep",
+    "scale-per-channel",
+    "permute",
+    "jitter",
+    "rotate",
+    "negate",
+    "flip",
+    "channel-shuffle",
+    "time-warp",
+]
+RANDOM = [
+    "scale-per-timestep",
+    "scale-per-channel",
+    "permute",
+    "jitter",
+    "rotate",
+    "channel-shuffle",
+    "time-warp",
+]
 
 
 def gen(seed: int) -> torch.Generator:
@@ -47,13 +66,45 @@ def test_reproducible_from_a_seed_and_different_across_seeds(name):
     assert not torch.equal(aug(x, gen(7)), x)
 
 
-def test_scale_is_one_factor_per_sample_and_channel():
+def reference_scaling(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """The reference's scaling (lib/imu_transforms.py scaling_transform_vectorized), written
+    afresh: the (B, C, T) window times N(1, sigma) noise of shape (B, 1, T)."""
+    return x * rng.normal(1.0, sigma, size=(x.shape[0], 1, x.shape[2]))
+
+
+def test_scale_per_timestep_is_the_references_noise():
+    x = windows(batch=400, samples=50).abs() + 0.5
+    out = primus_core.create("augmentation", "scale-per-timestep", sigma=0.25)(x, gen(2))
+    factor = (out / x).double()
+    # one factor per (window, time step), shared by the six channels: channel correlation 1
+    assert torch.allclose(factor, factor[:, :1, :].expand_as(factor), atol=1e-5)
+    corr = np.corrcoef(factor[:, 0, :].reshape(-1).numpy(), factor[:, 3, :].reshape(-1).numpy())
+    assert corr[0, 1] == pytest.approx(1.0, abs=1e-9)
+    # per-time-step mean 1 and variance sigma^2 (over windows), independent across time steps
+    per_step = factor[:, 0, :]
+    assert float(per_step.var(dim=0).mean()) == pytest.approx(0.25**2, rel=0.05)
+    assert float(per_step.mean()) == pytest.approx(1.0, abs=0.01)
+    lagged = np.corrcoef(per_step[:, :-1].reshape(-1).numpy(), per_step[:, 1:].reshape(-1).numpy())
+    assert abs(lagged[0, 1]) < 0.02
+    # the same statistics as the reference formula, drawn with numpy
+    ref = reference_scaling(x.double().numpy(), 0.25, np.random.default_rng(0)) / x.double().numpy()
+    assert ref.shape == tuple(factor.shape)
+    assert np.allclose(ref, ref[:, :1, :])
+    assert float(ref[:, 0, :].var(axis=0).mean()) == pytest.approx(
+        float(per_step.var(dim=0).mean()), rel=0.08
+    )
+
+
+def test_scale_per_channel_is_one_factor_per_sample_and_channel():
     x = windows(batch=512, samples=20).abs() + 0.5
-    out = primus_core.create("augmentation", "scale", sigma=0.25)(x, gen(2))
+    out = primus_core.create("augmentation", "scale-per-channel", sigma=0.25)(x, gen(2))
     factor = out / x
     assert torch.allclose(factor, factor[..., :1].expand_as(factor), atol=1e-5)
     assert float(factor[..., 0].std()) == pytest.approx(0.25, rel=0.05)
     assert float(factor[..., 0].mean()) == pytest.approx(1.0, abs=0.02)
+    # channels draw their own factors: no correlation between channels
+    corr = np.corrcoef(factor[:, 0, 0].numpy(), factor[:, 3, 0].numpy())
+    assert abs(corr[0, 1]) < 0.15
 
 
 def test_jitter_adds_noise_of_sigma():
@@ -125,7 +176,7 @@ def test_time_warp_is_a_smooth_monotone_resampling():
 
 def test_pipeline_applies_in_order_with_one_generator():
     x = windows()
-    scale = primus_core.create("augmentation", "scale")
+    scale = primus_core.create("augmentation", "scale-per-timestep")
     permute = primus_core.create("augmentation", "permute")
     g = gen(11)
     by_hand = permute(scale(x, g), g)
@@ -136,6 +187,6 @@ def test_pipeline_applies_in_order_with_one_generator():
 
 def test_bad_input_is_a_clear_error():
     with pytest.raises(DataError, match="batch, channels, samples"):
-        primus_core.create("augmentation", "scale")(torch.zeros(6, 250), gen(0))
+        primus_core.create("augmentation", "scale-per-timestep")(torch.zeros(6, 250), gen(0))
     with pytest.raises(ComponentError, match="sigma"):
         primus_core.create("augmentation", "jitter", sigma=-1)

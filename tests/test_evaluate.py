@@ -4,6 +4,7 @@ HAPT, zero-shot with the real MiniLM text teacher, reports and the `primus eval`
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -19,13 +20,16 @@ from primus_core.evaluate import (
     EvalError,
     EvalSettings,
     LoadedModel,
+    ReferenceHead,
     System,
     class_prompts,
     evaluate,
+    fit_reference,
     metrics,
     parse_shots,
     prepare_dataset,
     prompt_embeddings,
+    reference_lr_factor,
     run_systems,
     shot_indices,
     split_for_seed,
@@ -171,8 +175,8 @@ def synthetic_windows(classes: list[str], per_class: int, subjects: int) -> Wind
 def test_zeroshot_with_the_minilm_text_teacher():
     classes = ["walking", "walking_upstairs", "sitting", "lying_down", "playing_badminton"]
     ws = synthetic_windows(classes, per_class=6, subjects=6)
-    prompts = class_prompts(ws)
-    assert prompts[0] == ["a person is walking"]
+    prompts = class_prompts(ws.dataset, ws.class_names)
+    assert prompts[0][:2] == ["walking", "a person is walking"] and len(prompts[0]) == 6
     text = prompt_embeddings(prompts, "minilm-text")
     assert text.shape == (5, 384)
     # a prompt of the true class scores highest against the averaged class embeddings
@@ -200,6 +204,78 @@ def test_zeroshot_with_the_minilm_text_teacher():
     )
     row = run_systems([system], ws, s, progress=False)[0]
     assert row["accuracy"] == row["zeroshot_accuracy"] == 1.0
+
+
+def test_class_prompts_come_from_class_names_never_from_narrations(tmp_path):
+    from primus_datasets.prompts import CLASS_PROMPTS
+
+    # every labelled dataset ships 5-8 hand-written prompts for each of its classes
+    for name in ("egoexo4d", "hapt", "watch-exercises", "basicmotions", "realworld"):
+        classes = primus_core_info(name).classes
+        prompts = class_prompts(name, classes)
+        assert prompts == [CLASS_PROMPTS[name][c] for c in classes]
+        assert all(5 <= len(p) <= 8 and len(set(p)) == len(p) for p in prompts), name
+    # a --prompts file replaces a class's prompts; unknown classes are an error
+    path = tmp_path / "prompts.yaml"
+    path.write_text("Running: [jogging in a park, running fast]\n")
+    from primus_core.evaluate import read_prompts
+
+    got = class_prompts("basicmotions", ["Standing", "Running"], read_prompts(path))
+    assert got[1] == ["jogging in a park", "running fast"]
+    assert got[0] == CLASS_PROMPTS["basicmotions"]["Standing"]
+    with pytest.raises(EvalError, match="does not have"):
+        class_prompts("basicmotions", ["Standing"], {"Swimming": ["swimming"]})
+    path.write_text("Running: jogging\n")
+    with pytest.raises(EvalError, match="non-empty list"):
+        read_prompts(path)
+
+
+def primus_core_info(name: str):
+    from primus_core.components import get_component
+
+    return get_component("dataset", name).factory.info
+
+
+@pytest.mark.parametrize("protocol", ["primus", "reference"])
+def test_zeroshot_is_unchanged_when_test_narrations_are_shuffled(protocol):
+    """The leakage test: narrations (what a label-derived prompt would read) are permuted across
+    windows; zero-shot and the text-initialised head must not move at all."""
+    classes = ["walking", "walking_upstairs", "sitting", "lying_down", "playing_badminton"]
+    ws = synthetic_windows(classes, per_class=8, subjects=8)
+    from primus_core import create
+
+    table = create("teacher", "minilm-text").embed(
+        [f"a person is {c.replace('_', ' ')}" for c in classes]
+    )
+    model = LoadedModel(
+        "aligned", TableEncoder(table, noise=0.05), "table", {}, ["minilm-text|x"], "t"
+    )
+
+    def scores(windows: WindowSet) -> list[float]:
+        common = {"dataset": "synthetic", "seeds": 2, "protocol": protocol}
+        zs = evaluate(
+            model,
+            EvalSettings(mode="zeroshot", **common),
+            baselines=(),
+            progress=False,
+            windows=windows,
+        )
+        linear = evaluate(
+            model,
+            EvalSettings(shots=[1], epochs=0, **common),
+            baselines=(),
+            progress=False,
+            windows=windows,
+        )
+        return [r["accuracy"] for r in zs.runs] + [r["zeroshot_accuracy"] for r in linear.runs]
+
+    before = scores(ws)
+    shuffled = ws.subset(np.arange(len(ws)))
+    order = np.random.default_rng(0).permutation(len(ws))
+    shuffled.narrations = [ws.narrations[i] for i in order]
+    assert shuffled.narrations != ws.narrations
+    assert scores(shuffled) == before
+    assert min(before) > 0.9  # and the prompts alone classify the aligned encoder
 
 
 def test_zeroshot_needs_a_head_of_the_teachers_size(watch):
@@ -354,3 +430,117 @@ def test_eval_command_user_errors(cli, tmp_path):
     with pytest.raises(EvalError, match="no labelled windows"):
         prepare_dataset("daphnet", IMUContract(), progress=False)
     assert parse_shots("1, 5,all") == [1, 5, ALL]
+
+
+# ---------------------------------------------------------------------------- reference protocol
+def reference_schedule(n: int, epochs: int, base: float = 1e-4, batch: int = 256) -> list[float]:
+    """The reference's learning rates, written afresh from downstream_evaluation/modeling.py:
+    T = int(max(n / batch, 1) * epochs), W = max(T // 100, 10), one scheduler step per optimiser
+    step; lr = base (s + 1) / W while s < W, then base (1 + cos(pi (s - W) / (T - W))) / 2; Lightning
+    runs epochs x ceil(n / batch) steps."""
+    total = int(max(n / batch, 1) * epochs)
+    warm = max(total // 100, 10)
+    out = []
+    for step in range(epochs * math.ceil(n / batch)):
+        if step < warm:
+            out.append(base * (step + 1) / warm)
+        else:
+            out.append(base * (1 + math.cos(math.pi * (step - warm) / (total - warm))) / 2)
+    return out
+
+
+@pytest.mark.parametrize("n, epochs", [(40, 20), (600, 20), (3000, 1)])
+def test_reference_warmup_cosine_schedule(monkeypatch, n, epochs):
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        assert self.param_groups[0]["weight_decay"] == 1e-4
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(n) % 3
+    fit_reference(ReferenceHead(8, 3, None, seed=0), x, y, None, epochs, 0, CPU)
+    want = reference_schedule(n, epochs)
+    assert len(seen) == len(want)
+    np.testing.assert_allclose(seen, want, rtol=1e-9, atol=1e-15)
+    assert reference_lr_factor(0, 20, 10) == pytest.approx(0.1)
+
+
+def test_reference_head_and_best_validation_checkpoint():
+    init = torch.tensor([[3.0, 0.0], [0.0, 0.5]])  # prompt means, deliberately not unit length
+    head = ReferenceHead(2, 2, init, seed=0)
+    assert torch.equal(head.linear.weight, init) and torch.equal(head.linear.bias, torch.zeros(2))
+    f = torch.tensor([[2.0, 2.0]])  # normalised, times the rows, logit scale 1
+    np.testing.assert_allclose(head(f).detach().numpy(), [[3 / 2**0.5, 0.5 / 2**0.5]], rtol=1e-6)
+    random = ReferenceHead(2, 2, None, seed=0)
+    assert not random.normalise
+    assert torch.equal(random.linear.weight, ReferenceHead(2, 2, None, seed=0).linear.weight)
+    # validation every 5 epochs; the weights of the best check (first of equals) are kept
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    val = (x[:100], 1 - y[:100])  # validation labels disagree: training makes it worse
+    model, info = fit_reference(ReferenceHead(4, 2, None, seed=3), x, y, val, 20, 0, CPU)
+    checks = info["val_checks"]
+    assert [e for e, _ in checks] == [5, 10, 15, 20]
+    best = max(a for _, a in checks)
+    assert info["best_val_accuracy"] == best
+    assert info["best_epoch"] == next(e for e, a in checks if a == best)
+    with torch.no_grad():
+        now = float(((model(val[0]).argmax(1)) == val[1]).float().mean())
+    assert now == pytest.approx(best)
+
+
+def test_reference_prompt_means_are_not_renormalised():
+    from primus_core import create
+
+    prompts = [["walking", "a person walking"], ["sitting", "sitting on a chair", "seated"]]
+    flat = [p for group in prompts for p in group]
+    emb = torch.nn.functional.normalize(
+        torch.as_tensor(create("teacher", "minilm-text").embed(flat)), dim=-1
+    )
+    want = torch.stack([emb[:2].mean(0), emb[2:].mean(0)])
+    got = prompt_embeddings(prompts, "minilm-text", renormalise=False)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert float(got.norm(dim=1).max()) < 0.999
+    renormed = prompt_embeddings(prompts, "minilm-text")
+    torch.testing.assert_close(renormed.norm(dim=1), torch.ones(2))
+
+
+def test_eval_command_reference_protocol_records_it(cli, tmp_path):
+    from primus_core.modeldir import save_model_dir
+
+    encoder = untrained_encoder("stacked-rnn", TINY, seed=2)
+    model_dir = save_model_dir(
+        encoder, tmp_path / "tiny", encoder_type="stacked-rnn", encoder_params=TINY
+    )
+    res = cli(
+        "eval",
+        model_dir,
+        "--dataset",
+        "basicmotions",
+        "--protocol",
+        "reference",
+        "--shots",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "5",
+        "--no-baselines",
+        "--json",
+        "--no-progress",
+    )
+    data = json.loads(res.out)
+    assert data["settings"]["protocol"] == "reference" and data["settings"]["epochs"] == 5
+    assert data["protocol"]["name"] == "reference" and data["protocol"]["lr"] == 1e-4
+    assert data["protocol"]["logit_scale"] == 1.0
+    run = data["runs"][0]
+    assert run["val_windows"] > 0 and run["best_epoch"] == 5
+    res = cli("eval", model_dir, "--dataset", "basicmotions", "--protocol", "nope", expect=2)
+    assert "nope" in res.err
+    assert EvalSettings(dataset="realworld", protocol="reference").epoch_count == 50
+    assert EvalSettings(dataset="realworld").epoch_count == 20

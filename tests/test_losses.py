@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 import primus_core
+import primus_objectives
 from primus_core.errors import ComponentError, DataError
 from primus_objectives import (
     InfoNCE,
@@ -25,9 +26,27 @@ from primus_objectives import (
 )
 
 
-# ---------------------------------------------------------------- an independent reference
+# ---------------------------------------------------------------- independent re-implementations
+def np_reference_infonce(q, k, tau=0.1, mask=None) -> float:
+    """The reference's symmetric InfoNCE with a mask (lib/loss.py info_nce), in float64 numpy:
+    log-softmax over dim 0 and over dim 1 of the full logits (masked rows stay as negatives),
+    each direction's diagonal losses averaged over the rows whose mask is set; no set row: 0."""
+    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)  # as F.normalize
+    k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
+    logits = q @ k.T / tau
+    m = np.ones(len(q)) if mask is None else np.asarray(mask, np.float64)
+    if m.sum() == 0:
+        return 0.0
+    diag = np.diag(logits)
+    over_rows = np.log(np.exp(logits).sum(axis=0)) - diag  # softmax over dim 0 (columns)
+    over_cols = np.log(np.exp(logits).sum(axis=1)) - diag  # softmax over dim 1 (rows)
+    return float((over_rows * m).sum() / m.sum() + (over_cols * m).sum() / m.sum())
+
+
 def np_infonce(q, k, tau=0.1, mask=None) -> float:
-    """Symmetric InfoNCE of the sub-batch of rows selected by mask, in float64 numpy."""
+    """Symmetric InfoNCE of the sub-batch of rows selected by mask, in float64 numpy (primus's
+    ``masked_rows: removed``)."""
     q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
     if mask is not None:
         keep = np.asarray(mask, bool)
@@ -71,10 +90,30 @@ def test_infonce_2x2_by_hand():
     assert num(loss.temperature) == pytest.approx(0.1)
 
 
-def test_infonce_matches_numpy_and_masked_rows_are_dropped():
+def test_infonce_masked_rows_stay_as_negatives_by_default_as_in_the_reference():
     q, k = rand(6, 8, seed=1), rand(6, 8, seed=2)
     mask = torch.tensor([True, False, True, True, False, True])
     loss = InfoNCE()
+    assert loss.config.masked_rows == "negatives"
+    assert num(loss(q, k, mask)) == pytest.approx(np_reference_infonce(q, k, mask=mask), rel=1e-5)
+    assert num(loss(q, k)) == pytest.approx(np_reference_infonce(q, k), rel=1e-5)
+    # a masked row is still a negative: changing its key changes the loss of the others
+    k2 = k.clone()
+    k2[4] = q[0] * 5
+    assert num(loss(q, k2, mask)) != pytest.approx(num(loss(q, k, mask)), rel=1e-3)
+    assert num(loss(q, k2, mask)) == pytest.approx(np_reference_infonce(q, k2, mask=mask), rel=1e-5)
+    # it differs from removing the rows, and both agree without a mask
+    removed = InfoNCE(primus_objectives.InfoNCEConfig(masked_rows="removed"))
+    assert num(loss(q, k, mask)) != pytest.approx(num(removed(q, k, mask)), rel=1e-3)
+    assert num(loss(q, k)) == pytest.approx(num(removed(q, k)), rel=1e-6)
+    # all-zero mask: exactly 0, as the reference returns
+    assert num(loss(q, k, torch.zeros(6, dtype=torch.bool))) == 0.0
+
+
+def test_infonce_removed_rows_match_numpy_and_masked_rows_are_dropped():
+    q, k = rand(6, 8, seed=1), rand(6, 8, seed=2)
+    mask = torch.tensor([True, False, True, True, False, True])
+    loss = primus_core.create("loss", "infonce", masked_rows="removed")
     assert num(loss(q, k)) == pytest.approx(np_infonce(q, k), rel=1e-5)
     assert num(loss(q, k, mask)) == pytest.approx(np_infonce(q, k, mask=mask), rel=1e-5)
     # masked rows are neither queries nor keys: changing them changes nothing
@@ -85,26 +124,79 @@ def test_infonce_matches_numpy_and_masked_rows_are_dropped():
     assert num(loss(q, k, torch.ones(6, dtype=torch.bool))) == pytest.approx(num(loss(q, k)))
 
 
-def test_infonce_all_zero_mask_is_exactly_zero_with_a_graph():
+@pytest.mark.parametrize("masked_rows", ["negatives", "removed"])
+def test_infonce_all_zero_mask_is_exactly_zero_with_a_graph(masked_rows):
     q = rand(4, 3, seed=3).requires_grad_()
-    loss = InfoNCE()
+    loss = primus_core.create("loss", "infonce", masked_rows=masked_rows)
     value = loss(q, rand(4, 3, seed=4), torch.zeros(4, dtype=torch.bool))
     assert value.item() == 0.0
     value.backward()
     assert torch.equal(q.grad, torch.zeros_like(q)) and torch.isfinite(q.grad).all()
 
 
-def test_infonce_temperature_is_learnable_and_positive():
+def numeric_tau_gradient(q, k, tau, mask=None, h=1e-6) -> float:
+    """d loss / d tau of the numpy reference, by central differences."""
+    up = np_reference_infonce(q, k, tau + h, mask)
+    down = np_reference_infonce(q, k, tau - h, mask)
+    return (up - down) / (2 * h)
+
+
+def test_infonce_learns_tau_itself_unclamped_by_default_as_in_the_reference():
+    q, k = rand(5, 4, seed=5), rand(5, 4, seed=6)
+    mask = torch.tensor([True, True, False, True, True])
+    loss = primus_core.create("loss", "infonce", temperature=0.1)
+    assert loss.config.temperature_param == "tau" and loss.config.min_temperature is None
+    assert num(loss.raw_temperature) == pytest.approx(0.1)  # the parameter is tau
+    loss(q, k, mask).backward()
+    want = numeric_tau_gradient(q, k, 0.1, mask)
+    assert loss.raw_temperature.grad.item() == pytest.approx(want, rel=1e-4)
+    with torch.no_grad():
+        loss.raw_temperature.fill_(0.001)
+    assert num(loss.temperature) == pytest.approx(0.001)  # unclamped
+    fixed = primus_core.create("loss", "infonce", learn_temperature=False)
+    assert not fixed.raw_temperature.requires_grad
+
+
+def test_infonce_log_tau_is_clamped_and_its_gradient_is_tau_times_dtau():
     q, k = rand(5, 4, seed=5).requires_grad_(), rand(5, 4, seed=6)
-    loss = primus_core.create("loss", "infonce", temperature=0.2)
+    loss = primus_core.create(
+        "loss", "infonce", temperature=0.2, temperature_param="log_tau", min_temperature=0.01
+    )
+    assert num(loss.raw_temperature) == pytest.approx(math.log(0.2))
     assert num(loss(q, k)) == pytest.approx(np_infonce(q.detach(), k, tau=0.2), rel=1e-5)
     loss(q, k).backward()
-    assert loss.log_temperature.grad is not None and loss.log_temperature.grad != 0
+    want = 0.2 * numeric_tau_gradient(q.detach(), k, 0.2)  # chain rule: dL/dlog(tau)
+    assert loss.raw_temperature.grad.item() == pytest.approx(want, rel=1e-4)
     with torch.no_grad():
-        loss.log_temperature.fill_(-50.0)
+        loss.raw_temperature.fill_(-50.0)
     assert num(loss.temperature) == pytest.approx(0.01)  # clamped, never 0
-    fixed = primus_core.create("loss", "infonce", learn_temperature=False)
-    assert not fixed.log_temperature.requires_grad
+
+
+def test_shared_temperatures_give_one_multimodal_and_one_ssl_tau():
+    from primus_core.train import share_temperatures
+
+    losses = {
+        "ss": primus_core.create("loss", "ss"),
+        "mm": primus_core.create("loss", "mm"),
+        "nn": primus_core.create("loss", "nn", queue_size=8),
+    }
+    separate = torch.nn.ModuleDict(losses)
+    assert sum(1 for n, _ in separate.named_parameters() if "temperature" in n) == 4
+    users = share_temperatures(losses)
+    assert users == {
+        "self-supervised": ["ss.infonce", "nn.ss_infonce"],
+        "multimodal": ["mm.infonce", "nn.mm_infonce"],
+    }
+    assert losses["nn"].mm_infonce is losses["mm"].infonce
+    assert losses["nn"].ss_infonce is losses["ss"].infonce
+    shared = torch.nn.ModuleDict(losses)
+    assert sum(1 for n, _ in shared.named_parameters() if "temperature" in n) == 2
+    # the NN term's gradient lands on the multimodal tau
+    batch = nn_batch(4, 7)
+    losses["nn"](batch)  # fills the queue
+    total, _ = losses["nn"](nn_batch(4, 8))
+    total.backward()
+    assert losses["mm"].infonce.raw_temperature.grad is not None
 
 
 def test_infonce_rejects_bad_input():
@@ -147,9 +239,13 @@ def test_mm_sums_available_modalities_with_masks():
         teacher_mask={"text": text_mask, "video": video_mask},
     )
     total, terms = loss(batch)
-    t = np_infonce(imu["mmcl"], text, mask=text_mask)
-    v = np_infonce(imu["mmcl"], video, mask=video_mask)
+    t = np_reference_infonce(imu["mmcl"], text, mask=text_mask)
+    v = np_reference_infonce(imu["mmcl"], video, mask=video_mask)
     assert num(total) == pytest.approx(0.5 * (t + v), rel=1e-5)
+    removed = primus_core.create("loss", "mm", masked_rows="removed")
+    t_removed = np_infonce(imu["mmcl"], text, mask=text_mask)
+    v_removed = np_infonce(imu["mmcl"], video, mask=video_mask)
+    assert num(removed(batch)[0]) == pytest.approx(0.5 * (t_removed + v_removed), rel=1e-5)
     assert num(terms["text"]) == pytest.approx(t, rel=1e-5)
     # video absent from the batch: skipped
     total, terms = loss(
@@ -285,12 +381,12 @@ def test_nn_lookup_by_video_then_text_and_loss_by_hand():
     total, terms = loss(batch)
     has_video = np.array([True, True, True, False])[[1, 0, 3]]
     q_video, q_text = eye.numpy()[[1, 0, 3]], eye.roll(1, dims=1).numpy()[[1, 0, 3]]
-    q_video = q_video * has_video[:, None]
+    # slot 3's stored video row (e3; its window had no video) stays in the softmax as a negative
     q_imu = eye.flip(0).numpy()[[1, 0, 3]]
     mmcl, ssl = batch.imu["mmcl"].numpy(), batch.imu["ssl"].numpy()
-    v = np_infonce(mmcl, q_video, mask=has_video)
-    t = np_infonce(mmcl, q_text)
-    s = np_infonce(ssl, q_imu)
+    v = np_reference_infonce(mmcl, q_video, mask=has_video)
+    t = np_reference_infonce(mmcl, q_text)
+    s = np_reference_infonce(ssl, q_imu)
     assert num(terms["video"]) == pytest.approx(v, rel=1e-5)
     assert num(terms["text"]) == pytest.approx(t, rel=1e-5)
     assert num(terms["imu"]) == pytest.approx(s, rel=1e-5)

@@ -123,3 +123,42 @@ def test_recipes_cli(cli, tmp_path):
 
 def _ready_code(name: str) -> int:
     return 0 if not check_recipe(primus_core.load_recipe(name)) else 1
+
+
+def test_paper_recipes_default_to_the_references_behaviour():
+    from primus_core.components import validate_params
+
+    for name in PAPER_RECIPES:
+        recipe = primus_core.load_recipe(name)
+        t = recipe.train
+        assert (t.batch_size, t.batch_size_per, t.gather_negatives) == (16, "device", False)
+        assert (t.amp, t.tf32, t.temperatures) == (False, False, "shared")
+        assert [a.type for a in recipe.augmentations] in ([], ["scale-per-timestep", "permute"])
+        for ref in recipe.losses:
+            if ref.type in ("ss", "mm", "nn"):
+                config = validate_params("loss", ref.type, ref.params)
+                assert config.masked_rows == "negatives" and config.temperature_param == "tau"
+                assert config.min_temperature is None
+        assert [(r.type, r.params.get("splits")) for r in recipe.data.pretrain] == [
+            ("egoexo4d", ["train"])
+        ]
+        assert [(r.type, r.params.get("splits")) for r in recipe.data.validation] == [
+            ("egoexo4d", ["val"])
+        ]
+
+
+def test_primus_plus_turns_every_primus_switch_on():
+    from primus_core.components import validate_params
+
+    recipe = primus_core.load_recipe("primus-plus")
+    assert check_recipe(recipe) == []
+    t = recipe.train
+    assert (t.batch_size_per, t.gather_negatives, t.amp, t.tf32) == ("global", True, True, True)
+    assert t.temperatures == "per-loss"
+    assert recipe.augmentations[0].type == "scale-per-channel"
+    for ref in recipe.losses:
+        config = validate_params("loss", ref.type, ref.params)
+        assert (config.masked_rows, config.temperature_param) == ("removed", "log_tau")
+        assert config.min_temperature == pytest.approx(0.01)
+    # the offline recipes validate on held-out HAPT subjects, not on EgoExo4D
+    assert primus_core.load_recipe("primus-hapt").data.validation is None

@@ -158,7 +158,14 @@ def _compat():
 
 
 def test_two_process_gloo_ddp_matches_one_process(tmp_path):
-    recipe = ["encoder.hidden_size=64", "train.batch_size=32", "train.log_every=1"]
+    # one global batch of 32 contrasted across both processes equals one process's batch of 32
+    recipe = [
+        "encoder.hidden_size=64",
+        "train.batch_size=32",
+        "train.log_every=1",
+        "train.batch_size_per=global",
+        "train.gather_negatives=true",
+    ]
     sets = [x for s in recipe for x in ("--set", s)]
     run_primus(
         "train",
@@ -189,3 +196,12 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     env = json.loads((tmp_path / "two" / "env.json").read_text())
     assert env["world_size"] == 2
     assert (tmp_path / "two" / "model" / "model.safetensors").exists()
+    # every switch that ran is recorded, in the run directory and in the model's config
+    switches = json.loads((tmp_path / "two" / "switches.json").read_text())
+    assert switches["train"]["batch_per_device"] == 16 and switches["train"]["global_batch"] == 32
+    assert (
+        switches["train"]["precision"] == "fp32" and switches["train"]["temperatures"] == "shared"
+    )
+    assert switches["losses"][0]["masked_rows"] == "negatives"
+    config = json.loads((tmp_path / "two" / "model" / "config.json").read_text())
+    assert config["switches"] == switches

@@ -1,5 +1,5 @@
 """Built-in plugin: the PRIMUS objectives (losses `infonce`, `ss`, `mm`, `nn`, `supervised`) and
-the IMU augmentations (`scale`, `permute`, `jitter`, `rotate`, `negate`, `flip`,
+the IMU augmentations (`scale-per-timestep`, `scale-per-channel`, `permute`, `jitter`, `rotate`, `negate`, `flip`,
 `channel-shuffle`, `time-warp`). See docs/objectives.md."""
 
 import primus_core

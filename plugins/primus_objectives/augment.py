@@ -47,10 +47,20 @@ def _per_sample(x: torch.Tensor, changed: torch.Tensor, p: float, gen: torch.Gen
 
 # ---------------------------------------------------------------- configs
 class ScaleConfig(BaseModel):
-    """Multiply each (sample, channel) by a factor drawn from N(1, sigma)."""
+    """Multiply the window by factors drawn from N(1, sigma)."""
 
     model_config = ConfigDict(extra="forbid")
     sigma: float = Field(0.25, ge=0, description="std of the multiplicative factor")
+
+
+class ScalePerTimestepConfig(ScaleConfig):
+    """Multiply each time step of a window by one N(1, sigma) factor shared by all its channels
+    (noise of shape (batch, 1, samples)): the reference's scaling."""
+
+
+class ScalePerChannelConfig(ScaleConfig):
+    """Multiply each channel of a window by one N(1, sigma) factor for the whole window (noise of
+    shape (batch, channels, 1)): primus's scaling."""
 
 
 class PermuteConfig(BaseModel):
@@ -132,8 +142,16 @@ class _Base:
         raise NotImplementedError
 
 
-class Scale(_Base):
-    name = "scale"
+class ScalePerTimestep(_Base):
+    name = "scale-per-timestep"
+
+    def apply(self, x, gen):
+        factor = 1.0 + self.config.sigma * _randn(x, (x.shape[0], 1, x.shape[2]), gen)
+        return x * factor.to(x.dtype)
+
+
+class ScalePerChannel(_Base):
+    name = "scale-per-channel"
 
     def apply(self, x, gen):
         factor = 1.0 + self.config.sigma * _randn(x, (x.shape[0], x.shape[1], 1), gen)
@@ -292,12 +310,16 @@ class AugmentationPipeline:
 
 
 def primus_pipeline() -> AugmentationPipeline:
-    """The augmentation PRIMUS trains with: scaling (sigma 0.25), then permutation (5 segments)."""
-    return AugmentationPipeline([Scale(ScaleConfig()), Permute(PermuteConfig())])
+    """The augmentation PRIMUS trains with: the reference's scaling (one N(1, 0.25) factor per
+    time step, shared by the channels), then permutation (5 segments)."""
+    return AugmentationPipeline(
+        [ScalePerTimestep(ScalePerTimestepConfig()), Permute(PermuteConfig())]
+    )
 
 
 AUGMENTATIONS: dict[str, tuple[type[_Base], type[BaseModel]]] = {
-    "scale": (Scale, ScaleConfig),
+    "scale-per-timestep": (ScalePerTimestep, ScalePerTimestepConfig),
+    "scale-per-channel": (ScalePerChannel, ScalePerChannelConfig),
     "permute": (Permute, PermuteConfig),
     "jitter": (Jitter, JitterConfig),
     "rotate": (Rotate, RotateConfig),

@@ -1,17 +1,25 @@
-"""Symmetric InfoNCE with a learnable temperature (PRIMUS.md, "Losses").
+"""Symmetric InfoNCE with a learnable temperature (PRIMUS.md, "Losses"; docs/fidelity.md).
 
 For queries q and keys k (row i of k is the positive of row i of q, every other row a negative):
     logits = normalise(q) normalise(k)^T / tau
     loss   = CE(logits, diag) + CE(logits^T, diag)     (each a mean over rows)
-With a mask (rows that lack the modality), masked-out rows take no part at all: they are neither
-queries nor keys (their columns leave the softmax), and each direction is the mean over the rows
-that remain. So the masked loss is the plain loss of the sub-batch of rows with the modality, and
-an all-zero mask gives exactly 0 (still attached to the graph, so backward works).
+
+With a mask (rows that lack the modality), ``masked_rows`` chooses what the other rows see:
+- ``negatives`` (the reference, lib/loss.py ``info_nce``): every row stays in both softmaxes, so a
+  masked row still acts as a negative for the others; each direction's per-row losses are averaged
+  over the rows whose mask is set.
+- ``removed`` (primus): masked rows take no part at all: they are neither queries nor keys (their
+  columns leave the softmax), so the loss is the plain loss of the sub-batch of kept rows.
+Either way an all-zero mask gives exactly 0 (still attached to the graph, so backward works).
+
+The temperature is learnt as tau itself, unclamped (``temperature_param: tau``, the reference), or
+as log tau clamped from below at ``min_temperature`` (``log_tau``, primus).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +30,8 @@ from primus_core.errors import ComponentError
 
 # the logit of a removed key: far below any real logit, finite so that gradients stay finite
 REMOVED_LOGIT = -1e9
+MaskedRows = Literal["negatives", "removed"]
+TemperatureParam = Literal["tau", "log_tau"]
 
 
 class InfoNCEConfig(BaseModel):
@@ -29,18 +39,28 @@ class InfoNCEConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     temperature: float = Field(0.1, gt=0, description="initial temperature tau")
-    learn_temperature: bool = Field(True, description="train tau (stored as log tau)")
-    min_temperature: float = Field(
-        0.01, gt=0, description="tau is clamped from below at this value (logits stay <= 1/min)"
+    learn_temperature: bool = Field(True, description="train tau")
+    temperature_param: TemperatureParam = Field(
+        "tau", description="what is learnt: tau itself (reference) or log tau (primus)"
+    )
+    min_temperature: float | None = Field(
+        None, gt=0, description="clamp tau from below (None: unclamped, the reference)"
+    )
+    masked_rows: MaskedRows = Field(
+        "negatives",
+        description="rows outside the mask stay in the softmax as negatives (reference) "
+        "or are removed from it (primus)",
     )
 
 
-def _directional(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over (kept) rows of CE(row, its diagonal entry); masked columns are removed."""
+def _directional(logits: torch.Tensor, mask: torch.Tensor | None, remove: bool) -> torch.Tensor:
+    """Mean over the rows with mask set of CE(row, its diagonal entry); with ``remove`` the
+    masked columns leave the softmax too."""
     target = torch.arange(logits.shape[0], device=logits.device)
     if mask is None:
         return F.cross_entropy(logits, target)
-    logits = logits.masked_fill(~mask.unsqueeze(0), REMOVED_LOGIT)
+    if remove:
+        logits = logits.masked_fill(~mask.unsqueeze(0), REMOVED_LOGIT)
     per_row = F.cross_entropy(logits, target, reduction="none")
     kept = torch.where(mask, per_row, torch.zeros_like(per_row))
     return kept.sum() / mask.sum().clamp(min=1)
@@ -51,12 +71,17 @@ def info_nce(
     key: torch.Tensor,
     temperature: torch.Tensor | float,
     mask: torch.Tensor | None = None,
+    masked_rows: MaskedRows = "negatives",
 ) -> torch.Tensor:
     """The symmetric InfoNCE of (N, D) queries against (N, D) keys; see the module docstring."""
     if query.dim() != 2 or query.shape != key.shape:
         raise ComponentError(
             f"infonce: query and key must both be (N, D) of the same shape, got "
             f"{tuple(query.shape)} and {tuple(key.shape)}"
+        )
+    if masked_rows not in ("negatives", "removed"):
+        raise ComponentError(
+            f"infonce: masked_rows must be 'negatives' or 'removed', not {masked_rows!r}"
         )
     q = F.normalize(query.float(), dim=1)
     k = F.normalize(key.float(), dim=1)
@@ -67,7 +92,8 @@ def info_nce(
             raise ComponentError(
                 f"infonce: mask has {mask.shape[0]} rows, the batch {logits.shape[0]}"
             )
-    return _directional(logits, mask) + _directional(logits.T, mask)
+    remove = masked_rows == "removed"
+    return _directional(logits, mask, remove) + _directional(logits.T, mask, remove)
 
 
 class InfoNCE(nn.Module):
@@ -80,14 +106,21 @@ class InfoNCE(nn.Module):
     def __init__(self, config: InfoNCEConfig | None = None):
         super().__init__()
         self.config = config or InfoNCEConfig()
-        self.log_temperature = nn.Parameter(
-            torch.tensor(math.log(self.config.temperature)),
-            requires_grad=self.config.learn_temperature,
+        start = self.config.temperature
+        if self.config.temperature_param == "log_tau":
+            start = math.log(start)
+        self.raw_temperature = nn.Parameter(
+            torch.tensor(float(start)), requires_grad=self.config.learn_temperature
         )
 
     @property
     def temperature(self) -> torch.Tensor:
-        return self.log_temperature.exp().clamp(min=self.config.min_temperature)
+        tau = self.raw_temperature
+        if self.config.temperature_param == "log_tau":
+            tau = tau.exp()
+        if self.config.min_temperature is not None:
+            tau = tau.clamp(min=self.config.min_temperature)
+        return tau
 
     def forward(
         self, query: torch.Tensor, key: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -97,4 +130,4 @@ class InfoNCE(nn.Module):
                 "'infonce' is a building block called as loss(query, key, mask); "
                 "in a recipe use the objectives 'ss', 'mm' or 'nn'"
             )
-        return info_nce(query, key, self.temperature, mask)
+        return info_nce(query, key, self.temperature, mask, self.config.masked_rows)

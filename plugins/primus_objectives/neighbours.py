@@ -59,6 +59,7 @@ class NearestNeighbourLoss(nn.Module):
 
     needs_augmented_view = False
     needs_labels = False
+    infonce_slots = {"multimodal": "mm_infonce", "self-supervised": "ss_infonce"}
 
     def __init__(self, config: NNConfig | None = None):
         super().__init__()

@@ -12,7 +12,7 @@ from torch import nn
 from primus_core.errors import ComponentError, DataError
 
 from .batch import StepBatch
-from .infonce import InfoNCE, InfoNCEConfig
+from .infonce import InfoNCE, InfoNCEConfig, MaskedRows, TemperatureParam
 
 
 class ContrastiveConfig(BaseModel):
@@ -20,10 +20,27 @@ class ContrastiveConfig(BaseModel):
     ssl_coeff: float = Field(0.5, ge=0, le=1, description="c: SS terms weigh c, multimodal 1 - c")
     temperature: float = Field(0.1, gt=0, description="initial InfoNCE temperature")
     learn_temperature: bool = Field(True, description="train the temperature")
+    temperature_param: TemperatureParam = Field(
+        "tau", description="learn tau itself (reference) or log tau (primus)"
+    )
+    min_temperature: float | None = Field(
+        None, gt=0, description="clamp tau from below (None: unclamped, the reference)"
+    )
+    masked_rows: MaskedRows = Field(
+        "negatives",
+        description="rows without the modality stay in the softmax as negatives (reference) "
+        "or are removed from it (primus)",
+    )
 
     def infonce(self) -> InfoNCE:
         return InfoNCE(
-            InfoNCEConfig(temperature=self.temperature, learn_temperature=self.learn_temperature)
+            InfoNCEConfig(
+                temperature=self.temperature,
+                learn_temperature=self.learn_temperature,
+                temperature_param=self.temperature_param,
+                min_temperature=self.min_temperature,
+                masked_rows=self.masked_rows,
+            )
         )
 
 
@@ -74,6 +91,8 @@ class SelfSupervisedLoss(nn.Module):
     modalities: tuple[str, ...] = ()
     needs_augmented_view = True
     needs_labels = False
+    # temperature role -> attribute holding the InfoNCE (the trainer may share them by role)
+    infonce_slots = {"self-supervised": "infonce"}
 
     def __init__(self, config: SSConfig | None = None):
         super().__init__()
@@ -100,6 +119,7 @@ class MultimodalLoss(nn.Module):
 
     needs_augmented_view = False
     needs_labels = False
+    infonce_slots = {"multimodal": "infonce"}
 
     def __init__(self, config: MMConfig | None = None):
         super().__init__()
