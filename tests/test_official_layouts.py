@@ -448,3 +448,18 @@ def test_realworld_prepare_strict(tmp_path, cli):
         {"type": "realworld", "root": str(root)}, IMUContract(), tmp_path / "c", progress=False
     )
     assert len(loaded) > 0
+
+
+def test_egoexo4d_reference_bad_window_list_ships_with_primus(tmp_path, aria):
+    """`bad_windows: reference` is the reference's 82-line list (75 distinct after repeats), and
+    a window whose key is on it is left out and reported."""
+    root = trees.make_egoexo4d(tmp_path / "ee")
+    adapter = primus_core.create("dataset", "egoexo4d", root=str(root), bad_windows="reference")
+    listed = adapter.bad_windows()
+    from primus_datasets.egocentric import REFERENCE_BAD_WINDOWS
+
+    raw = REFERENCE_BAD_WINDOWS.read_text().split()
+    assert len(raw) == 82 and len(listed) == len(set(raw))
+    assert "e769336a-ac30-4eb4-9a47-607aff166242_1342_1347" in listed
+    assert all(k.count("_") == 2 for k in listed)
+    assert len(adapter.load(IMUContract()).imu) > 0  # the tree's takes are not on the list

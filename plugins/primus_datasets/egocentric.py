@@ -48,6 +48,9 @@ SIX = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
 SIX_UNITS = ["m/s^2"] * 3 + ["rad/s"] * 3
 PRIMUS_IMU_COLUMNS = ["t_s", *SIX]
 ARIA_IMU_STREAM = "1202-1"
+# The reference code's dataset/egoexo4d/bad_imu.txt (Nokia-Bell-Labs/pretrained-imu-encoders,
+# Clear BSD licence): 82 lines, some repeated, keys on its whole-second window grid.
+REFERENCE_BAD_WINDOWS = Path(__file__).parent / "data" / "egoexo4d_bad_imu_reference.txt"
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
@@ -167,6 +170,8 @@ class NarratedAdapter(DatasetAdapter):
     def bad_windows(self) -> set[str]:
         if not hasattr(self, "_bad"):
             path = self.config.bad_windows
+            if path is not None and str(path) == "reference":
+                path = REFERENCE_BAD_WINDOWS
             self._bad = read_bad_windows(path) if path is not None else set()
         return self._bad
 
@@ -304,7 +309,9 @@ class EgoExo4DConfig(RootConfig):
         "whole-second edge rule",
     )
     bad_windows: Path | None = Field(
-        None, description="file of '<take_uid>_<start>_<end>' lines to leave out"
+        None,
+        description="file of '<take_uid>_<start>_<end>' lines to leave out; 'reference': the "
+        "82 windows the reference code excludes (shipped with primus)",
     )
     video: Literal["downscaled", "full"] = Field(
         "downscaled", description="prefer frame_aligned_videos/downscaled/448 when present"
