@@ -301,7 +301,9 @@ class EmbeddingCache:
             if key not in store.index and key not in todo:
                 todo[key] = i
         distinct = len(set(keys))
-        computed = self._compute(teacher, store, [(k, inputs[i]) for k, i in todo.items()], batch_size)
+        computed = self._compute(
+            teacher, store, [(k, inputs[i]) for k, i in todo.items()], batch_size
+        )
         self._count(store, hits=len(inputs) - len(todo), misses=len(todo))
         self.last = CacheRun(
             inputs=len(inputs),
@@ -350,7 +352,9 @@ class EmbeddingCache:
                 rows = emb.detach().float().cpu().numpy()
                 ok = np.isfinite(rows).all(axis=1)
                 if ok.any():
-                    store.write([k for (k, _), good in zip(part, ok) if good], rows[ok])
+                    store.write(
+                        [k for (k, _), good in zip(part, ok, strict=True) if good], rows[ok]
+                    )
                     stored += int(ok.sum())
                 store.refresh()
                 bar.update(len(part))

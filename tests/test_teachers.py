@@ -16,11 +16,11 @@ import pytest
 import torch
 from hubserver import local_hub  # noqa: F401  (session fixture)
 from skimage import data as photos
+from tiny_clip import make_tiny_clip
 
 import primus_core
 from primus_core.cache import EmbeddingCache
 from primus_core.errors import DataError, PrimusError
-from tiny_clip import make_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP_REPO = "primus-tests/tiny-clip"

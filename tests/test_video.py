@@ -70,7 +70,9 @@ def test_span_is_clamped_to_the_video(video):
     assert (late.indices[0], late.indices[-1]) == (300, 359)
     whole = _span(video, None, None, fps=1.0)
     assert len(whole.indices) == 12 and whole.indices[-1] == 359
-    with pytest.raises(VideoReadError, match=r"clip\.mp4: span \[13\.000, 18\.000\] s lies outside"):
+    with pytest.raises(
+        VideoReadError, match=r"clip\.mp4: span \[13\.000, 18\.000\] s lies outside"
+    ):
         _span(video, 13.0, 18.0)
 
 

@@ -105,9 +105,7 @@ def make_egoexo_tree(root: Path, imu_seconds: float = 14.0) -> dict:
         )
         folder = root / "takes" / name / "frame_aligned_videos"
         folder.mkdir(parents=True)
-        videos[uid] = (
-            str(write_video(folder / "aria01_214-1.mp4", seconds)) if seconds else None
-        )
+        videos[uid] = str(write_video(folder / "aria01_214-1.mp4", seconds)) if seconds else None
         t_s = np.arange(int(imu_seconds * 200)) / 200.0
         imu = np.zeros((len(t_s), 6), np.float32)
         imu[:, 0] = np.sin(t_s * (participant - 9))  # something to learn, different per take

@@ -191,7 +191,9 @@ def read_span(job: SpanJob) -> Decoded:
                 )
                 decoded += more
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise VideoReadError(f"{where}: cannot decode video ({type(exc).__name__}: {exc})") from None
+        raise VideoReadError(
+            f"{where}: cannot decode video ({type(exc).__name__}: {exc})"
+        ) from None
     missing = sorted(set(indices) - set(images))
     if missing:
         raise VideoReadError(f"{where}: frames {missing[:5]} could not be decoded")
