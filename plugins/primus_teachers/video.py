@@ -86,8 +86,9 @@ def read_clip(clip: Any) -> list[torch.Tensor] | list[Path]:
         clip = list(clip)
     if not isinstance(clip, (list, tuple)) or not clip:
         raise DataError(
-            "a video input must be a non-empty list of uint8 H x W x 3 frames, a (T, H, W, 3) "
-            f"array, or a path to a frames folder; got {type(clip).__name__}"
+            "a video input must be a video record {path, start_s, end_s}, a video file, a "
+            "non-empty list of uint8 H x W x 3 frames, a (T, H, W, 3) array, or a path to a "
+            f"frames folder; got {type(clip).__name__}"
         )
     return [_as_frame(f, f"frame {i}") for i, f in enumerate(clip)]
 
