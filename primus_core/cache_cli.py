@@ -4,6 +4,7 @@ Results go to stdout; progress bars to stderr."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def build_cache(
                 "computed": run.computed,
                 "cached": run.cached,
                 "skipped": run.skipped,
-                "skip_reasons": getattr(teacher, "skipped", [])[skipped_before:],
+                "skip_reasons": dict(Counter(getattr(teacher, "skipped", [])[skipped_before:])),
                 "seconds": round(run.seconds, 3),
                 "inputs_per_s": round(run.computed / seconds, 3) if run.computed else None,
                 "frames_per_s": round(run.frames / seconds, 1) if run.frames else None,
@@ -176,8 +177,8 @@ def build(
         ],
     )
     for r in rows:
-        for reason in r["skip_reasons"]:
-            click.echo(f"skipped ({r['teacher']}): {reason}")
+        for reason, count in r["skip_reasons"].items():
+            click.echo(f"skipped {count} ({r['teacher']}): {reason}")
 
 
 @cache.command("info")

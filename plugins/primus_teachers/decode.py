@@ -191,8 +191,9 @@ def read_span(job: SpanJob) -> Decoded:
                 )
                 decoded += more
     except (av.error.FFmpegError, OSError, ValueError) as exc:
+        detail = getattr(exc, "strerror", None) or str(exc)  # FFmpeg's text repeats the path
         raise VideoReadError(
-            f"{where}: cannot decode video ({type(exc).__name__}: {exc})"
+            f"{where}: cannot decode video ({type(exc).__name__}: {detail})"
         ) from None
     missing = sorted(set(indices) - set(images))
     if missing:
