@@ -36,6 +36,7 @@ class SpanJob:
     fps: float  # frames kept per second of (clamped) span
     max_frames: int | None
     size: int  # crop side
+    threads: int = 0  # decoder threads (0: FFmpeg's choice)
 
 
 @dataclass
@@ -175,6 +176,7 @@ def read_span(job: SpanJob) -> Decoded:
         with av.open(job.path) as container:
             stream, fps, n_frames, t0 = _video_stream(container, where)
             stream.thread_type = "AUTO"
+            stream.thread_count = job.threads
             first, stop, start, end = span_frames(job.start_s, job.end_s, fps, n_frames, where)
             count = frame_count(job.fps, end - start, job.max_frames)
             indices = [first + k for k in pick(stop - first, count)]
@@ -212,7 +214,13 @@ def load_span(job: SpanJob) -> Decoded | str:
 
 # --------------------------------------------------------------------------- workers
 def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1) - 1))
+    """One decoding process per CPU but one (left to the main process), at most 32."""
+    return max(1, min(32, (os.cpu_count() or 1) - 1))
+
+
+def decoder_threads(workers: int) -> int:
+    """Decoder threads per process so that all processes together use about every CPU."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def ordered_map(

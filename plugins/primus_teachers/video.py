@@ -17,7 +17,15 @@ from primus_core.cache import path_digest
 from primus_core.errors import DataError
 
 from .base import Teacher, TeacherConfig, l2_normalise
-from .decode import VIDEO_SUFFIXES, Decoded, SpanJob, default_workers, load_span, ordered_map
+from .decode import (
+    VIDEO_SUFFIXES,
+    Decoded,
+    SpanJob,
+    decoder_threads,
+    default_workers,
+    load_span,
+    ordered_map,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -34,7 +42,9 @@ class FrameTeacherConfig(TeacherConfig):
     )
     frame_batch: int = Field(64, gt=0, description="frames per forward pass of the image tower")
     workers: int | None = Field(
-        None, ge=0, description="processes decoding video files (0: this one; none: CPUs-1, <=8)"
+        None,
+        ge=0,
+        description="processes decoding video files (0: this one; none: CPUs - 1, at most 32)",
     )
     skip_bad_videos: bool = Field(
         False, description="a video that cannot be read masks its windows instead of stopping"
@@ -263,12 +273,13 @@ class FrameTeacher(Teacher):
         """Per input: uint8 (F, 3, S, S) crops of its sampled frames, or None (skipped)."""
         c = self.config
         spans = [video_span(x) for x in inputs]
+        workers = default_workers() if c.workers is None else c.workers
+        threads = decoder_threads(workers)
         jobs = [
-            SpanJob(s[0], s[1], s[2], c.fps, c.max_frames, self.image_size)
+            SpanJob(s[0], s[1], s[2], c.fps, c.max_frames, self.image_size, threads)
             for s in spans
             if s is not None
         ]
-        workers = default_workers() if c.workers is None else c.workers
         decoded = ordered_map(load_span, jobs, min(workers, len(jobs)))
         try:
             for clip, span in zip(inputs, spans, strict=True):
