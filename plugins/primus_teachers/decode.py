@@ -139,10 +139,12 @@ def _decode_wanted(
     first: int,
     stop: int,
     wanted: set[int],
+    size: int,
     seek: bool = True,
-) -> tuple[dict[int, Any], int]:
-    """Decode frames first..stop-1 (seeking to the keyframe before ``first``); keep the PIL
-    images of ``wanted``. Returns (images, frames in the span, frames decoded)."""
+) -> tuple[dict[int, np.ndarray], int, int]:
+    """Decode frames first..stop-1 (seeking to the keyframe before ``first``); keep the crops of
+    ``wanted`` (cropped at once: full frames would take 6 MB each). Returns (crops, frames in the
+    span, frames decoded)."""
     tb = stream.time_base
     if seek and first > 0:
         container.seek(t0 + int(first / fps / tb), stream=stream, backward=True)
@@ -154,14 +156,14 @@ def _decode_wanted(
         index = round(float((pts - t0) * tb) * fps) if pts is not None else i
         if seek and i == 0 and index > first > 0:  # landed past the span: read from the start
             container.seek(t0, stream=stream, backward=True)
-            return _decode_wanted(container, stream, fps, t0, first, stop, wanted, seek=False)
+            return _decode_wanted(container, stream, fps, t0, first, stop, wanted, size, False)
         if index < first:
             continue
         if index >= stop:
             break
         seen += 1
         if index in wanted:
-            images[index] = frame.to_image()
+            images[index] = crop(frame.to_image(), size)
     return images, seen, decoded
 
 
@@ -181,7 +183,7 @@ def read_span(job: SpanJob) -> Decoded:
             count = frame_count(job.fps, end - start, job.max_frames)
             indices = [first + k for k in pick(stop - first, count)]
             images, seen, decoded = _decode_wanted(
-                container, stream, fps, t0, first, stop, set(indices)
+                container, stream, fps, t0, first, stop, set(indices), job.size
             )
             if seen == 0:
                 raise VideoReadError(f"{where}: no frame could be decoded in [{start}, {end}] s")
@@ -189,7 +191,7 @@ def read_span(job: SpanJob) -> Decoded:
                 indices = [first + k for k in pick(seen, count)]
                 stop = first + seen
                 images, _, more = _decode_wanted(
-                    container, stream, fps, t0, first, stop, set(indices)
+                    container, stream, fps, t0, first, stop, set(indices), job.size
                 )
                 decoded += more
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -200,8 +202,7 @@ def read_span(job: SpanJob) -> Decoded:
     missing = sorted(set(indices) - set(images))
     if missing:
         raise VideoReadError(f"{where}: frames {missing[:5]} could not be decoded")
-    crops = {i: crop(images[i], job.size) for i in set(indices)}
-    return Decoded(np.stack([crops[i] for i in indices]), indices, fps, start, end, decoded)
+    return Decoded(np.stack([images[i] for i in indices]), indices, fps, start, end, decoded)
 
 
 def load_span(job: SpanJob) -> Decoded | str:
