@@ -28,6 +28,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,15 @@ def teacher_input_bytes(teacher: Any, x: Any) -> bytes:
     """A teacher may define ``input_bytes(x)`` (video teachers read str as a path)."""
     own = getattr(teacher, "input_bytes", None)
     return own(x) if callable(own) else canonical_input(x)
+
+
+def teacher_has_input(teacher: Any, x: Any) -> bool:
+    """A teacher may define ``has_input(x)`` (a video record with path None has no video);
+    otherwise None and "" mean no input."""
+    own = getattr(teacher, "has_input", None)
+    if callable(own):
+        return bool(own(x))
+    return x is not None and not (isinstance(x, str) and not x)
 
 
 # --------------------------------------------------------------------------- files
@@ -226,6 +236,31 @@ class TeacherStore:
 
 
 # --------------------------------------------------------------------------- the cache
+def _embed_batches(teacher: Any, inputs: list[Any], batch_size: int) -> Iterator[torch.Tensor]:
+    """The teacher's ``embed_batches`` (video teachers decode ahead across batches), or its
+    ``embed`` on successive batches for a teacher that has only that."""
+    own = getattr(teacher, "embed_batches", None)
+    if callable(own):
+        yield from own(inputs, batch_size)
+        return
+    for start in range(0, len(inputs), batch_size):
+        yield teacher.embed(inputs[start : start + batch_size])
+
+
+@dataclass
+class CacheRun:
+    """What one ``get_or_compute`` did: inputs (with repeats), distinct inputs, of which found
+    in the cache / embedded now / skipped by the teacher; frames embedded; wall seconds."""
+
+    inputs: int = 0
+    distinct: int = 0
+    cached: int = 0
+    computed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+
 class EmbeddingCache:
     """``get_or_compute(teacher, inputs, batch_size)``: embeddings of inputs, computing only the
     ones never seen (by this or any earlier process) and storing them. See the module docstring."""
@@ -235,6 +270,7 @@ class EmbeddingCache:
         self.progress = progress
         self.hits = 0
         self.misses = 0
+        self.last = CacheRun()
         self._stores: dict[str, TeacherStore] = {}
 
     def store(self, identity: str) -> TeacherStore:
@@ -251,8 +287,11 @@ class EmbeddingCache:
     def get_or_compute(
         self, teacher: Any, inputs: Sequence[Any], batch_size: int = 64
     ) -> torch.Tensor:
-        """(N, D) float32 CPU tensor of ``teacher``'s embeddings of ``inputs``."""
+        """(N, D) float32 CPU tensor of ``teacher``'s embeddings of ``inputs``; a row of NaN is an
+        input the teacher skipped (nothing is stored for it). ``last`` describes the call."""
         inputs = list(inputs)
+        started = time.perf_counter()
+        frames_before = getattr(teacher, "frames_embedded", 0)
         store = self.store(teacher.identity)
         store.create()
         store.refresh()
@@ -261,34 +300,68 @@ class EmbeddingCache:
         for i, key in enumerate(keys):
             if key not in store.index and key not in todo:
                 todo[key] = i
-        self._compute(teacher, store, [(k, inputs[i]) for k, i in todo.items()], batch_size)
+        distinct = len(set(keys))
+        computed = self._compute(
+            teacher, store, [(k, inputs[i]) for k, i in todo.items()], batch_size
+        )
         self._count(store, hits=len(inputs) - len(todo), misses=len(todo))
+        self.last = CacheRun(
+            inputs=len(inputs),
+            distinct=distinct,
+            cached=distinct - len(todo),
+            computed=computed,
+            skipped=len(todo) - computed,
+            frames=getattr(teacher, "frames_embedded", 0) - frames_before,
+            seconds=time.perf_counter() - started,
+        )
         if not inputs:
             return torch.zeros(0, store.dim or teacher.output_size)
-        return torch.from_numpy(store.read(keys))
+        if computed == len(todo):
+            return torch.from_numpy(store.read(keys))
+        out = torch.full((len(inputs), store.dim or teacher.output_size), float("nan"))
+        found = [i for i, key in enumerate(keys) if key in store.index]
+        if found:
+            out[found] = torch.from_numpy(store.read([keys[i] for i in found]))
+        return out
 
     def _compute(
         self, teacher: Any, store: TeacherStore, todo: list[tuple[bytes, Any]], batch_size: int
-    ) -> None:
+    ) -> int:
+        """Embed and store ``todo`` batch by batch; returns how many were stored (not skipped)."""
         if not todo:
-            return
+            return 0
         from tqdm import tqdm
 
         name = teacher.identity.split("|")[0]
+        video = getattr(teacher, "modality", "") == "video"
+        stored = 0
+        frames_before = getattr(teacher, "frames_embedded", 0)
         with tqdm(
             total=len(todo),
             desc=f"{name} embeddings",
-            unit="input",
+            unit="clip" if video else "input",
             file=sys.stderr,
             disable=not self.progress,
             dynamic_ncols=True,
         ) as bar:
-            for start in range(0, len(todo), batch_size):
-                part = todo[start : start + batch_size]
-                emb = teacher.embed([x for _, x in part])
-                store.write([k for k, _ in part], emb.detach().float().cpu().numpy())
+            batches = _embed_batches(teacher, [x for _, x in todo], batch_size)
+            start = 0
+            for emb in batches:
+                part = todo[start : start + len(emb)]
+                start += len(emb)
+                rows = emb.detach().float().cpu().numpy()
+                ok = np.isfinite(rows).all(axis=1)
+                if ok.any():
+                    store.write(
+                        [k for (k, _), good in zip(part, ok, strict=True) if good], rows[ok]
+                    )
+                    stored += int(ok.sum())
                 store.refresh()
                 bar.update(len(part))
+                if video and bar.format_dict.get("elapsed"):
+                    frames = getattr(teacher, "frames_embedded", 0) - frames_before
+                    bar.set_postfix(frames_s=f"{frames / bar.format_dict['elapsed']:.0f}")
+        return stored
 
     def _count(self, store: TeacherStore, hits: int, misses: int) -> None:
         self.hits += hits

@@ -4,13 +4,13 @@ Results go to stdout; progress bars to stderr."""
 from __future__ import annotations
 
 import json
-import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, teacher_has_input
 
 
 def _echo_json(data: Any) -> None:
@@ -50,40 +50,61 @@ def build_cache(
     root: Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    skip_bad_videos: bool = False,
 ) -> list[dict[str, Any]]:
-    """Embed every teacher input of the recipe's pretraining data; one row per (data, teacher)."""
+    """Embed every teacher input of the recipe's pretraining corpus (as training selects it);
+    one row per teacher."""
     from . import load_recipe
     from .components import create
-    from .data import load_windows
+    from .train import load_data
 
     recipe = load_recipe(recipe_name, overrides)
     teachers = [create("teacher", ref.type, **ref.params) for ref in recipe.teachers]
     if not teachers:
         return []
+    if skip_bad_videos:
+        for teacher in teachers:
+            if "skip_bad_videos" in type(teacher.config).model_fields:
+                teacher.config = teacher.config.model_copy(update={"skip_bad_videos": True})
     contract = create("encoder", recipe.encoder.type, **recipe.encoder.params).imu_contract
+    windows = load_data(recipe, contract)
     store = EmbeddingCache(root, progress=progress)
     rows = []
-    for ref in recipe.data.pretrain:
-        windows = load_windows(ref, contract)
-        for teacher in teachers:
-            inputs = windows.narrations if teacher.modality == "text" else windows.videos
-            present = [
-                x for x in (inputs or []) if x is not None and not (isinstance(x, str) and not x)
-            ]
-            before, start = store.misses, time.perf_counter()
-            store.get_or_compute(teacher, present, batch_size=batch_size)
-            rows.append(
-                {
-                    "data": ref.type,
-                    "teacher": teacher.identity.split("|")[0],
-                    "identity": teacher.identity,
-                    "windows": len(windows),
-                    "inputs": len(present),
-                    "computed": store.misses - before,
-                    "seconds": round(time.perf_counter() - start, 3),
-                }
-            )
+    for teacher in teachers:
+        inputs = windows.narrations if teacher.modality == "text" else windows.videos
+        present = [x for x in (inputs or []) if teacher_has_input(teacher, x)]
+        skipped_before = len(getattr(teacher, "skipped", []))
+        store.get_or_compute(teacher, present, batch_size=batch_size)
+        run = store.last
+        seconds = max(run.seconds, 1e-9)
+        rows.append(
+            {
+                "teacher": teacher.identity.split("|")[0],
+                "modality": teacher.modality,
+                "windows": len(windows.imu),
+                "with_input": len(present),
+                "distinct": run.distinct,
+                "computed": run.computed,
+                "cached": run.cached,
+                "skipped": run.skipped,
+                "skip_reasons": dict(Counter(getattr(teacher, "skipped", [])[skipped_before:])),
+                "seconds": round(run.seconds, 3),
+                "inputs_per_s": round(run.computed / seconds, 3) if run.computed else None,
+                "frames_per_s": round(run.frames / seconds, 1) if run.frames else None,
+                "identity": teacher.identity,
+            }
+        )
     return rows
+
+
+def _throughput(row: dict[str, Any]) -> str:
+    if row["inputs_per_s"] is None:
+        return "-"
+    unit = "clips" if row["modality"] == "video" else "texts"
+    text = f"{row['inputs_per_s']:.1f} {unit}/s"
+    if row["frames_per_s"] is not None:
+        text += f", {row['frames_per_s']:.0f} frames/s"
+    return text
 
 
 @cache.command("build")
@@ -100,15 +121,28 @@ def build_cache(
     type=click.IntRange(min=1),
     default=64,
     show_default=True,
-    help="Inputs per teacher forward pass.",
+    help="Inputs per teacher batch (each batch is stored as it completes).",
+)
+@click.option(
+    "--skip-bad-videos",
+    is_flag=True,
+    help="A video that cannot be read masks its windows (counted, with the reason) instead of "
+    "stopping the build.",
 )
 @root_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def build(
-    recipe: str, overrides: tuple[str, ...], batch_size: int, root: Path | None, as_json: bool
+    recipe: str,
+    overrides: tuple[str, ...],
+    batch_size: int,
+    skip_bad_videos: bool,
+    root: Path | None,
+    as_json: bool,
 ) -> None:
     """Precompute every teacher embedding of RECIPE's data (a second run computes nothing)."""
-    rows = build_cache(recipe, overrides, root, batch_size)
+    rows = build_cache(
+        recipe, overrides, root, batch_size, progress=not as_json, skip_bad_videos=skip_bad_videos
+    )
     if as_json:
         _echo_json(rows)
         return
@@ -118,17 +152,33 @@ def build(
     _table(
         [
             [
-                r["data"],
                 r["teacher"],
+                r["modality"],
                 r["windows"],
-                r["inputs"],
+                r["with_input"],
                 r["computed"],
+                r["cached"],
+                r["skipped"],
                 f"{r['seconds']:.1f}",
+                _throughput(r),
             ]
             for r in rows
         ],
-        ["data", "teacher", "windows", "inputs", "computed", "seconds"],
+        [
+            "teacher",
+            "modality",
+            "windows",
+            "with input",
+            "computed",
+            "cached",
+            "skipped",
+            "seconds",
+            "throughput",
+        ],
     )
+    for r in rows:
+        for reason, count in r["skip_reasons"].items():
+            click.echo(f"skipped {count} ({r['teacher']}): {reason}")
 
 
 @cache.command("info")

@@ -255,33 +255,35 @@ def select_corpus(windows, classes: list[str] | None, max_windows: int | None, s
 def teacher_targets(
     teachers: list[Any], windows, progress: bool
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """modality -> ((N, D) embeddings, (N,) mask) from the teacher-embedding cache."""
-    from .cache import EmbeddingCache
+    """modality -> ((N, D) embeddings, (N,) mask) from the teacher-embedding cache. A window has
+    no target (mask False) when it has no input (no narration, no video file) or when its input
+    was skipped by the teacher (an unreadable video under skip_bad_videos)."""
+    from .cache import EmbeddingCache, teacher_has_input
 
     cache = EmbeddingCache(progress=progress)
     targets = {}
+    n = len(windows.imu)
     for teacher in teachers:
         inputs = windows.narrations if teacher.modality == "text" else windows.videos
-        n = len(windows.imu)
-        if inputs is None:
-            inputs = [None] * n
-        present = [i for i, item in enumerate(inputs) if item not in (None, "")]
-        unique = sorted({inputs[i] for i in present}, key=str)  # each distinct input once
+        inputs = [None] * n if inputs is None else inputs
+        present = [i for i, item in enumerate(inputs) if teacher_has_input(teacher, item)]
         full = torch.zeros(n, teacher.output_size)
         mask = torch.zeros(n, dtype=torch.bool)
-        if unique:
-            emb = cache.get_or_compute(teacher, unique, batch_size=256)
-            row_of = {item: row for row, item in enumerate(unique)}
-            rows = torch.tensor([row_of[inputs[i]] for i in present])
-            full[present] = emb[rows]
-            mask[present] = True
+        if present:
+            emb = cache.get_or_compute(teacher, [inputs[i] for i in present], batch_size=256)
+            ok = torch.isfinite(emb).all(dim=1)
+            rows = torch.tensor(present)[ok]
+            full[rows] = emb[ok]
+            mask[rows] = True
         targets[teacher.modality] = (full, mask)
         log.info(
-            "teacher %s: %d of %d windows have %s",
+            "teacher %s: %d of %d windows have %s (%d without, %d skipped as unreadable)",
             teacher.identity,
-            len(present),
+            int(mask.sum()),
             n,
             teacher.modality,
+            n - len(present),
+            len(present) - int(mask.sum()),
         )
     return targets
 

@@ -101,16 +101,28 @@ class Teacher:
     def device(self) -> torch.device:
         return resolve_device(self.config.device)
 
-    @torch.no_grad()
+    def has_input(self, x: Any) -> bool:
+        """Whether a window's input exists (None / "" mean the window has none)."""
+        return x is not None and not (isinstance(x, str) and not x)
+
     def embed(self, inputs: Sequence[Any]) -> torch.Tensor:
-        """(N, D) float32 on the CPU, L2-normalised, computed in batches of ``batch_size``."""
+        """(N, D) float32 on the CPU, L2-normalised, computed in batches of ``batch_size``.
+        A row of NaN is an input the teacher skipped (video teachers with skip_bad_videos)."""
         inputs = list(inputs)
         if not inputs:
             return torch.zeros(0, self.output_size)
+        return torch.cat(list(self.embed_batches(inputs)))
+
+    def embed_batches(
+        self, inputs: Sequence[Any], batch_size: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """``embed`` one batch at a time (what the cache stores as it goes)."""
+        inputs = list(inputs)
         self.load()
-        with torch.inference_mode():
-            parts = [self._embed_batch(list(b)) for b in chunks(inputs, self.config.batch_size)]
-        return l2_normalise(torch.cat(parts)).cpu()
+        for part in chunks(inputs, batch_size or self.config.batch_size):
+            with torch.inference_mode():
+                emb = l2_normalise(self._embed_batch(list(part))).cpu()
+            yield emb
 
     def load(self) -> Teacher:
         if not self._loaded:

@@ -1,10 +1,11 @@
-"""Video clips as frames: reading (a list of frames, a frames folder, an image), sampling to the
-teacher's frame rate, CLIP-style preprocessing, and the frame-averaging video teacher base."""
+"""Video clips as frames: a span of a video file (decoded by ``decode.py`` in worker
+processes), a list of frames, a frames folder or an image; sampling to the teacher's frame rate,
+CLIP-style preprocessing, and the frame-averaging video teacher base."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,39 @@ from pydantic import Field
 from primus_core.cache import path_digest
 from primus_core.errors import DataError
 
-from .base import Teacher, TeacherConfig
+from .base import Teacher, TeacherConfig, l2_normalise
+from .decode import (
+    VIDEO_SUFFIXES,
+    Decoded,
+    SpanJob,
+    decoder_threads,
+    default_workers,
+    load_span,
+    ordered_map,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 
 
 class FrameTeacherConfig(TeacherConfig):
-    fps: float = Field(10.0, gt=0, description="frame rate the clip is embedded at")
+    fps: float = Field(
+        10.0, gt=0, description="frames embedded per second of clip (50 for a 5 s window)"
+    )
     source_fps: float | None = Field(
-        None, gt=0, description="rate of the given frames; None: already at fps"
+        None, gt=0, description="rate of given frame lists/folders; None: already at fps"
     )
     max_frames: int | None = Field(
         None, gt=0, description="at most this many frames per clip (evenly spaced)"
     )
     frame_batch: int = Field(64, gt=0, description="frames per forward pass of the image tower")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="processes decoding video files (0: this one; none: CPUs - 1, at most 32)",
+    )
+    skip_bad_videos: bool = Field(
+        False, description="a video that cannot be read masks its windows instead of stopping"
+    )
 
 
 def _as_frame(frame: Any, where: str) -> torch.Tensor:
@@ -70,11 +89,6 @@ def read_clip(clip: Any) -> list[torch.Tensor] | list[Path]:
             return frame_files(path)
         if not path.exists():
             raise DataError(f"{path}: no such video frames folder or image")
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            raise DataError(
-                f"{path}: video files are not decoded here; extract frames to a folder "
-                f"(ffmpeg -i {path.name} -vf fps=10 frames/%06d.jpg) and pass the folder"
-            )
         return [path]
     if isinstance(clip, np.ndarray) and clip.ndim == 4:
         clip = list(clip)
@@ -82,8 +96,9 @@ def read_clip(clip: Any) -> list[torch.Tensor] | list[Path]:
         clip = list(clip)
     if not isinstance(clip, (list, tuple)) or not clip:
         raise DataError(
-            "a video input must be a non-empty list of uint8 H x W x 3 frames, a (T, H, W, 3) "
-            f"array, or a path to a frames folder; got {type(clip).__name__}"
+            "a video input must be a video record {path, start_s, end_s}, a video file, a "
+            "non-empty list of uint8 H x W x 3 frames, a (T, H, W, 3) array, or a path to a "
+            f"frames folder; got {type(clip).__name__}"
         )
     return [_as_frame(f, f"frame {i}") for i, f in enumerate(clip)]
 
@@ -102,6 +117,25 @@ def sample_indices(
     return idx.tolist()
 
 
+def crop_frame(frame: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, size, size): bicubic resize of the short side, centre crop."""
+    from torchvision.transforms.v2 import functional as TF
+
+    frame = frame.to(device)
+    frame = TF.resize(frame, [size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    return TF.center_crop(frame, [size, size])
+
+
+def normalise(
+    crops: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> torch.Tensor:
+    """uint8 (..., 3, S, S) -> float: scale to [0, 1], normalise with mean/std."""
+    x = crops.to(device).float().div_(255.0)
+    mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(3, 1, 1)
+    return (x - mean_t) / std_t
+
+
 def preprocess(
     frame: torch.Tensor,
     size: int,
@@ -109,31 +143,101 @@ def preprocess(
     std: Sequence[float],
     device: torch.device,
 ) -> torch.Tensor:
-    """uint8 (3, H, W) -> float (3, size, size): bicubic resize of the short side, centre crop,
-    scale to [0, 1], normalise with mean/std."""
-    from torchvision.transforms.v2 import functional as TF
+    """uint8 (3, H, W) -> float (3, size, size): crop_frame then normalise."""
+    return normalise(crop_frame(frame, size, device), mean, std, device)
 
-    frame = frame.to(device)
-    frame = TF.resize(frame, [size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    frame = TF.center_crop(frame, [size, size])
-    x = frame.float().div_(255.0)
-    mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(3, 1, 1)
-    return (x - mean_t) / std_t
+
+def video_span(clip: Any) -> tuple[str, float | None, float | None] | None:
+    """(path, start_s, end_s) when a clip is a video file or a dataset's video record
+    ``{path, start_s, end_s, ...}``; None for frames, folders and images."""
+    if isinstance(clip, dict):
+        if "path" not in clip:
+            raise DataError(f"a video record needs a 'path' (and start_s, end_s); got {clip}")
+        if clip["path"] is None:
+            raise DataError("a video record with path None has no video (mask it instead)")
+        return str(clip["path"]), clip.get("start_s"), clip.get("end_s")
+    if isinstance(clip, (str, os.PathLike)) and Path(clip).suffix.lower() in VIDEO_SUFFIXES:
+        return str(clip), None, None
+    return None
+
+
+def file_identity(path: str) -> str:
+    """path, size and mtime of a video file (a replaced file gets a new identity)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{os.path.abspath(path)}|missing"
+    return f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+class _FrameAverager:
+    """Streams clips' crops through the image tower in frame_batch chunks; per-clip means."""
+
+    def __init__(self, teacher: FrameTeacher, clips: int):
+        self.teacher = teacher
+        self.sums = torch.zeros(clips, teacher.output_size)
+        self.counts = torch.zeros(clips)
+        self.crops: list[torch.Tensor] = []
+        self.owners: list[int] = []
+
+    def add(self, clip: int, crops: torch.Tensor) -> None:
+        self.crops.extend(crops)
+        self.owners.extend([clip] * len(crops))
+        batch = self.teacher.config.frame_batch
+        while len(self.crops) >= batch:
+            self._flush(batch)
+
+    def _flush(self, n: int) -> None:
+        t = self.teacher
+        x = normalise(torch.stack(self.crops[:n]), t.mean, t.std, t.device)
+        with torch.inference_mode():
+            emb = t._embed_frames(x).float().cpu()
+        who = torch.tensor(self.owners[:n])
+        self.sums.index_add_(0, who, emb)
+        self.counts.index_add_(0, who, torch.ones(n))
+        t.frames_embedded += n
+        del self.crops[:n], self.owners[:n]
+
+    def means(self) -> torch.Tensor:
+        if self.crops:
+            self._flush(len(self.crops))
+        out = self.sums / self.counts.clamp(min=1).unsqueeze(1)
+        out[self.counts == 0] = float("nan")  # a skipped clip
+        return out
 
 
 class FrameTeacher(Teacher):
     """A video teacher that embeds each frame with an image tower and averages the frames.
     Subclasses set ``image_size``, ``mean``, ``std`` in ``_load()`` and implement
-    ``_embed_frames(x: float (F, 3, S, S)) -> (F, D)``."""
+    ``_embed_frames(x: float (F, 3, S, S)) -> (F, D)``.
+
+    Video files are decoded in ``workers`` processes running ahead of the model. A clip that
+    cannot be read raises DataError, or with ``skip_bad_videos`` gives a row of NaN (callers mask
+    it) and its reason in ``skipped``."""
 
     modality = "video"
+    config: FrameTeacherConfig
     image_size: int = 224
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
+    def __init__(self, config: FrameTeacherConfig):
+        super().__init__(config)
+        self.frames_embedded = 0
+        self.skipped: list[str] = []
+
+    def has_input(self, clip: Any) -> bool:
+        if isinstance(clip, dict):
+            return clip.get("path") is not None
+        return super().has_input(clip)
+
     def input_bytes(self, clip: Any) -> bytes:
-        """Canonical bytes of a clip for the embedding cache (content of files, not their path)."""
+        """Canonical bytes of a clip for the embedding cache: a video span by the file's identity
+        (path, size, mtime) and the span; frames folders by content; frames by pixels."""
+        span = video_span(clip)
+        if span is not None:
+            path, start, end = span
+            return f"video:{file_identity(path)}|{start!r}|{end!r}".encode()
         if isinstance(clip, (str, os.PathLike)):
             return b"path:" + path_digest(Path(clip), IMAGE_SUFFIXES).encode()
         digest = [b"frames:"]
@@ -146,32 +250,58 @@ class FrameTeacher(Teacher):
         c = self.config
         return f"fps{c.fps:g}|src{c.source_fps or c.fps:g}|max{c.max_frames or 0}"
 
-    def _embed_batch(self, batch: list[Any]) -> torch.Tensor:
-        c = self.config
-        owners: list[int] = []
-        frames: list[Any] = []
-        for i, clip in enumerate(batch):
-            all_frames = read_clip(clip)
-            for j in sample_indices(len(all_frames), c.fps, c.source_fps, c.max_frames):
-                owners.append(i)
-                frames.append(all_frames[j])
-        sums = None
-        counts = torch.zeros(len(batch))
-        for start in range(0, len(frames), c.frame_batch):
-            part = frames[start : start + c.frame_batch]
-            x = torch.stack([self._prepare(f) for f in part])
-            emb = self._embed_frames(x).float().cpu()
-            if sums is None:
-                sums = torch.zeros(len(batch), emb.shape[1])
-            who = torch.tensor(owners[start : start + c.frame_batch])
-            sums.index_add_(0, who, emb)
-            counts.index_add_(0, who, torch.ones(len(part)))
-        assert sums is not None
-        return sums / counts.clamp(min=1).unsqueeze(1)
+    def embed_batches(self, inputs: Sequence[Any], batch_size: int | None = None):
+        """L2-normalised (b, D) embeddings per ``batch_size`` clips, in order; decoding of later
+        clips overlaps with the model."""
+        inputs = list(inputs)
+        size = batch_size or self.config.batch_size
+        self.load()
+        crops = self._crops(inputs)
+        try:
+            for start in range(0, len(inputs), size):
+                part = inputs[start : start + size]
+                averager = _FrameAverager(self, len(part))
+                for i in range(len(part)):
+                    clip = next(crops)
+                    if clip is not None:
+                        averager.add(i, clip)
+                yield l2_normalise(averager.means()).cpu()
+        finally:
+            crops.close()
 
-    def _prepare(self, frame: Any) -> torch.Tensor:
+    def _crops(self, inputs: list[Any]) -> Iterator[torch.Tensor | None]:
+        """Per input: uint8 (F, 3, S, S) crops of its sampled frames, or None (skipped)."""
+        c = self.config
+        spans = [video_span(x) for x in inputs]
+        workers = default_workers() if c.workers is None else c.workers
+        threads = decoder_threads(workers)
+        jobs = [
+            SpanJob(s[0], s[1], s[2], c.fps, c.max_frames, self.image_size, threads)
+            for s in spans
+            if s is not None
+        ]
+        decoded = ordered_map(load_span, jobs, min(workers, len(jobs)))
+        try:
+            for clip, span in zip(inputs, spans, strict=True):
+                if span is None:
+                    frames = read_clip(clip)
+                    keep = sample_indices(len(frames), c.fps, c.source_fps, c.max_frames)
+                    yield torch.stack([self._crop(frames[j]) for j in keep])
+                    continue
+                result = next(decoded)
+                if isinstance(result, Decoded):
+                    yield torch.from_numpy(result.frames).permute(0, 3, 1, 2)
+                elif c.skip_bad_videos:
+                    self.skipped.append(result)
+                    yield None
+                else:
+                    raise DataError(result + " (skip such windows with skip_bad_videos=true)")
+        finally:
+            decoded.close()
+
+    def _crop(self, frame: Any) -> torch.Tensor:
         tensor = frame if isinstance(frame, torch.Tensor) else _read_image(frame)
-        return preprocess(tensor, self.image_size, self.mean, self.std, self.device)
+        return crop_frame(tensor, self.image_size, self.device)
 
     def _embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
