@@ -59,6 +59,9 @@ class LossRef(ComponentRef):
     weight: float = 1.0
 
 
+SHARED_LOCATIONS = ("root", "imu_dir")
+
+
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +78,25 @@ class DataConfig(BaseModel):
     max_windows: int | None = Field(
         None, gt=0, description="keep a seeded random subset of this many windows (corpus size)"
     )
+
+    @model_validator(mode="after")
+    def _validation_shares_locations(self) -> DataConfig:
+        """A validation entry of the same dataset type as a pretraining entry takes its local
+        paths (``root``, ``imu_dir``) from it unless it sets them: one ``--set
+        data.pretrain.<type>.root=...`` points both at the same download."""
+        if not self.validation:
+            return self
+        by_type = {ref.type: ref.params for ref in self.pretrain}
+        filled = []
+        for ref in self.validation:
+            params = ref.params
+            for key in SHARED_LOCATIONS:
+                source = by_type.get(ref.type, {})
+                if params.get(key) is None and source.get(key) is not None:
+                    params[key] = source[key]
+            filled.append(ComponentRef(type=ref.type, **params))
+        self.validation = filled
+        return self
 
 
 class TrainConfig(BaseModel):

@@ -162,3 +162,18 @@ def test_primus_plus_turns_every_primus_switch_on():
         assert config.min_temperature == pytest.approx(0.01)
     # the offline recipes validate on held-out HAPT subjects, not on EgoExo4D
     assert primus_core.load_recipe("primus-hapt").data.validation is None
+
+
+def test_validation_entry_takes_the_pretraining_download_location():
+    """One `--set data.pretrain.egoexo4d.root=...` points the official val split at the same
+    download; a validation entry that sets its own root keeps it."""
+    recipe = primus_core.load_recipe(
+        "primus", ["data.pretrain.egoexo4d.root=/data/ee", "data.pretrain.egoexo4d.imu_dir=/imu"]
+    )
+    (val,) = recipe.data.validation
+    assert val.params["root"] == "/data/ee" and val.params["imu_dir"] == "/imu"
+    assert val.params["splits"] == ["val"]
+    own = primus_core.load_recipe(
+        "primus", ["data.pretrain.egoexo4d.root=/data/ee", "data.validation.egoexo4d.root=/v"]
+    )
+    assert own.data.validation[0].params["root"] == "/v"

@@ -191,6 +191,8 @@ def _recipe_args(tree: dict, clip_dir: Path) -> list[str]:
         f"data.pretrain.egoexo4d.root={tree['root']}",
         "--set",
         f"data.pretrain.egoexo4d.imu_dir={tree['imu_dir']}",
+        "--set",  # the reference's whole-second windows can share a span; these tests count spans
+        "data.pretrain.egoexo4d.windowing=centred",
         "--set",
         f"teachers.clip-text.model_id={clip_dir}",
         "--set",
