@@ -40,6 +40,9 @@ SHA256_RE = r"^[0-9a-f]{64}$"
 MD5_RE = r"^[0-9a-f]{32}$"
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# A zoo name becomes a folder name under $PRIMUS_HOME/zoo: letters, digits, '-', '_' and single
+# dots, starting with a letter or digit, at most 100 characters.
+ZOO_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,99}")
 
 
 class ZooError(PrimusError):
@@ -162,8 +165,13 @@ def zoo_entries() -> dict[str, ZooEntry]:
         raise ZooError(f"{registry_path()}: 'zoo' must be a mapping of name -> entry")
     entries = {}
     for name, data in raw.items():
+        if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
+            raise ZooError(
+                f"{registry_path()}: zoo name {name!r} is not a safe name (letters, digits, "
+                "'-', '_' and single '.', starting with a letter or digit, at most 100 characters)"
+            )
         try:
-            entries[str(name)] = ZooEntry.model_validate(data or {})
+            entries[name] = ZooEntry.model_validate(data or {})
         except ValidationError as exc:
             raise ZooError(
                 f"{registry_path()}: {format_validation_error(f'zoo.{name}', exc)}"
@@ -182,13 +190,25 @@ def get_entry(name: str) -> ZooEntry:
 
 
 # ---------------------------------------------------------------- places
+def zoo_path(area: str, name: str) -> Path:
+    """``$PRIMUS_HOME/zoo/<area>/<name>``, refused unless ``name`` is a safe zoo name and the path
+    (symlinks resolved) stays directly inside that area: a name never reaches outside the cache."""
+    if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
+        raise ZooError(f"zoo name {name!r} is not a safe name; refusing to use it as a path")
+    area_dir = primus_home() / "zoo" / area
+    path = area_dir / name
+    if path.resolve().parent != area_dir.resolve():
+        raise ZooError(f"{path} resolves outside {area_dir}; refusing to write there")
+    return path
+
+
 def local_model_dir(name: str) -> Path:
     """Where shipped and url models are installed."""
-    return primus_home() / "zoo" / "models" / name
+    return zoo_path("models", name)
 
 
 def download_dir(name: str) -> Path:
-    return primus_home() / "zoo" / "downloads" / name
+    return zoo_path("downloads", name)
 
 
 def hub_endpoint() -> str:
@@ -551,7 +571,9 @@ def pull_url(name: str, entry: ZooEntry, offline: bool, keep_original: bool) -> 
             f"{name}: not cached, and offline; pull it once online ({source.url}, "
             f"{source.size:,} bytes)"
         )
-    filename = source.url.rstrip("/").rsplit("/", 1)[-1] or "checkpoint.ckpt"
+    filename = source.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if not ZOO_NAME_RE.fullmatch(filename):  # the download keeps a safe file name only
+        filename = "checkpoint.ckpt"
     ckpt = download_dir(name) / filename
     if ckpt.is_file() and (ckpt.stat().st_size != source.size or md5_file(ckpt) != source.md5):
         ckpt.unlink()

@@ -266,6 +266,45 @@ def test_shipped_copy_used_when_hub_unreachable_and_offline(tmp_path, monkeypatc
     assert folder.joinpath("README.md").read_text() == "tampered\n"  # the repo's copy is kept
 
 
+# ---------------------------------------------------------------- hostile names (issue 13, item 1)
+@pytest.mark.parametrize("bad", ["../../../victim", "/abs/victim", ".", "..", "a/../b", "x\n"])
+def test_unsafe_zoo_name_never_becomes_a_path(bad, tmp_path, monkeypatch, cli):
+    """A registry entry named like a path is refused when the registry is read: nothing outside
+    the zoo cache is deleted or written, and models already cached are kept."""
+    registry = write_registry(tmp_path, monkeypatch, {})
+    folder, _ = make_model_dir(registry.parent / "zoo" / "tiny")
+    entry = {**hub_entry("x/y", "a" * 40, digests(folder)), "source": {"shipped": "zoo/tiny"}}
+    write_registry(tmp_path, monkeypatch, {"tiny": entry})
+    cached = Path(cli("zoo", "pull", "tiny").out.strip())
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me\n")
+    monkeypatch.chdir(tmp_path / "home")  # so that a relative escape would land on the victim
+    write_registry(tmp_path, monkeypatch, {"tiny": entry, bad: entry})
+    for command in (["zoo", "pull", bad], ["zoo", "list"], ["zoo", "verify", "tiny"]):
+        one_line_error(cli(*command, expect=1), "not a safe name")
+    assert (victim / "precious.txt").read_text() == "keep me\n"
+    assert (cached / "model.safetensors").is_file()
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["tiny"]
+
+
+def test_zoo_paths_stay_under_primus_home(tmp_path, monkeypatch):
+    """Every path made from a name is checked: a symlink planted in the cache is refused too."""
+    from primus_core.zoo import ZooError, download_dir, local_model_dir
+
+    home = tmp_path / "home"
+    assert local_model_dir("tiny") == home / "zoo" / "models" / "tiny"
+    assert download_dir("tiny") == home / "zoo" / "downloads" / "tiny"
+    for bad in ("../x", "/etc", ".", "", "a" * 101):
+        with pytest.raises(ZooError, match="not a safe name"):
+            local_model_dir(bad)
+    (home / "zoo" / "models").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (home / "zoo" / "models" / "linked").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ZooError, match="outside"):
+        local_model_dir("linked")
+
+
 # ---------------------------------------------------------------- push, then pull it back
 def test_push_to_hub_api_then_pull_with_a_fresh_cache(
     hub_api,  # noqa: F811
