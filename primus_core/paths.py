@@ -12,6 +12,29 @@ def primus_home() -> Path:
     return Path(os.environ.get("PRIMUS_HOME") or Path.home() / ".cache" / "primus")
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where it can be, without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_modes(folder: Path) -> None:
+    """Give a folder made from temporary files (mkdtemp: 0700, safetensors: 0600) the modes a
+    plain mkdir/open gives: 0777 for folders and 0666 for files, less the umask."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()

@@ -10,6 +10,7 @@ Where things live:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import http.client
@@ -29,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrimusError
-from .paths import primus_home, sha256_file
+from .paths import plain_modes, primus_home, sha256_file
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 # Download order: the config last, so that an interrupted pull leaves no directory that loads
@@ -190,13 +191,13 @@ def get_entry(name: str) -> ZooEntry:
 
 
 # ---------------------------------------------------------------- places
-def zoo_path(area: str, name: str) -> Path:
-    """``$PRIMUS_HOME/zoo/<area>/<name>``, refused unless ``name`` is a safe zoo name and the path
-    (symlinks resolved) stays directly inside that area: a name never reaches outside the cache."""
+def zoo_path(area: str, name: str, suffix: str = "") -> Path:
+    """``$PRIMUS_HOME/zoo/<area>/<name><suffix>``, refused unless ``name`` is a safe zoo name and
+    the path (symlinks resolved) stays directly inside that area: a name never reaches outside."""
     if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
         raise ZooError(f"zoo name {name!r} is not a safe name; refusing to use it as a path")
     area_dir = primus_home() / "zoo" / area
-    path = area_dir / name
+    path = area_dir / f"{name}{suffix}"
     if path.resolve().parent != area_dir.resolve():
         raise ZooError(f"{path} resolves outside {area_dir}; refusing to write there")
     return path
@@ -209,6 +210,35 @@ def local_model_dir(name: str) -> Path:
 
 def download_dir(name: str) -> Path:
     return zoo_path("downloads", name)
+
+
+LOCK_TIMEOUT_S = 900.0
+
+
+@contextlib.contextmanager
+def install_lock(name: str):
+    """Hold ``$PRIMUS_HOME/zoo/locks/<name>.lock`` (an OS file lock, released when the process
+    dies): one process at a time checks, downloads, installs or repairs a model."""
+    from filelock import FileLock, Timeout
+
+    path = zoo_path("locks", name, ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        note(f"{name}: waiting for another process that is installing it ({path})")
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout:
+            raise ZooError(
+                f"{name}: another process has held {path} for {LOCK_TIMEOUT_S:.0f} s; "
+                "try again when it is done"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def hub_endpoint() -> str:
@@ -445,16 +475,52 @@ def check_local_dir(name: str, entry: ZooEntry, target: Path) -> list[VerifiedFi
 
 
 def _install(staging: Path, target: Path) -> Path:
-    """Rename a checked staging directory into place (replacing an incomplete one)."""
-    if target.exists():
-        shutil.rmtree(target)
+    """Rename a checked staging directory into place (under the install lock). An incomplete
+    directory already there is first renamed aside, so that at every moment ``target`` is either
+    absent or a complete directory; a reader never sees one half-deleted or half-written."""
+    plain_modes(staging)
+    old = None
+    if target.exists() or target.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+        os.replace(target, old / "old")
     os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
 def _staging_dir(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove ``.<name>.tmp-<pid>-*`` folders left next to ``target`` by processes that died
+    mid-install (called under the install lock, so no live install of this name is using one)."""
+    pattern = re.compile(re.escape(f".{target.name}.tmp-") + r"(\d+)-\w+")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for path in target.parent.iterdir():
+        found = pattern.fullmatch(path.name)
+        if found and not _pid_alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        note(
+            f"removed {len(removed)} unfinished install(s) of {target.name} left by dead processes"
+        )
+    return removed
 
 
 def pull_shipped(name: str, entry: ZooEntry) -> Path:
@@ -607,6 +673,15 @@ def pull(
     offline = offline or offline_from_env()
     if revision is not None and source.hub is None:
         raise ZooError(f"{name}: --revision applies only to Hub sources ({source.kind} source)")
+    with install_lock(name):
+        clean_stale_staging(local_model_dir(name))
+        return _pull_locked(name, entry, revision, offline, keep_original)
+
+
+def _pull_locked(
+    name: str, entry: ZooEntry, revision: str | None, offline: bool, keep_original: bool
+) -> Path:
+    source = entry.source
     if source.url:
         return pull_url(name, entry, offline, keep_original)
     if source.hub:
@@ -635,8 +710,14 @@ def cached_dir(name: str, entry: ZooEntry) -> Path | None:
 
 
 def verify(name: str) -> VerifyReport:
-    """Re-hash every cached file of ``name`` (Hub cache and zoo cache) against registry.yaml."""
+    """Re-hash every cached file of ``name`` (Hub cache and zoo cache) against registry.yaml
+    (under the install lock: a bad file is deleted, never while another process installs)."""
     entry = get_entry(name)
+    with install_lock(name):
+        return _verify_locked(name, entry)
+
+
+def _verify_locked(name: str, entry: ZooEntry) -> VerifyReport:
     start = time.perf_counter()
     report = VerifyReport(name)
     snapshot = cached_hub_snapshot(entry)
