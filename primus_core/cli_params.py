@@ -25,6 +25,40 @@ class PositiveFloat(click.ParamType):
         return number
 
 
+class Fraction(click.ParamType):
+    """A finite number strictly between 0 and 1 (a share of subjects, of windows)."""
+
+    name = "fraction"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (0 < number < 1):  # also refuses nan
+            self.fail(f"{value!r} must be between 0 and 1", param, ctx)
+        return number
+
+
+class ComponentName(click.ParamType):
+    """The name of a registered component of one kind (``teacher``, ``encoder`` ...)."""
+
+    name = "name"
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        from .components import get_component
+        from .errors import PrimusError
+
+        try:
+            get_component(self.kind, str(value))
+        except PrimusError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()
     while not path.exists() and path != path.parent:
@@ -84,6 +118,8 @@ class Device(click.ParamType):
 
 
 POSITIVE_FLOAT = PositiveFloat()
+FRACTION = Fraction()
+TEACHER = ComponentName("teacher")
 OUTPUT_FILE = OutputFile()
 OUTPUT_DIR = OutputDir()
 DEVICE = Device()

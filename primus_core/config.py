@@ -13,7 +13,7 @@ PRIMUS_UNITS = ["m/s^2"] * 3 + ["rad/s"] * 3
 class IMUContract(BaseModel):
     """What an encoder expects of a window: channels (names and units), rate and length."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     channels: list[str] = Field(default_factory=lambda: list(PRIMUS_CHANNELS))
     units: list[str] = Field(default_factory=lambda: list(PRIMUS_UNITS))
@@ -56,11 +56,13 @@ class ComponentRef(BaseModel):
 
 
 class LossRef(ComponentRef):
-    weight: float = 1.0
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    weight: float = Field(1.0, ge=0, description="factor of this loss in the total (0 = off)")
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     pretrain: list[ComponentRef] = Field(default_factory=list)
     val_fraction: float = Field(0.1, ge=0, lt=1)
@@ -73,7 +75,7 @@ class DataConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     batch_size: int = Field(16, gt=0)
     epochs: int = Field(15, gt=0)
@@ -81,7 +83,7 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw"] = "adam"
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=2**32 - 1, description="numpy and torch seeds take 32 bits")
     device: str = "auto"
     amp: bool = True
     compile: bool = False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 from pathlib import Path
 
 
@@ -42,3 +44,35 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def remove_dead_temps(folder: Path, prefix: str) -> list[Path]:
+    """Remove the files and folders ``<prefix><pid>`` or ``<prefix><pid>-<random>`` in ``folder``
+    whose writing process ``pid`` no longer runs (it was killed mid-write); returns them."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)(?:-\w+)?")
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        found = pattern.fullmatch(path.name)
+        if found is None or pid_alive(int(found.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

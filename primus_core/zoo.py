@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrimusError
-from .paths import plain_modes, primus_home, sha256_file
+from .paths import plain_modes, primus_home, remove_dead_temps, sha256_file
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 # Download order: the config last, so that an interrupted pull leaves no directory that loads
@@ -494,28 +494,10 @@ def _staging_dir(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def clean_stale_staging(target: Path) -> list[Path]:
     """Remove ``.<name>.tmp-<pid>-*`` folders left next to ``target`` by processes that died
-    mid-install (called under the install lock, so no live install of this name is using one)."""
-    pattern = re.compile(re.escape(f".{target.name}.tmp-") + r"(\d+)-\w+")
-    removed = []
-    if not target.parent.is_dir():
-        return removed
-    for path in target.parent.iterdir():
-        found = pattern.fullmatch(path.name)
-        if found and not _pid_alive(int(found.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    mid-install (called under the install lock)."""
+    removed = remove_dead_temps(target.parent, f".{target.name}.tmp-")
     if removed:
         note(
             f"removed {len(removed)} unfinished install(s) of {target.name} left by dead processes"
