@@ -236,9 +236,7 @@ def apply_plan(
     help="In-domain dataset, tested on the subjects held out of pretraining ('' = none).",
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("runs/benchmark"), show_default=True
-)
+@click.option("--out", type=OUTPUT_DIR, default=Path("runs/benchmark"), show_default=True)
 def benchmark(
     steps,
     overrides,
@@ -296,7 +294,7 @@ def benchmark(
 @click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=OUTPUT_DIR,
     default=Path("runs/diversity-vs-size"),
     show_default=True,
 )
