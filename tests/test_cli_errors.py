@@ -203,6 +203,7 @@ def test_issue_list_items_6_and_7(cli, tmp_path, tiny_model, args, fragment):
 
 def test_unexpected_errors_are_one_line_too(cli, monkeypatch, tmp_path):
     """A bug or a file-system failure anywhere still ends in one error line (traceback with -v)."""
+
     def boom(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 

@@ -144,7 +144,9 @@ def test_broken_plugin_is_reported_and_the_rest_work(site):
     assert rows["broken"]["status"] == "broken"
     assert "ImportError: this plugin is broken on purpose" in rows["broken"]["error"]
     assert rows["example"]["status"] == "ok" and rows["stackrnn"]["status"] == "ok"
-    proc = run_primus("plugins", "list", env=env_for(site, disable=f"typo,dup,{ISSUE_13}"), expect=1)
+    proc = run_primus(
+        "plugins", "list", env=env_for(site, disable=f"typo,dup,{ISSUE_13}"), expect=1
+    )
     assert "error: plugin 'broken'" in proc.stderr and "Traceback" not in proc.stderr
 
 
