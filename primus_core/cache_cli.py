@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .cache import EmbeddingCache
-from .cli_params import OUTPUT_DIR
+from .cli_params import FOLDER
 
 
 def _echo_json(data: Any) -> None:
@@ -34,7 +34,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> None:
 
 root_option = click.option(
     "--root",
-    type=OUTPUT_DIR,
+    type=FOLDER,
     default=None,
     help="Cache folder (default $PRIMUS_HOME/cache/teachers).",
 )

@@ -89,15 +89,23 @@ class OutputFile(click.ParamType):
 
 
 class OutputDir(click.ParamType):
-    """A folder to write into: not a file, and writable (or creatable)."""
+    """A folder to write into: not a file, and writable (or creatable). With ``writable=False``
+    (a folder that is also only read, such as a cache root): not a file, nor under one."""
 
     name = "folder"
+
+    def __init__(self, writable: bool = True):
+        self.writable = writable
 
     def convert(self, value, param, ctx):
         path = Path(value)
         if path.exists() and not path.is_dir():
             self.fail(f"{value!r} is a file, not a folder", param, ctx)
-        _check_writable(path, param, ctx, self)
+        base = _nearest_existing(path)
+        if not base.is_dir():
+            self.fail(f"{str(base)!r} is a file, so {value!r} cannot be a folder", param, ctx)
+        if self.writable:
+            _check_writable(path, param, ctx, self)
         return path
 
 
@@ -122,4 +130,5 @@ FRACTION = Fraction()
 TEACHER = ComponentName("teacher")
 OUTPUT_FILE = OutputFile()
 OUTPUT_DIR = OutputDir()
+FOLDER = OutputDir(writable=False)
 DEVICE = Device()

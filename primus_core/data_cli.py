@@ -11,7 +11,7 @@ import click
 import numpy as np
 import yaml
 
-from .cli_params import OUTPUT_DIR, POSITIVE_FLOAT
+from .cli_params import FOLDER, POSITIVE_FLOAT
 from .config import ComponentRef, IMUContract
 from .data import (
     cache_path,
@@ -67,7 +67,7 @@ def _common(func):
         ),
         click.option(
             "--cache-dir",
-            type=OUTPUT_DIR,
+            type=FOLDER,
             help="Cache root (default $PRIMUS_HOME/data).",
         ),
     ]
@@ -101,7 +101,7 @@ def data_prepare(name, root, sets, rate_hz, window_samples, cache_dir, force) ->
 
 @data.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--cache-dir", type=OUTPUT_DIR, help="Cache root (default $PRIMUS_HOME/data).")
+@click.option("--cache-dir", type=FOLDER, help="Cache root (default $PRIMUS_HOME/data).")
 def data_list(as_json: bool, cache_dir: Path | None) -> None:
     """Registered datasets, what they need, and how many prepared caches each has."""
     from .components import list_components

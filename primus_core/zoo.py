@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import http.client
 import json
@@ -222,9 +223,9 @@ def install_lock(name: str):
     from filelock import FileLock, Timeout
 
     path = zoo_path("locks", name, ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
     except Timeout:
         note(f"{name}: waiting for another process that is installing it ({path})")
@@ -235,6 +236,12 @@ def install_lock(name: str):
                 f"{name}: another process has held {path} for {LOCK_TIMEOUT_S:.0f} s; "
                 "try again when it is done"
             ) from None
+    except OSError as exc:  # a read-only zoo cache: nothing will be written there either
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        note(f"{name}: cannot lock {path} ({exc.strerror}); going on without the lock")
+        yield
+        return
     try:
         yield
     finally:

@@ -135,6 +135,10 @@ def test_weights_with_nan_are_refused_at_load(cli, model_dir, tmp_path):
     assert "weights hold NaN/inf values" in line and name in line
     with pytest.raises(primus_core.errors.ModelDirError, match="NaN/inf"):
         primus_core.load_pretrained(bad)
+    from primus_core.evaluate import load_model  # what `primus eval` loads a model with
+
+    with pytest.raises(primus_core.errors.ModelDirError, match="NaN/inf"):
+        load_model(str(bad))
 
 
 def write_npz_with_object_array(path):
