@@ -69,7 +69,7 @@ def model(tmp_path_factory):
     return path, encoder
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(array=arrays(), rate=RATES, stride=STRIDES)
 def test_embedding_api_gives_finite_vectors_or_a_data_error(model, array, rate, stride):
     _, encoder = model
@@ -86,7 +86,7 @@ def test_embedding_api_gives_finite_vectors_or_a_data_error(model, array, rate, 
 
 
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
