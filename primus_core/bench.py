@@ -15,6 +15,8 @@ import time
 import click
 import torch
 
+from .cli_params import DEVICE, POSITIVE_FLOAT
+
 STEP_RECIPE = "primus-hapt"
 EGOEXO4D_TRAIN_WINDOWS = 195_000  # one pretraining epoch of the paper's data
 
@@ -181,8 +183,10 @@ def child(kind: str, batch: int, device: str, seconds: float) -> dict:
 
 
 @click.command()
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seconds", type=float, default=3.0, show_default=True, help="Time per measurement.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option(
+    "--seconds", type=POSITIVE_FLOAT, default=3.0, show_default=True, help="Time per measurement."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench(device: str, seconds: float, as_json: bool) -> None:
     """Throughput of the full PRIMUS training step (SS + MM + NN, cached teachers) at batch 16

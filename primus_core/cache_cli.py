@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .cache import EmbeddingCache, teacher_has_input
+from .cli_params import FOLDER
 
 
 def _echo_json(data: Any) -> None:
@@ -33,7 +34,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> None:
 
 root_option = click.option(
     "--root",
-    type=click.Path(path_type=Path),
+    type=FOLDER,
     default=None,
     help="Cache folder (default $PRIMUS_HOME/cache/teachers).",
 )

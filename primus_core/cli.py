@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_params import DEVICE, OUTPUT_FILE, POSITIVE_FLOAT
 from .components import KINDS, list_components
 from .errors import PrimusError
 from .plugins import get_host, list_plugins
@@ -170,15 +171,19 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(path_type=Path),
+    type=OUTPUT_FILE,
     required=True,
     help="Where to write the (N, D) embeddings (.npy).",
 )
-@click.option("--rate", type=float, help="Sampling rate of INPUT in Hz (resampled to the model's).")
-@click.option("--stride", type=int, help="Window stride in samples for a (C, T) recording.")
+@click.option(
+    "--rate", type=POSITIVE_FLOAT, help="Sampling rate of INPUT in Hz (resampled to the model's)."
+)
+@click.option(
+    "--stride", type=click.IntRange(min=1), help="Window stride in samples for a (C, T) recording."
+)
 @click.option("--key", help="Array name inside an .npz file.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def embed(
     model: str,
     input_path: Path,
@@ -275,27 +280,43 @@ def add_command_groups() -> None:
                 raise
             continue
         cli.add_command(getattr(module, attr))
-    get_host().pm.hook.register_commands(cli=cli)
+    get_host().call_each("register_commands", cli=cli)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: a result, or one ``error: ...`` line on stderr and a non-zero exit."""
     try:
         add_command_groups()
         cli.main(args=argv, prog_name="primus", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        fail(f"{exc.format_message()}{hint}", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
+        fail(exc.format_message(), exc.exit_code)
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns any EOFError into Abort
+            fail(f"unexpected end of input ({exc.__cause__ or 'EOFError'})", 1)
         click.echo("aborted", err=True)
         sys.exit(130)
     except PrimusError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), 1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # the file system said no: a full disk, a permission, a missing folder
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{where}", 1)
+    except Exception as exc:  # noqa: BLE001 - a bug still ends in one line, the traceback with -v
+        log.debug("traceback", exc_info=True)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        fail(f"unexpected {type(exc).__name__}: {first} (a bug; rerun with -v for details)", 1)
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -115,15 +115,7 @@ def _collect() -> dict[str, dict[str, Component]]:
             ) -> None:
                 _add(_table, Component(_kind, name, factory, config or NoParams, _plugin))
 
-            info = host.plugins.get(plugin_name)
-            try:
-                impl.function(register=register)
-            except ComponentError:
-                raise
-            except Exception as exc:
-                if info is None:
-                    raise
-                host.report_broken(info, exc)
+            host.call_impl(impl, register=register)
     return registry
 
 

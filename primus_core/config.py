@@ -13,7 +13,7 @@ PRIMUS_UNITS = ["m/s^2"] * 3 + ["rad/s"] * 3
 class IMUContract(BaseModel):
     """What an encoder expects of a window: channels (names and units), rate and length."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     channels: list[str] = Field(default_factory=lambda: list(PRIMUS_CHANNELS))
     units: list[str] = Field(default_factory=lambda: list(PRIMUS_UNITS))
@@ -56,14 +56,16 @@ class ComponentRef(BaseModel):
 
 
 class LossRef(ComponentRef):
-    weight: float = 1.0
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    weight: float = Field(1.0, ge=0, description="factor of this loss in the total (0 = off)")
 
 
 SHARED_LOCATIONS = ("root", "imu_dir")
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     pretrain: list[ComponentRef] = Field(default_factory=list)
     validation: list[ComponentRef] | None = Field(
@@ -102,7 +104,7 @@ class DataConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Training settings; the defaults are the reference's (docs/fidelity.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     batch_size: int = Field(16, gt=0)
     batch_size_per: Literal["device", "global"] = Field(
@@ -113,7 +115,7 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw"] = "adam"
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=2**32 - 1, description="numpy and torch seeds take 32 bits")
     device: str = "auto"
     amp: bool = Field(False, description="bf16 autocast on CUDA (fp16 where bf16 is missing)")
     tf32: bool = Field(False, description="TF32 matmuls and convolutions on CUDA")

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from .config import ComponentRef, IMUContract
 from .errors import DataError
-from .paths import primus_home, sha256_file
+from .paths import primus_home, remove_dead_temps, sha256_file
 
 CACHE_FORMAT = 1
 STANDARD_GRAVITY = 9.80665
@@ -752,7 +752,8 @@ def prepare(
             _refuse_skips(adapter.info.name, read_meta(final).get("report", {}).get("rows", []))
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    remove_dead_temps(final.parent, f".tmp-{final.name}-")  # left by killed prepares
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}-", dir=final.parent))
     try:
         meta = _write_cache(adapter, contract, tmp, progress)
         if strict:

@@ -11,6 +11,7 @@ import click
 import numpy as np
 import yaml
 
+from .cli_params import FOLDER, POSITIVE_FLOAT
 from .config import ComponentRef, IMUContract
 from .data import (
     cache_path,
@@ -58,11 +59,15 @@ def _common(func):
             metavar="KEY=VALUE",
             help="A dataset parameter (repeatable), e.g. --set position=waist.",
         ),
-        click.option("--rate-hz", type=float, help="Contract sampling rate (default 50)."),
-        click.option("--window-samples", type=int, help="Contract window length (default 250)."),
+        click.option("--rate-hz", type=POSITIVE_FLOAT, help="Contract sampling rate (default 50)."),
+        click.option(
+            "--window-samples",
+            type=click.IntRange(min=1),
+            help="Contract window length (default 250).",
+        ),
         click.option(
             "--cache-dir",
-            type=click.Path(path_type=Path),
+            type=FOLDER,
             help="Cache root (default $PRIMUS_HOME/data).",
         ),
     ]
@@ -135,9 +140,7 @@ def report_table(report: dict) -> list[str]:
 
 @data.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--cache-dir", type=click.Path(path_type=Path), help="Cache root (default $PRIMUS_HOME/data)."
-)
+@click.option("--cache-dir", type=FOLDER, help="Cache root (default $PRIMUS_HOME/data).")
 def data_list(as_json: bool, cache_dir: Path | None) -> None:
     """Registered datasets, what they need, and how many prepared caches each has."""
     from .components import list_components

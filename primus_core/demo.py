@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .cli_params import OUTPUT_DIR
+
 
 def section(title: str) -> None:
     click.echo(f"\n== {title}")
@@ -33,7 +35,7 @@ SHIPPED_MODEL = "primus-hapt-stackrnn"
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=OUTPUT_DIR,
     default=Path("runs"),
     show_default=True,
     help="Where the demo's pretraining run goes (a new folder each time).",

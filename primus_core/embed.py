@@ -4,6 +4,8 @@ windowing and batched no-grad inference."""
 from __future__ import annotations
 
 import csv
+import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,41 +25,73 @@ def read_input(path: str | Path, key: str | None = None) -> np.ndarray:
     if suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(f"{path}: not a numeric .npy array ({exc})") from None
+        except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty or truncated file
+            raise DataError(
+                f"{path}: not a readable numeric .npy array ({_first_line(exc)})"
+            ) from None
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.keys())
-            if key is None and len(names) != 1:
-                raise DataError(f"{path}: holds arrays {names}; choose one with --key")
-            name = key or names[0]
-            if name not in names:
-                raise DataError(f"{path}: no array '{name}' (has {names})")
-            return archive[name]
+        try:
+            return read_npz(path, key)
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            raise DataError(
+                f"{path}: not a readable numeric .npz archive ({_first_line(exc)})"
+            ) from None
     if suffix == ".csv":
         return read_csv(path).T
     raise DataError(f"{path}: unsupported input type '{suffix}' (use .npy, .npz or .csv)")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
+
+
+def read_npz(path: Path, key: str | None) -> np.ndarray:
+    """The array ``key`` (or the only array) of an .npz archive, never unpickling."""
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.keys())
+        if key is None and len(names) != 1:
+            raise DataError(f"{path}: holds arrays {names}; choose one with --key")
+        name = key or names[0]
+        if name not in names:
+            raise DataError(f"{path}: no array '{name}' (has {names})")
+        return archive[name]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
 def read_csv(path: Path) -> np.ndarray:
-    """(T, C) float array from a CSV with one column per channel; names the bad line."""
+    """(T, C) float array from a UTF-8 CSV (a BOM is fine) with one column per channel. The first
+    row is a header only when none of its cells is a number; any other non-numeric cell is an
+    error naming its line."""
     rows: list[list[float]] = []
-    with path.open(newline="") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            try:
-                values = [float(cell) for cell in row]
-            except ValueError:
-                if line_no == 1 and not rows:
-                    continue  # header
-                raise DataError(f"{path}:{line_no}: non-numeric value in {row}") from None
-            if rows and len(values) != len(rows[0]):
-                raise DataError(f"{path}:{line_no}: {len(values)} columns, expected {len(rows[0])}")
-            rows.append(values)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            for line_no, row in enumerate(csv.reader(handle), start=1):
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                values = [_number(cell) for cell in row]
+                if None in values:
+                    if line_no == 1 and all(v is None for v in values):
+                        continue  # header
+                    raise DataError(f"{path}:{line_no}: non-numeric value in {row}")
+                if rows and len(values) != len(rows[0]):
+                    raise DataError(
+                        f"{path}:{line_no}: {len(values)} columns, expected {len(rows[0])}"
+                    )
+                rows.append(values)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from None
     if not rows:
         raise DataError(f"{path}: no data rows")
-    return np.asarray(rows, dtype=np.float32)
+    return np.asarray(rows, dtype=np.float64)
 
 
 def prepare_windows(
@@ -73,8 +107,14 @@ def prepare_windows(
     array = np.asarray(array)
     if array.size == 0:
         raise DataError("input is empty")
+    if np.iscomplexobj(array):
+        raise DataError(f"input has complex dtype {array.dtype}; expected real numbers")
     if not np.issubdtype(array.dtype, np.number):
         raise DataError(f"input has dtype {array.dtype}; expected numbers")
+    if input_rate_hz is not None and not (math.isfinite(input_rate_hz) and input_rate_hz > 0):
+        raise DataError(f"input rate must be a positive number of Hz (got {input_rate_hz})")
+    if stride is not None and stride < 1:
+        raise DataError(f"stride must be at least 1 sample (got {stride})")
     if array.ndim not in (2, 3):
         raise DataError(f"input has shape {array.shape}; expected (N, C, T) or (C, T)")
     if array.shape[-2] != channels:
@@ -82,13 +122,13 @@ def prepare_windows(
             f"input has {array.shape[-2]} channels (shape {array.shape}); "
             f"the model expects {channels}"
         )
-    bad = ~np.isfinite(array)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"input has {int(bad.sum())} NaN/inf values (first at index {first})")
-    array = array.astype(np.float32)
-    if input_rate_hz and input_rate_hz != rate_hz:
-        array = resample(array, input_rate_hz, rate_hz, axis=-1).astype(np.float32)
+    check_finite(array, "input has")
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = array.astype(np.float32)
+        check_finite(array, "input has float32 overflow:")
+        if input_rate_hz is not None and input_rate_hz != rate_hz:
+            array = resample(array, input_rate_hz, rate_hz, axis=-1).astype(np.float32)
+            check_finite(array, "input resampled to float32 has")
     length = array.shape[-1]
     if length < window:
         raise DataError(
@@ -100,6 +140,14 @@ def prepare_windows(
     stride = stride or window
     starts = range(0, length - window + 1, stride)
     return np.stack([array[:, s : s + window] for s in starts])
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """Raise a DataError naming how many values are NaN/inf and where the first one is."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{what} {int(bad.sum())} NaN/inf values (first at index {first})")
 
 
 @torch.no_grad()
@@ -114,6 +162,8 @@ def embed_windows(
     """Batched inference: (N, C, T) -> (N, D) float32 outputs of ``head``."""
     if head not in encoder.output_sizes:
         raise DataError(f"the model has no head '{head}' (has: {', '.join(encoder.output_sizes)})")
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1 (got {batch_size})")
     device = device or next(encoder.parameters()).device
     encoder = encoder.to(device).eval()
     from tqdm.auto import tqdm
@@ -124,4 +174,14 @@ def embed_windows(
         batch = torch.from_numpy(np.array(windows[start : start + batch_size], dtype=np.float32))
         batch = batch.to(device, non_blocking=True)
         out.append(encoder(batch)[head].float().cpu())
-    return torch.cat(out).numpy()
+    vectors = torch.cat(out).numpy()
+    bad_rows = ~np.isfinite(vectors).all(axis=1)
+    if bad_rows.any():
+        first = int(np.argmax(bad_rows))
+        peak = float(np.abs(np.asarray(windows[first], dtype=np.float64)).max())
+        raise DataError(
+            f"the model gave NaN/inf embeddings for {int(bad_rows.sum())} of {len(vectors)} "
+            f"windows (first: window {first}, whose largest |value| is {peak:.3g}); "
+            "check the input's scale and units"
+        )
+    return vectors

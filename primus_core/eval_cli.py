@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .cli_params import DEVICE, FRACTION, OUTPUT_DIR, POSITIVE_FLOAT, TEACHER
 from .errors import PrimusError
 
 
@@ -99,10 +100,12 @@ def eval_options(func):
             help="At least this many steps when an encoder is "
             "trained (finetune mode, supervised baseline).",
         ),
-        click.option("--lr", type=float, help="Head learning rate [1e-3 text init, 1e-2 random]."),
+        click.option(
+            "--lr", type=POSITIVE_FLOAT, help="Head learning rate [1e-3 text init, 1e-2 random]."
+        ),
         click.option(
             "--encoder-lr",
-            type=float,
+            type=POSITIVE_FLOAT,
             default=1e-4,
             show_default=True,
             help="Pretrained encoder's learning rate (finetune).",
@@ -110,19 +113,23 @@ def eval_options(func):
         click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True),
         click.option(
             "--test-fraction",
-            type=float,
+            type=FRACTION,
             default=0.3,
             show_default=True,
             help="Share of subjects held out for testing.",
         ),
         click.option("--knn-k", type=click.IntRange(min=1), default=5, show_default=True),
-        click.option("--teacher", help="Text teacher for class prompts [from the model's config]."),
+        click.option(
+            "--teacher",
+            type=TEACHER,
+            help="Text teacher for class prompts [from the model's config].",
+        ),
         click.option(
             "--prompts",
             type=click.Path(dir_okay=False),
             help="YAML/JSON file: class name -> list of prompts, replacing the dataset's own.",
         ),
-        click.option("--device", help="cpu, cuda, ... [auto]"),
+        click.option("--device", type=DEVICE, help="cpu, cuda, ... [auto]"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -158,9 +165,7 @@ def settings_from(dataset: str, kw: dict):
 @click.argument("model")
 @click.option("--dataset", required=True, help="A labelled dataset (primus data list).")
 @eval_options
-@click.option(
-    "--out", type=click.Path(path_type=Path), help="Write eval.json, eval.md and eval.png here."
-)
+@click.option("--out", type=OUTPUT_DIR, help="Write eval.json, eval.md and eval.png here.")
 @click.option(
     "--baselines/--no-baselines",
     default=True,
@@ -222,7 +227,7 @@ def common_experiment_options(func):
             help="Minimum optimiser steps of each few-shot fit [300].",
         ),
         protocol_option(),
-        click.option("--device", help="cpu, cuda, ... [auto]"),
+        click.option("--device", type=DEVICE, help="cpu, cuda, ... [auto]"),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report."),
     ]
@@ -267,9 +272,7 @@ def apply_plan(
     help="In-domain dataset, tested on the subjects held out of pretraining ('' = none).",
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("runs/benchmark"), show_default=True
-)
+@click.option("--out", type=OUTPUT_DIR, default=Path("runs/benchmark"), show_default=True)
 def benchmark(
     steps,
     overrides,
@@ -328,7 +331,7 @@ def benchmark(
 @click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=OUTPUT_DIR,
     default=Path("runs/diversity-vs-size"),
     show_default=True,
 )

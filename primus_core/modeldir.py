@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .components import create
-from .errors import ComponentError, ModelDirError
+from .errors import ComponentError, ModelDirError, PrimusError
+from .paths import plain_modes
 
 FORMAT = "primus-model-dir/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -50,6 +51,7 @@ class _AtomicDir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        plain_modes(self.tmp)
         old = None
         if self.target.exists():
             old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
@@ -175,6 +177,13 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(config, dict) or "encoder" not in config:
         raise ModelDirError(f"{config_path}: not a primus model config (no 'encoder' entry)")
+    encoder = config["encoder"]
+    if not isinstance(encoder, dict) or not isinstance(encoder.get("type"), str):
+        raise ModelDirError(
+            f"{config_path}: 'encoder' must be a mapping with a 'type' name (got {encoder!r:.80})"
+        )
+    if not isinstance(encoder.get("params", {}), dict):
+        raise ModelDirError(f"{config_path}: 'encoder.params' must be a mapping")
     return config
 
 
@@ -191,14 +200,44 @@ def load_model_dir(path: str | Path, device: str | torch.device | None = None) -
         )
     except ComponentError as exc:
         raise ModelDirError(f"{path / CONFIG}: {exc}") from None
+    check_declared(encoder, config, path / CONFIG)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise ModelDirError(f"{weights}: unreadable safetensors file ({exc})") from None
     check_keys(encoder, state, str(weights))
+    check_finite(state, str(weights))
     encoder.load_state_dict(state)
     encoder.eval()
     return encoder.to(device) if device is not None else encoder
+
+
+def check_declared(encoder: torch.nn.Module, config: dict[str, Any], source: Path) -> None:
+    """config.json's ``imu_contract`` and ``output_sizes``, when given, must be what the encoder
+    it describes really has (a model is never fed windows of another shape than it declares)."""
+    built = {
+        "imu_contract": encoder.imu_contract.model_dump(),
+        "output_sizes": dict(encoder.output_sizes),
+    }
+    for key, actual in built.items():
+        declared = config.get(key)
+        if declared is not None and declared != actual:
+            raise ModelDirError(
+                f"{source}: '{key}' says {json.dumps(declared)} but the encoder it describes has "
+                f"{json.dumps(actual)}"
+            )
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or inf: they would give NaN embeddings without a word."""
+    bad = [
+        f"{name} ({int((~torch.isfinite(t)).sum())} of {t.numel()})"
+        for name, t in state.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ModelDirError(f"{source}: weights hold NaN/inf values: {shown}")
 
 
 def check_keys(encoder: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -222,9 +261,27 @@ def check_keys(encoder: torch.nn.Module, state: dict[str, torch.Tensor], source:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a device this
+    machine does not have is a clear error, not a failure mid-run."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise PrimusError(
+            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PrimusError(f"device {device!r}: no CUDA GPU is available; use cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise PrimusError(f"device {device!r}: this machine has {count} CUDA GPU(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PrimusError(f"device {device!r}: MPS is not available; use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise PrimusError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> torch.nn.Module:
@@ -311,6 +368,7 @@ def convert_reference(
     params = infer_stacked_rnn_params(state)
     encoder = create("encoder", variant, **params)
     check_keys(encoder, state, str(ckpt))
+    check_finite(state, str(ckpt))
     encoder.load_state_dict(state)
     extra = {
         "name": f"PRIMUS reference encoder ({Path(ckpt).name})",

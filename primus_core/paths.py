@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 from pathlib import Path
 
 
 def primus_home() -> Path:
     """$PRIMUS_HOME, by default ~/.cache/primus (prepared data, teacher cache, zoo)."""
     return Path(os.environ.get("PRIMUS_HOME") or Path.home() / ".cache" / "primus")
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where it can be, without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_modes(folder: Path) -> None:
+    """Give a folder made from temporary files (mkdtemp: 0700, safetensors: 0600) the modes a
+    plain mkdir/open gives: 0777 for folders and 0666 for files, less the umask."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -19,3 +44,35 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def remove_dead_temps(folder: Path, prefix: str) -> list[Path]:
+    """Remove the files and folders ``<prefix><pid>`` or ``<prefix><pid>-<random>`` in ``folder``
+    whose writing process ``pid`` no longer runs (it was killed mid-write); returns them."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)(?:-\w+)?")
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        found = pattern.fullmatch(path.name)
+        if found is None or pid_alive(int(found.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

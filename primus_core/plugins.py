@@ -92,10 +92,33 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a plugin that raises on import must not take the rest down
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - even sys.exit() at import is isolated
                 self.report_broken(info, exc)
                 continue
             self.register(plugin, info)
+
+    def call_impl(self, impl: pluggy.HookImpl, **kwargs) -> None:
+        """Call one plugin's hook implementation; whatever it raises (sys.exit included, Ctrl-C
+        excepted) marks that plugin broken instead of ending the command. primus's own errors
+        (a duplicate component name, a bad registration) pass through."""
+        from .errors import PrimusError
+
+        info = self.plugins.get(impl.plugin_name)
+        try:
+            impl.function(**kwargs)
+        except (KeyboardInterrupt, PrimusError):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            if info is None:
+                raise
+            self.report_broken(info, exc)
+
+    def call_each(self, hook_name: str, **kwargs) -> None:
+        """Call every implementation of ``hook_name`` in registration order, each isolated."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            self.call_impl(impl, **kwargs)
 
     def register(self, plugin: object, info: PluginInfo) -> None:
         """Register one plugin object; reject it if it implements hooks that match no spec."""
@@ -149,4 +172,14 @@ def reset() -> None:
 
 
 def list_plugins() -> list[PluginInfo]:
-    return sorted(get_host().plugins.values(), key=lambda p: p.name)
+    """Every plugin with its status, after its component hooks have run (one that raised there
+    is listed as broken, not ok)."""
+    from .components import registry
+    from .errors import PrimusError
+
+    host = get_host()
+    try:
+        registry()
+    except PrimusError:  # strict mode: the plugin at fault is already marked broken
+        pass
+    return sorted(host.plugins.values(), key=lambda p: p.name)

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import __version__
 from .batch import StepBatch
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
 from .config import Recipe
 from .errors import PrimusError
 from .modeldir import model_card, resolve_device, save_model_dir
@@ -506,6 +506,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_val: float | None = None
         self.losses: list[float] = []
+        self.metrics_rows = 0  # rows this run's metrics.jsonl holds (saved in checkpoints)
         self.compat = compat_hash(run.loaded)
         self.tb = self._tensorboard() if tensorboard and run.d.main else None
         if cfg.batch_size_per == "device":  # the reference: batch_size windows per process
@@ -547,6 +548,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "best_val": self.best_val,
             "losses_history": self.losses,
+            "metrics_rows": self.metrics_rows,
             "model": self.run.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -700,6 +702,7 @@ class Trainer:
             return
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
+        self.metrics_rows += 1
         if self.tb is not None:
             for key, value in row.items():
                 if isinstance(value, float):
@@ -791,15 +794,17 @@ def train(
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     out = Path(out or Path("runs") / loaded.recipe.name)
     if d.main:
-        if out.exists() and any(out.iterdir()) and not resume:
-            raise PrimusError(
-                f"{out} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        out.mkdir(parents=True, exist_ok=True)
+        cleaned = prepare_run_dir(out, resume)
+        if cleaned:
+            log.info("%s: removed %s (left by a run that died)", out, ", ".join(cleaned))
     run = build_run(loaded, out, dev, d, progress)
     trainer = Trainer(run, max_steps, progress, tensorboard)
     if resume:
-        trainer.restore(load_checkpoint(out / "checkpoint.pt", trainer.compat))
+        state = load_checkpoint(out / "checkpoint.pt", trainer.compat)
+        trainer.restore(state)
+        if d.main:  # rows logged after that checkpoint are logged again by this run
+            rows = trim_metrics(out / "metrics.jsonl", state.get("metrics_rows"), trainer.step)
+            trainer.metrics_rows = rows
         log.info("resumed %s at step %d (epoch %d)", out, trainer.step, trainer.epoch)
     if d.main:
         (out / "recipe.yaml").write_text(yaml.safe_dump(loaded.data, sort_keys=False))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .cli_params import DEVICE, OUTPUT_DIR
+
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """``primus train ARGS`` under torchrun with ``nproc`` processes on this machine."""
@@ -29,10 +31,10 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field."
 )
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory [runs/RECIPE].")
+@click.option("--out", type=OUTPUT_DIR, help="Run directory [runs/RECIPE].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps in all.")
-@click.option("--device", help="cpu, cuda, cuda:1 ... [recipe's train.device, auto]")
+@click.option("--device", type=DEVICE, help="cpu, cuda, cuda:1 ... [recipe's train.device, auto]")
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),

@@ -10,7 +10,9 @@ Where things live:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import hashlib
 import http.client
 import json
@@ -29,7 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrimusError
-from .paths import primus_home, sha256_file
+from .paths import plain_modes, primus_home, remove_dead_temps, sha256_file
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 # Download order: the config last, so that an interrupted pull leaves no directory that loads
@@ -40,6 +42,9 @@ SHA256_RE = r"^[0-9a-f]{64}$"
 MD5_RE = r"^[0-9a-f]{32}$"
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# A zoo name becomes a folder name under $PRIMUS_HOME/zoo: letters, digits, '-', '_' and single
+# dots, starting with a letter or digit, at most 100 characters.
+ZOO_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,99}")
 
 
 class ZooError(PrimusError):
@@ -162,8 +167,13 @@ def zoo_entries() -> dict[str, ZooEntry]:
         raise ZooError(f"{registry_path()}: 'zoo' must be a mapping of name -> entry")
     entries = {}
     for name, data in raw.items():
+        if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
+            raise ZooError(
+                f"{registry_path()}: zoo name {name!r} is not a safe name (letters, digits, "
+                "'-', '_' and single '.', starting with a letter or digit, at most 100 characters)"
+            )
         try:
-            entries[str(name)] = ZooEntry.model_validate(data or {})
+            entries[name] = ZooEntry.model_validate(data or {})
         except ValidationError as exc:
             raise ZooError(
                 f"{registry_path()}: {format_validation_error(f'zoo.{name}', exc)}"
@@ -182,13 +192,60 @@ def get_entry(name: str) -> ZooEntry:
 
 
 # ---------------------------------------------------------------- places
+def zoo_path(area: str, name: str, suffix: str = "") -> Path:
+    """``$PRIMUS_HOME/zoo/<area>/<name><suffix>``, refused unless ``name`` is a safe zoo name and
+    the path (symlinks resolved) stays directly inside that area: a name never reaches outside."""
+    if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
+        raise ZooError(f"zoo name {name!r} is not a safe name; refusing to use it as a path")
+    area_dir = primus_home() / "zoo" / area
+    path = area_dir / f"{name}{suffix}"
+    if path.resolve().parent != area_dir.resolve():
+        raise ZooError(f"{path} resolves outside {area_dir}; refusing to write there")
+    return path
+
+
 def local_model_dir(name: str) -> Path:
     """Where shipped and url models are installed."""
-    return primus_home() / "zoo" / "models" / name
+    return zoo_path("models", name)
 
 
 def download_dir(name: str) -> Path:
-    return primus_home() / "zoo" / "downloads" / name
+    return zoo_path("downloads", name)
+
+
+LOCK_TIMEOUT_S = 900.0
+
+
+@contextlib.contextmanager
+def install_lock(name: str):
+    """Hold ``$PRIMUS_HOME/zoo/locks/<name>.lock`` (an OS file lock, released when the process
+    dies): one process at a time checks, downloads, installs or repairs a model."""
+    from filelock import FileLock, Timeout
+
+    path = zoo_path("locks", name, ".lock")
+    lock = FileLock(str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except Timeout:
+        note(f"{name}: waiting for another process that is installing it ({path})")
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout:
+            raise ZooError(
+                f"{name}: another process has held {path} for {LOCK_TIMEOUT_S:.0f} s; "
+                "try again when it is done"
+            ) from None
+    except OSError as exc:  # a read-only zoo cache: nothing will be written there either
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        note(f"{name}: cannot lock {path} ({exc.strerror}); going on without the lock")
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def hub_endpoint() -> str:
@@ -425,16 +482,34 @@ def check_local_dir(name: str, entry: ZooEntry, target: Path) -> list[VerifiedFi
 
 
 def _install(staging: Path, target: Path) -> Path:
-    """Rename a checked staging directory into place (replacing an incomplete one)."""
-    if target.exists():
-        shutil.rmtree(target)
+    """Rename a checked staging directory into place (under the install lock). An incomplete
+    directory already there is first renamed aside, so that at every moment ``target`` is either
+    absent or a complete directory; a reader never sees one half-deleted or half-written."""
+    plain_modes(staging)
+    old = None
+    if target.exists() or target.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+        os.replace(target, old / "old")
     os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
 def _staging_dir(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+
+
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove ``.<name>.tmp-<pid>-*`` folders left next to ``target`` by processes that died
+    mid-install (called under the install lock)."""
+    removed = remove_dead_temps(target.parent, f".{target.name}.tmp-")
+    if removed:
+        note(
+            f"removed {len(removed)} unfinished install(s) of {target.name} left by dead processes"
+        )
+    return removed
 
 
 def pull_shipped(name: str, entry: ZooEntry) -> Path:
@@ -551,7 +626,9 @@ def pull_url(name: str, entry: ZooEntry, offline: bool, keep_original: bool) -> 
             f"{name}: not cached, and offline; pull it once online ({source.url}, "
             f"{source.size:,} bytes)"
         )
-    filename = source.url.rstrip("/").rsplit("/", 1)[-1] or "checkpoint.ckpt"
+    filename = source.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if not ZOO_NAME_RE.fullmatch(filename):  # the download keeps a safe file name only
+        filename = "checkpoint.ckpt"
     ckpt = download_dir(name) / filename
     if ckpt.is_file() and (ckpt.stat().st_size != source.size or md5_file(ckpt) != source.md5):
         ckpt.unlink()
@@ -585,6 +662,15 @@ def pull(
     offline = offline or offline_from_env()
     if revision is not None and source.hub is None:
         raise ZooError(f"{name}: --revision applies only to Hub sources ({source.kind} source)")
+    with install_lock(name):
+        clean_stale_staging(local_model_dir(name))
+        return _pull_locked(name, entry, revision, offline, keep_original)
+
+
+def _pull_locked(
+    name: str, entry: ZooEntry, revision: str | None, offline: bool, keep_original: bool
+) -> Path:
+    source = entry.source
     if source.url:
         return pull_url(name, entry, offline, keep_original)
     if source.hub:
@@ -613,8 +699,14 @@ def cached_dir(name: str, entry: ZooEntry) -> Path | None:
 
 
 def verify(name: str) -> VerifyReport:
-    """Re-hash every cached file of ``name`` (Hub cache and zoo cache) against registry.yaml."""
+    """Re-hash every cached file of ``name`` (Hub cache and zoo cache) against registry.yaml
+    (under the install lock: a bad file is deleted, never while another process installs)."""
     entry = get_entry(name)
+    with install_lock(name):
+        return _verify_locked(name, entry)
+
+
+def _verify_locked(name: str, entry: ZooEntry) -> VerifyReport:
     start = time.perf_counter()
     report = VerifyReport(name)
     snapshot = cached_hub_snapshot(entry)

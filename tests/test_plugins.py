@@ -30,7 +30,24 @@ BAD_PLUGINS = {
         def register_encoders(register):
             register("stacked-rnn", StackedRNNEncoder, config=StackedRNNConfig)
     """),
+    # issue 13, item 4: what used to escape the isolation
+    "exits": "import sys\nsys.exit(0)\n",
+    "badcmd": textwrap.dedent("""
+        import primus_core
+
+        @primus_core.hookimpl
+        def register_commands(cli):
+            raise RuntimeError('no commands today')
+    """),
+    "badcomp": textwrap.dedent("""
+        import primus_core
+
+        @primus_core.hookimpl
+        def register_encoders(register):
+            raise SystemExit('component hook gave up')
+    """),
 }
+ISSUE_13 = "exits,badcmd,badcomp"
 
 
 def write_plugin_package(root, name, source):
@@ -80,7 +97,7 @@ def site(tmp_path_factory):
     return target
 
 
-def env_for(site, disable="broken,typo,dup", strict="1", **extra):
+def env_for(site, disable=f"broken,typo,dup,{ISSUE_13}", strict="1", **extra):
     env = {
         "PYTHONPATH": str(site),
         "PRIMUS_STRICT_PLUGINS": strict,
@@ -120,19 +137,44 @@ def test_hook_register_commands_adds_a_cli_command(site):
 
 
 def test_broken_plugin_is_reported_and_the_rest_work(site):
-    env = env_for(site, disable="typo,dup", strict="0")
+    env = env_for(site, disable=f"typo,dup,{ISSUE_13}", strict="0")
     rows = {
         p["name"]: p for p in json.loads(run_primus("plugins", "list", "--json", env=env).stdout)
     }
     assert rows["broken"]["status"] == "broken"
     assert "ImportError: this plugin is broken on purpose" in rows["broken"]["error"]
     assert rows["example"]["status"] == "ok" and rows["stackrnn"]["status"] == "ok"
-    proc = run_primus("plugins", "list", env=env_for(site, disable="typo,dup"), expect=1)
+    proc = run_primus(
+        "plugins", "list", env=env_for(site, disable=f"typo,dup,{ISSUE_13}"), expect=1
+    )
     assert "error: plugin 'broken'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_every_hook_is_isolated(site, tmp_path):
+    """sys.exit() at import, a register_commands hook that raises and a component hook that
+    raises SystemExit each mark only their plugin broken; every command keeps working."""
+    env = env_for(site, disable="broken,typo,dup", strict="0")
+    rows = {
+        p["name"]: p for p in json.loads(run_primus("plugins", "list", "--json", env=env).stdout)
+    }
+    assert rows["exits"]["status"] == "broken" and "SystemExit" in rows["exits"]["error"]
+    assert rows["badcmd"]["status"] == "broken" and "no commands today" in rows["badcmd"]["error"]
+    assert rows["badcomp"]["status"] == "broken"
+    assert "component hook gave up" in rows["badcomp"]["error"]
+    assert rows["example"]["status"] == "ok" and rows["stackrnn"]["status"] == "ok"
+    assert int(run_primus("stats-mlp-info", env=env).stdout) > 0  # the others' commands stay
+    names = json.loads(run_primus("components", "list", "--json", env=env).stdout)
+    assert {"stacked-rnn", "stats-mlp"} <= {r["name"] for r in names}
+    # strict mode: one error line naming the plugin, never a silent exit 0 or a traceback
+    for name in ISSUE_13.split(","):
+        others = ",".join(n for n in ["broken", "typo", "dup", *ISSUE_13.split(",")] if n != name)
+        proc = run_primus("components", "list", env=env_for(site, disable=others), expect=1)
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: plugin '{name}'")
+        assert "Traceback" not in proc.stderr
+
+
 def test_unknown_hook_implementation_is_rejected(site):
-    env = env_for(site, disable="broken,dup", strict="0")
+    env = env_for(site, disable=f"broken,dup,{ISSUE_13}", strict="0")
     rows = {
         p["name"]: p for p in json.loads(run_primus("plugins", "list", "--json", env=env).stdout)
     }
@@ -142,7 +184,9 @@ def test_unknown_hook_implementation_is_rejected(site):
 
 
 def test_duplicate_names_name_both_plugins(site):
-    proc = run_primus("components", "list", env=env_for(site, disable="broken,typo"), expect=1)
+    proc = run_primus(
+        "components", "list", env=env_for(site, disable=f"broken,typo,{ISSUE_13}"), expect=1
+    )
     assert "duplicate encoder 'stacked-rnn'" in proc.stderr
     assert "'dup'" in proc.stderr and "'stackrnn'" in proc.stderr
 
@@ -155,7 +199,7 @@ def test_allow_and_block_lists(site):
     }
     assert rows["stackrnn"] == "ok" and rows["example"] == "ok"
     assert rows["broken"] == rows["dup"] == rows["datasets"] == "disabled"
-    env = env_for(site, disable="broken,typo,dup,example")
+    env = env_for(site, disable=f"broken,typo,dup,example,{ISSUE_13}")
     names = {
         r["name"] for r in json.loads(run_primus("components", "list", "--json", env=env).stdout)
     }

@@ -205,3 +205,81 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     assert switches["losses"][0]["masked_rows"] == "negatives"
     config = json.loads((tmp_path / "two" / "model" / "config.json").read_text())
     assert config["switches"] == switches
+
+
+# ---------------------------------------------------------------- issue 13 (items 5, 7, 8)
+def dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+def test_folder_of_a_run_that_died_before_its_first_checkpoint_is_reused(tmp_path, cli, caplog):
+    """Item 5: such a folder was refused both by a new run and by --resume."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "recipe.yaml").write_text("name: primus-hapt\n")
+    (out / "env.json").write_text("{}\n")
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "lo')
+    (out / f".checkpoint.pt.tmp-{dead_pid()}").write_bytes(b"partial")
+    sets = [x for s in SMALL for x in ("--set", s)]
+    refused = cli("train", "primus-hapt", *sets, "--out", out, "--resume", expect=1)
+    assert "no checkpoint to resume from" in refused.err and "without --resume" in refused.err
+    assert not list(out.glob(".checkpoint.pt.tmp-*"))  # a dead writer's file goes either way
+    (out / f".checkpoint.pt.tmp-{dead_pid()}").write_bytes(b"partial")
+    with caplog.at_level("INFO", logger="primus.train"):
+        cli("train", "primus-hapt", *sets, "--out", out, "--max-steps", "1", "--no-progress")
+    said = next(r.getMessage() for r in caplog.records if "removed" in r.getMessage())
+    assert "metrics.jsonl" in said and ".checkpoint.pt.tmp-" in said and "env.json" in said
+    assert [row["step"] for row in metrics(out) if "loss" in row] == [1]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    # a folder with something a run did not write is never emptied
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine\n")
+    line = cli("train", "primus-hapt", "--out", other, expect=1).err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "notes.txt" in line
+    assert (other / "notes.txt").read_text() == "mine\n"
+
+
+def test_resume_from_an_earlier_checkpoint_does_not_repeat_steps(tmp_path):
+    """Item 8: rows logged after the checkpoint a run resumes from were logged twice."""
+    import shutil
+
+    from primus_core.checkpoint import trim_metrics
+
+    out = tmp_path / "run"
+    train("primus-hapt", SMALL, out, max_steps=2, progress=False)
+    shutil.copy(out / "checkpoint.pt", tmp_path / "at2.pt")
+    train("primus-hapt", SMALL, out, resume=True, max_steps=4, progress=False)
+    shutil.copy(tmp_path / "at2.pt", out / "checkpoint.pt")  # as if killed before saving step 4
+    train("primus-hapt", SMALL, out, resume=True, max_steps=4, progress=False)
+    steps = [row["step"] for row in metrics(out) if "loss" in row]
+    assert steps == [1, 2, 3, 4]
+    # checkpoints written before the row count was saved: cut by step
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(f'{{"step": {s}}}\n' for s in (1, 2, 3)) + '{"step": 4, "lo')
+    assert trim_metrics(path, None, 2) == 2 and path.read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.seed=-1", "train.seed"),
+        ("train.seed=99999999999999999999", "train.seed"),
+        ("losses.nn.weight=-0.5", "losses.1.weight"),
+        ("train.lr=nan", "train.lr"),
+        ("train.lr=inf", "train.lr"),
+    ],
+)
+def test_bad_recipe_values_are_one_error_line(cli, tmp_path, setting, message):
+    """Items 6 and 7: a negative or huge seed was a traceback, a negative loss weight trained."""
+    result = cli("train", "primus-hapt", "--set", setting, "--out", tmp_path / "r", expect=1)
+    line = result.err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "Traceback" not in result.err
+    assert message.split(".")[0] in line, line
+    assert not (tmp_path / "r").exists()

@@ -266,6 +266,45 @@ def test_shipped_copy_used_when_hub_unreachable_and_offline(tmp_path, monkeypatc
     assert folder.joinpath("README.md").read_text() == "tampered\n"  # the repo's copy is kept
 
 
+# ---------------------------------------------------------------- hostile names (issue 13, item 1)
+@pytest.mark.parametrize("bad", ["../../../victim", "/abs/victim", ".", "..", "a/../b", "x\n"])
+def test_unsafe_zoo_name_never_becomes_a_path(bad, tmp_path, monkeypatch, cli):
+    """A registry entry named like a path is refused when the registry is read: nothing outside
+    the zoo cache is deleted or written, and models already cached are kept."""
+    registry = write_registry(tmp_path, monkeypatch, {})
+    folder, _ = make_model_dir(registry.parent / "zoo" / "tiny")
+    entry = {**hub_entry("x/y", "a" * 40, digests(folder)), "source": {"shipped": "zoo/tiny"}}
+    write_registry(tmp_path, monkeypatch, {"tiny": entry})
+    cached = Path(cli("zoo", "pull", "tiny").out.strip())
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me\n")
+    monkeypatch.chdir(tmp_path / "home")  # so that a relative escape would land on the victim
+    write_registry(tmp_path, monkeypatch, {"tiny": entry, bad: entry})
+    for command in (["zoo", "pull", bad], ["zoo", "list"], ["zoo", "verify", "tiny"]):
+        one_line_error(cli(*command, expect=1), "not a safe name")
+    assert (victim / "precious.txt").read_text() == "keep me\n"
+    assert (cached / "model.safetensors").is_file()
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["tiny"]
+
+
+def test_zoo_paths_stay_under_primus_home(tmp_path, monkeypatch):
+    """Every path made from a name is checked: a symlink planted in the cache is refused too."""
+    from primus_core.zoo import ZooError, download_dir, local_model_dir
+
+    home = tmp_path / "home"
+    assert local_model_dir("tiny") == home / "zoo" / "models" / "tiny"
+    assert download_dir("tiny") == home / "zoo" / "downloads" / "tiny"
+    for bad in ("../x", "/etc", ".", "", "a" * 101):
+        with pytest.raises(ZooError, match="not a safe name"):
+            local_model_dir(bad)
+    (home / "zoo" / "models").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (home / "zoo" / "models" / "linked").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ZooError, match="outside"):
+        local_model_dir("linked")
+
+
 # ---------------------------------------------------------------- push, then pull it back
 def test_push_to_hub_api_then_pull_with_a_fresh_cache(
     hub_api,  # noqa: F811
@@ -456,3 +495,90 @@ def test_reference_download_resumes_checks_md5_and_converts(tmp_path, monkeypatc
     one_line_error(cli("zoo", "verify", "primus-egoexo4d-reference", expect=1), "checksum mismatch")
     assert Path(cli("zoo", "pull", "primus-egoexo4d-reference").out.strip()).is_dir()
     same_outputs(primus_core.load_pretrained("primus-egoexo4d-reference"), original)
+
+
+# ---------------------------------------------------------------- concurrent pulls (issue 13, item 3)
+def _race_worker(kind, barrier, results, x_path):
+    import numpy as np
+
+    from primus_core.embed import embed_windows
+    from primus_core.zoo import pull
+
+    torch.set_num_threads(1)
+    try:
+        barrier.wait(30)
+        if kind == "pull":
+            result = sorted(p.name for p in pull("tiny").iterdir())
+        else:
+            vectors = embed_windows(primus_core.load_pretrained("tiny"), np.load(x_path))
+            result = hashlib.sha256(vectors.tobytes()).hexdigest()
+        results.put((kind, "ok", result))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        results.put((kind, "failed", f"{type(exc).__name__}: {exc}"))
+
+
+def test_concurrent_pulls_and_embeds_of_one_name(tmp_path, monkeypatch):
+    """Several processes pull and embed one model at once, over rounds that start from nothing,
+    from an incomplete install and from a dead process's staging folder: none fails, every embed
+    sees a complete model, nothing is left behind."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    registry = write_registry(tmp_path, monkeypatch, {})
+    folder, encoder = make_model_dir(registry.parent / "zoo" / "tiny")
+    entry = {**hub_entry("x/y", "a" * 40, digests(folder)), "source": {"shipped": "zoo/tiny"}}
+    write_registry(tmp_path, monkeypatch, {"tiny": entry})
+    x = np.random.default_rng(0).normal(size=(2, 6, 250)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with torch.no_grad():
+        expected = hashlib.sha256(encoder(torch.from_numpy(x))["mmcl"].numpy().tobytes())
+    models = tmp_path / "home" / "zoo" / "models"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    ctx = multiprocessing.get_context("fork")
+    start = time.perf_counter()
+    for round_no in range(4):
+        if round_no == 1:
+            (models / "tiny" / "config.json").unlink()  # an incomplete install
+        if round_no == 2:
+            shutil.rmtree(models / "tiny")
+            (models / f".tiny.tmp-{dead}-x1y2").mkdir()  # a dead process's staging folder
+            (models / f".tiny.tmp-{dead}-x1y2" / "model.safetensors").write_bytes(b"half")
+        kinds = ["pull"] * 3 + ["embed"] * 3
+        barrier, results = ctx.Barrier(len(kinds)), ctx.Queue()
+        procs = [
+            ctx.Process(target=_race_worker, args=(k, barrier, results, tmp_path / "x.npy"))
+            for k in kinds
+        ]
+        for proc in procs:
+            proc.start()
+        got = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(30)
+        failures = [g for g in got if g[1] != "ok"]
+        assert not failures, (round_no, failures)
+        assert all(g[2] == sorted(digests(folder)) for g in got if g[0] == "pull")
+        assert {g[2] for g in got if g[0] == "embed"} == {expected.hexdigest()}
+        assert sorted(p.name for p in models.iterdir()) == ["tiny"], round_no
+    assert time.perf_counter() - start < 120
+
+
+def test_installed_model_folders_have_plain_modes(tmp_path, monkeypatch, cli):
+    """Item 9: installed model folders were 0700 (mkdtemp), weights 0600 (safetensors)."""
+    import os
+    import stat
+
+    registry = write_registry(tmp_path, monkeypatch, {})
+    folder, _ = make_model_dir(registry.parent / "zoo" / "tiny")
+    entry = {**hub_entry("x/y", "a" * 40, digests(folder)), "source": {"shipped": "zoo/tiny"}}
+    write_registry(tmp_path, monkeypatch, {"tiny": entry})
+    path = Path(cli("zoo", "pull", "tiny").out.strip())
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert stat.S_IMODE((path / name).stat().st_mode) == 0o666 & ~mask
