@@ -317,6 +317,8 @@ def read_prompts(path: str | Path) -> dict[str, list[str]]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise EvalError(f"--prompts {path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise EvalError(f"--prompts {path}: not UTF-8 text") from None
     except yaml.YAMLError:
         raise EvalError(f"--prompts {path}: not valid YAML or JSON") from None
     if not isinstance(data, dict) or not all(
