@@ -126,7 +126,7 @@ def eval_options(func):
         ),
         click.option(
             "--prompts",
-            type=click.Path(dir_okay=False),
+            type=click.Path(exists=True, dir_okay=False),
             help="YAML/JSON file: class name -> list of prompts, replacing the dataset's own.",
         ),
         click.option("--device", type=DEVICE, help="cpu, cuda, ... [auto]"),
