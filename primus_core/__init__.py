@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from .components import create, list_components
 from .errors import PrimusError
 from .specs import hookimpl
-
-try:
-    __version__ = metadata.version("primus-zoo")
-except metadata.PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+unknown"
+from .version import __version__
 
 __all__ = [
     "PrimusError",
@@ -26,13 +20,13 @@ __all__ = [
 
 def load_recipe(name_or_path, overrides=()):
     """Load a recipe by registry name or file path, applying ``a.b=value`` overrides."""
-    from .recipes import load_recipe as _load
+    from .registry.recipes import load_recipe as _load
 
     return _load(name_or_path, overrides)
 
 
 def load_pretrained(name_or_dir, device=None):
     """Load an encoder from a model directory or a zoo name (eval mode)."""
-    from .modeldir import load_pretrained as _load
+    from .zoo.hub import load_pretrained as _load
 
     return _load(name_or_dir, device=device)

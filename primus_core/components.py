@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ComponentError
-from .plugins import get_host
+from .plugins import PluginInfo, get_host, reset_host
 
 # kind -> hook that registers it
 KINDS: dict[str, str] = {
@@ -92,8 +92,10 @@ _REGISTRY: dict[str, dict[str, Component]] | None = None
 
 
 def reset() -> None:
+    """Forget every loaded plugin and component (used by tests after changing the environment)."""
     global _REGISTRY
     _REGISTRY = None
+    reset_host()
 
 
 def _collect() -> dict[str, dict[str, Component]]:
@@ -200,3 +202,16 @@ def create(kind: str, name: str, **params: Any) -> Any:
     comp = get_component(kind, name)
     config = validate_params(kind, name, params)
     return comp.factory(config)
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every plugin with its status, after its component hooks have run (one that raised there
+    is listed as broken, not ok)."""
+    from .errors import PrimusError
+
+    host = get_host()
+    try:
+        registry()
+    except PrimusError:  # strict mode: the plugin at fault is already marked broken
+        pass
+    return sorted(host.plugins.values(), key=lambda p: p.name)

@@ -1,12 +1,15 @@
-"""Where primus keeps its files, and file checksums."""
+"""Where primus keeps its files, file checksums and atomic writes."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def primus_home() -> Path:
@@ -76,3 +79,35 @@ def remove_dead_temps(folder: Path, prefix: str) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically (temporary name in the same folder, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

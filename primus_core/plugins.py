@@ -162,24 +162,7 @@ def get_host() -> PluginHost:
     return _HOST
 
 
-def reset() -> None:
-    """Forget every loaded plugin and component (used by tests after changing the environment)."""
+def reset_host() -> None:
+    """Forget the process-wide plugin host (``components.reset`` also forgets the components)."""
     global _HOST
     _HOST = None
-    from . import components
-
-    components.reset()
-
-
-def list_plugins() -> list[PluginInfo]:
-    """Every plugin with its status, after its component hooks have run (one that raised there
-    is listed as broken, not ok)."""
-    from .components import registry
-    from .errors import PrimusError
-
-    host = get_host()
-    try:
-        registry()
-    except PrimusError:  # strict mode: the plugin at fault is already marked broken
-        pass
-    return sorted(host.plugins.values(), key=lambda p: p.name)

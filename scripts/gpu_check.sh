@@ -33,12 +33,12 @@ SECTIONS=${SECTIONS:-"gpu cpu train"}  # add "diversity" for the diversity-vs-si
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if has gpu; then
 echo "== bench on the GPU"
-$PY -m primus_core.cli bench --device cuda --json > "$OUT/bench_gpu.json" || echo "FAILED: bench cuda"
+$PY -m primus_core bench --device cuda --json > "$OUT/bench_gpu.json" || echo "FAILED: bench cuda"
 cat "$OUT/bench_gpu.json"
 fi
 if has cpu; then
 echo "== bench on 2 CPU cores of this machine (taskset -c 0,1)"
-OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 taskset -c 0,1 $PY -m primus_core.cli bench --device cpu --json > "$OUT/bench_cpu2.json" \
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 taskset -c 0,1 $PY -m primus_core bench --device cpu --json > "$OUT/bench_cpu2.json" \
   || echo "FAILED: bench cpu"
 $PY - "$OUT/bench_cpu2.json" <<'PY'
 import json, sys
@@ -51,7 +51,7 @@ fi
 if has diversity; then
   echo "== diversity vs size on the GPU"
   start=$(date +%s)
-  $PY -m primus_core.cli experiment diversity-vs-size --device cuda --diversities 2,4,8 \
+  $PY -m primus_core experiment diversity-vs-size --device cuda --diversities 2,4,8 \
     --sizes 200,400,800 --steps 300 --repeats 2 --seeds 2 --shots 1,5 --no-progress \
     --set data.pretrain.hapt.stride_seconds=null --out /tmp/primus-dvs || echo "FAILED: diversity"
   echo "diversity wall: $(( $(date +%s) - start )) s"
@@ -61,7 +61,7 @@ if has train; then
 echo "== AMP training run: primus-hapt, batch 256, 300 steps"
 rm -rf /tmp/primus-gpu-run
 start=$(date +%s)
-$PY -m primus_core.cli train primus-hapt --device cuda --out /tmp/primus-gpu-run --max-steps 300 \
+$PY -m primus_core train primus-hapt --device cuda --out /tmp/primus-gpu-run --max-steps 300 \
   --set train.batch_size=256 --set train.log_every=25 --set data.pretrain.hapt.stride_seconds=null \
   --no-progress || echo "FAILED: train"
 echo "train wall: $(( $(date +%s) - start )) s"

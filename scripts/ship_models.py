@@ -16,8 +16,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from primus_core.modeldir import CARD, CONFIG, WEIGHTS, model_card
 from primus_core.paths import sha256_file
+from primus_core.zoo.modeldir import CARD, CONFIG, WEIGHTS, model_card
 
 HEADLINE = ("watch-exercises", 5)  # cross-domain, 5 shots per class
 

@@ -36,7 +36,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys):
     """Run ``primus ARGS`` in this process; assert the exit code (``expect``)."""
-    from primus_core.cli import main
+    from primus_core.cli.main import main
 
     def run(*args: str, expect: int = 0) -> CliResult:
         code = 0
@@ -57,7 +57,7 @@ def run_primus(
     """Run the CLI in a fresh interpreter (for tests that change installed plugins)."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "primus_core.cli", *map(str, args)],
+        [sys.executable, "-m", "primus_core", *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,

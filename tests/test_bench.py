@@ -1,6 +1,6 @@
 import torch
 
-from primus_core.bench import check_targets, matmul_gflops, run_one
+from primus_core.training.bench import check_targets, matmul_gflops, run_one
 
 
 def test_targets_are_checked_against_the_figures():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from primus_core.cache import EmbeddingCache, canonical_input, path_digest, teacher_folder_name
+from primus_core.data.cache import EmbeddingCache, canonical_input, path_digest, teacher_folder_name
 from primus_core.errors import DataError
 
 TESTS = Path(__file__).resolve().parent
@@ -120,7 +120,7 @@ WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from test_cache import HashTeacher
-from primus_core.cache import EmbeddingCache
+from primus_core.data.cache import EmbeddingCache
 root, start, stop, delay, go_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 while time.time() < go_at:
     time.sleep(0.005)

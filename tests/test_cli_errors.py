@@ -9,9 +9,9 @@ import click
 import numpy as np
 import pytest
 
-from primus_core.cli import add_command_groups
-from primus_core.cli import cli as root
-from primus_core.cli_params import (
+from primus_core.cli.main import add_command_groups
+from primus_core.cli.main import cli as root
+from primus_core.cli.params import (
     ComponentName,
     Device,
     Fraction,
@@ -144,7 +144,7 @@ def test_bad_values_of_typed_options_are_refused_before_any_work(cli, tmp_path):
 )
 def test_bad_free_text_values_are_one_error_line(capsys, tmp_path, key):
     from conftest import CliResult
-    from primus_core.cli import main
+    from primus_core.cli.main import main
 
     name, option = key
     command = dict(commands())[name]
@@ -161,7 +161,7 @@ def test_bad_free_text_values_are_one_error_line(capsys, tmp_path, key):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     import primus_core
-    from primus_core.modeldir import save_model_dir
+    from primus_core.zoo.modeldir import save_model_dir
 
     encoder = primus_core.create("encoder", "stacked-rnn", hidden_size=16, conv_channels=8)
     path = tmp_path_factory.mktemp("m") / "model"
@@ -207,11 +207,11 @@ def test_unexpected_errors_are_one_line_too(cli, monkeypatch, tmp_path):
     def boom(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr("primus_core.zoo.zoo_entries", boom)
+    monkeypatch.setattr("primus_core.zoo.hub.zoo_entries", boom)
     assert_one_error_line(cli("zoo", "list", expect=1), "ZeroDivisionError", "-v")
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "x"))
 
-    monkeypatch.setattr("primus_core.zoo.zoo_entries", disk_full)
+    monkeypatch.setattr("primus_core.zoo.hub.zoo_entries", disk_full)
     assert_one_error_line(cli("zoo", "list", expect=1), "No space left on device")

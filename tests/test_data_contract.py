@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from primus_core.config import IMUContract
-from primus_core.data import (
+from primus_core.data.windows import (
     Recording,
     WindowSet,
     check_timestamps,
@@ -245,7 +245,7 @@ def test_cache_round_trip_memory_mapped(tmp_path):
     contract = IMUContract()
     fresh = load_windows("watch-exercises", contract, tmp_path, progress=False)
     direct = (
-        __import__("primus_core.data", fromlist=["create_adapter"])
+        __import__("primus_core.data.windows", fromlist=["create_adapter"])
         .create_adapter("watch-exercises")
         .load(contract)
     )

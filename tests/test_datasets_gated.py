@@ -12,7 +12,7 @@ import pytest
 
 import primus_core
 from primus_core.config import IMUContract
-from primus_core.data import load_windows
+from primus_core.data.windows import load_windows
 from primus_core.errors import DataError
 from primus_datasets import clean_narration
 

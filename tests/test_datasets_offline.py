@@ -11,7 +11,7 @@ import pytest
 
 import primus_core
 from primus_core.config import IMUContract
-from primus_core.data import create_adapter, label_runs, load_windows
+from primus_core.data.windows import create_adapter, label_runs, load_windows
 
 G = 9.80665
 OFFLINE = ["hapt", "watch-exercises", "basicmotions", "daphnet"]

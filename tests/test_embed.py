@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import primus_core
-from primus_core.modeldir import save_model_dir
+from primus_core.zoo.modeldir import save_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_no_silent_nan_embeddings(cli, model_dir, tmp_path):
     assert "NaN/inf embeddings for 2 of 2 windows" in line
     assert not (tmp_path / "e.npy").exists()
     # the API says the same
-    from primus_core.embed import embed_windows
+    from primus_core.data.embed import embed_windows
     from primus_core.errors import DataError
 
     encoder = primus_core.load_pretrained(model_dir)
@@ -135,7 +135,7 @@ def test_weights_with_nan_are_refused_at_load(cli, model_dir, tmp_path):
     assert "weights hold NaN/inf values" in line and name in line
     with pytest.raises(primus_core.errors.ModelDirError, match="NaN/inf"):
         primus_core.load_pretrained(bad)
-    from primus_core.evaluate import load_model  # what `primus eval` loads a model with
+    from primus_core.evaluation.protocol import load_model  # what `primus eval` loads a model with
 
     with pytest.raises(primus_core.errors.ModelDirError, match="NaN/inf"):
         load_model(str(bad))
@@ -200,7 +200,7 @@ def test_bad_option_values_are_refused(cli, model_dir, tmp_path, option, value, 
 
 
 def test_api_refuses_zero_rate_and_stride():
-    from primus_core.embed import prepare_windows
+    from primus_core.data.embed import prepare_windows
     from primus_core.errors import DataError
 
     x = np.zeros((6, 500), np.float32)

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import primus_core
-from primus_core.embed import embed_windows, prepare_windows
+from primus_core.data.embed import embed_windows, prepare_windows
 from primus_core.errors import PrimusError
-from primus_core.modeldir import save_model_dir
+from primus_core.zoo.modeldir import save_model_dir
 
 SMALL = {"hidden_size": 16, "conv_channels": 8, "ssl_dim": 8, "mmcl_dim": 8}
 F32_MAX = float(np.finfo(np.float32).max)
@@ -94,7 +94,7 @@ def test_embedding_api_gives_finite_vectors_or_a_data_error(model, array, rate, 
 def test_primus_embed_exits_0_with_finite_output_or_1_with_one_error_line(
     model, tmp_path_factory, capsys, array, rate
 ):
-    from primus_core.cli import main
+    from primus_core.cli.main import main
 
     path, _ = model
     folder = tmp_path_factory.mktemp("x")

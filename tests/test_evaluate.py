@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from primus_core.config import IMUContract
-from primus_core.data import WindowSet
-from primus_core.evaluate import (
+from primus_core.data.windows import WindowSet
+from primus_core.evaluation.protocol import (
     ALL,
     ClassicalSystem,
     EncoderSystem,
@@ -35,7 +35,12 @@ from primus_core.evaluate import (
     split_for_seed,
     untrained_encoder,
 )
-from primus_core.reports import eval_markdown, markdown_table, summarise, write_eval_report
+from primus_core.evaluation.reports import (
+    eval_markdown,
+    markdown_table,
+    summarise,
+    write_eval_report,
+)
 
 CPU = torch.device("cpu")
 
@@ -43,8 +48,8 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _wire_cli():
     """Add the commands to the root group (the lead wires them in cli.py; this is idempotent)."""
-    from primus_core.cli import cli
-    from primus_core.eval_cli import eval_command, experiment
+    from primus_core.cli.eval import eval_command, experiment
+    from primus_core.cli.main import cli
 
     cli.add_command(eval_command)
     cli.add_command(experiment)
@@ -218,7 +223,7 @@ def test_class_prompts_come_from_class_names_never_from_narrations(tmp_path):
     # a --prompts file replaces a class's prompts; unknown classes are an error
     path = tmp_path / "prompts.yaml"
     path.write_text("Running: [jogging in a park, running fast]\n")
-    from primus_core.evaluate import read_prompts
+    from primus_core.evaluation.protocol import read_prompts
 
     got = class_prompts("basicmotions", ["Standing", "Running"], read_prompts(path))
     assert got[1] == ["jogging in a park", "running fast"]
@@ -377,7 +382,7 @@ def test_summary_and_table_means_and_spread():
 
 # ---------------------------------------------------------------------------- the command
 def test_eval_command_writes_reports_and_prints_the_table(cli, tmp_path):
-    from primus_core.modeldir import save_model_dir
+    from primus_core.zoo.modeldir import save_model_dir
 
     encoder = untrained_encoder("stacked-rnn", TINY, seed=2)
     model_dir = save_model_dir(
@@ -511,7 +516,7 @@ def test_reference_prompt_means_are_not_renormalised():
 
 
 def test_eval_command_reference_protocol_records_it(cli, tmp_path):
-    from primus_core.modeldir import save_model_dir
+    from primus_core.zoo.modeldir import save_model_dir
 
     encoder = untrained_encoder("stacked-rnn", TINY, seed=2)
     model_dir = save_model_dir(

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from primus_core.config import IMUContract
-from primus_core.evaluate import prepare_dataset
-from primus_core.experiment import (
+from primus_core.evaluation.experiment import (
     DiversitySettings,
     ExperimentError,
     build_corpora,
@@ -18,14 +17,15 @@ from primus_core.experiment import (
     fit_verdict,
     held_out_subjects,
 )
+from primus_core.evaluation.protocol import prepare_dataset
 
 TINY = "encoder.hidden_size=32"
 
 
 @pytest.fixture(autouse=True)
 def _wire_cli():
-    from primus_core.cli import cli
-    from primus_core.eval_cli import eval_command, experiment
+    from primus_core.cli.eval import eval_command, experiment
+    from primus_core.cli.main import cli
 
     cli.add_command(eval_command)
     cli.add_command(experiment)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from primus_core.config import IMUContract
-from primus_core.data import cache_path, create_adapter, prepare
+from primus_core.data.windows import cache_path, create_adapter, prepare
 from primus_core.paths import remove_dead_temps
 
 

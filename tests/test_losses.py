@@ -173,7 +173,7 @@ def test_infonce_log_tau_is_clamped_and_its_gradient_is_tau_times_dtau():
 
 
 def test_shared_temperatures_give_one_multimodal_and_one_ssl_tau():
-    from primus_core.train import share_temperatures
+    from primus_core.training.trainer import share_temperatures
 
     losses = {
         "ss": primus_core.create("loss", "ss"),

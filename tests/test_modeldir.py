@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 import primus_core
 from primus_core.errors import ModelDirError
-from primus_core.modeldir import convert_reference, load_model_dir, save_model_dir
+from primus_core.zoo.modeldir import convert_reference, load_model_dir, save_model_dir
 
 
 class Evil:
@@ -103,7 +103,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, cli):
 
 def test_failed_write_leaves_no_directory(tmp_path, monkeypatch):
     encoder = primus_core.create("encoder", "stacked-rnn")
-    import primus_core.modeldir as modeldir
+    import primus_core.zoo.modeldir as modeldir
 
     def broken_card(config, **kwargs):
         raise OSError("disk full")

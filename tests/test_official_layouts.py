@@ -19,7 +19,7 @@ import pytest
 
 import primus_core
 from primus_core.config import IMUContract
-from primus_core.data import cache_path, create_adapter, load_windows, prepare, read_meta
+from primus_core.data.windows import cache_path, create_adapter, load_windows, prepare, read_meta
 from primus_core.errors import DataError
 
 sys.path.insert(0, str(Path(__file__).parent))

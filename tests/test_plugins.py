@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, run_primus
-from primus_core.plugins import list_plugins
+from primus_core.components import list_plugins
 
 BAD_PLUGINS = {
     "broken": "raise ImportError('this plugin is broken on purpose')\n",

@@ -4,7 +4,7 @@ import pytest
 
 import primus_core
 from primus_core.errors import RecipeError
-from primus_core.recipes import check_recipe, recipe_names, resolve_recipe
+from primus_core.registry.recipes import check_recipe, recipe_names, resolve_recipe
 
 PAPER_RECIPES = {"primus", "primus-ss-mm", "imu2clip", "simclr", "supervised"}
 

@@ -19,7 +19,7 @@ from skimage import data as photos
 from tiny_clip import make_tiny_clip
 
 import primus_core
-from primus_core.cache import EmbeddingCache
+from primus_core.data.cache import EmbeddingCache
 from primus_core.errors import DataError, PrimusError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import run_primus
-from primus_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from primus_core.errors import PrimusError, RecipeError
-from primus_core.modeldir import load_model_dir
-from primus_core.train import train
+from primus_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from primus_core.training.trainer import train
+from primus_core.zoo.modeldir import load_model_dir
 
 SMALL = [
     "encoder.hidden_size=64",
@@ -124,7 +124,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
         *[x for s in SMALL for x in ("--set", s)],
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "primus_core.cli", *map(str, args)],
+        [sys.executable, "-m", "primus_core", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -151,8 +151,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
 
 
 def _compat():
-    from primus_core.recipes import resolve_recipe
-    from primus_core.train import compat_hash
+    from primus_core.registry.recipes import resolve_recipe
+    from primus_core.training.trainer import compat_hash
 
     return compat_hash(resolve_recipe("primus-hapt", SMALL))
 
@@ -250,7 +250,7 @@ def test_resume_from_an_earlier_checkpoint_does_not_repeat_steps(tmp_path):
     """Item 8: rows logged after the checkpoint a run resumes from were logged twice."""
     import shutil
 
-    from primus_core.checkpoint import trim_metrics
+    from primus_core.training.checkpoint import trim_metrics
 
     out = tmp_path / "run"
     train("primus-hapt", SMALL, out, max_steps=2, progress=False)

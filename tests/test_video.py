@@ -19,9 +19,9 @@ from tiny_clip import make_tiny_clip
 from video_tree import TAKES, frame_index, make_egoexo_tree, write_video
 
 import primus_core
-from primus_core.cache import EmbeddingCache
+from primus_core.data.cache import EmbeddingCache
 from primus_core.errors import DataError
-from primus_core.train import teacher_targets
+from primus_core.training.trainer import teacher_targets
 from primus_teachers.decode import SpanJob, VideoReadError, pick, read_span
 
 

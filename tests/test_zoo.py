@@ -21,10 +21,10 @@ from hubserver import free_port, local_hub  # noqa: F401  (fixture)
 from test_modeldir import reference_checkpoint
 
 import primus_core
-from primus_core.cli import zoo as zoo_group
+from primus_core.cli.main import zoo as zoo_group
+from primus_core.cli.zoo import add_zoo_commands
 from primus_core.errors import ModelDirError
-from primus_core.modeldir import load_model_dir, save_model_dir
-from primus_core.zoo_cli import add_zoo_commands
+from primus_core.zoo.modeldir import load_model_dir, save_model_dir
 
 add_zoo_commands(zoo_group)  # idempotent; cli.py wires it too
 
@@ -290,7 +290,7 @@ def test_unsafe_zoo_name_never_becomes_a_path(bad, tmp_path, monkeypatch, cli):
 
 def test_zoo_paths_stay_under_primus_home(tmp_path, monkeypatch):
     """Every path made from a name is checked: a symlink planted in the cache is refused too."""
-    from primus_core.zoo import ZooError, download_dir, local_model_dir
+    from primus_core.zoo.hub import ZooError, download_dir, local_model_dir
 
     home = tmp_path / "home"
     assert local_model_dir("tiny") == home / "zoo" / "models" / "tiny"
@@ -501,8 +501,8 @@ def test_reference_download_resumes_checks_md5_and_converts(tmp_path, monkeypatc
 def _race_worker(kind, barrier, results, x_path):
     import numpy as np
 
-    from primus_core.embed import embed_windows
-    from primus_core.zoo import pull
+    from primus_core.data.embed import embed_windows
+    from primus_core.zoo.hub import pull
 
     torch.set_num_threads(1)
     try:

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from primus_core.config import IMUContract
-from primus_core.data import (
+from primus_core.data.windows import (
     DatasetAdapter,
     DatasetInfo,
     WindowSet,

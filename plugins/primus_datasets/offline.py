@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from primus_core.config import IMUContract
-from primus_core.data import (
+from primus_core.data.windows import (
     DatasetAdapter,
     DatasetInfo,
     Recording,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from primus_core.cache import path_digest
+from primus_core.data.cache import path_digest
 from primus_core.errors import DataError
 
 from .base import Teacher, TeacherConfig, l2_normalise

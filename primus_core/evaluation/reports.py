@@ -3,7 +3,6 @@ atomic writes of JSON / markdown / PNG files."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..paths import write_json, write_text
 
 METRICS = ("accuracy", "macro_f1", "mean_class_accuracy")
 METRIC_TITLES = {
@@ -230,36 +231,6 @@ def save_figure(fig, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- files
-def write_text(path: Path, text: str) -> Path:
-    """Write a text file atomically (temporary name in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def write_eval_report(result: dict[str, Any], out: Path, stem: str = "eval") -> dict[str, Path]:
     """eval.json, eval.md and eval.png in ``out``."""
     out = Path(out)

@@ -49,8 +49,8 @@ class ComponentName(click.ParamType):
         self.kind = kind
 
     def convert(self, value, param, ctx):
-        from .components import get_component
-        from .errors import PrimusError
+        from ..components import get_component
+        from ..errors import PrimusError
 
         try:
             get_component(self.kind, str(value))
@@ -115,8 +115,8 @@ class Device(click.ParamType):
     name = "device"
 
     def convert(self, value, param, ctx):
-        from .errors import PrimusError
-        from .modeldir import resolve_device
+        from ..device import resolve_device
+        from ..errors import PrimusError
 
         try:
             resolve_device(str(value))

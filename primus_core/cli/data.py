@@ -11,9 +11,8 @@ import click
 import numpy as np
 import yaml
 
-from .cli_params import FOLDER, POSITIVE_FLOAT
-from .config import ComponentRef, IMUContract
-from .data import (
+from ..config import ComponentRef, IMUContract
+from ..data.windows import (
     cache_path,
     create_adapter,
     default_cache_dir,
@@ -23,7 +22,8 @@ from .data import (
     prepare,
     read_meta,
 )
-from .errors import DataError
+from ..errors import DataError
+from .params import FOLDER, POSITIVE_FLOAT
 
 
 def _ref(name: str, root: Path | None, sets: tuple[str, ...]) -> ComponentRef:
@@ -143,7 +143,7 @@ def report_table(report: dict) -> list[str]:
 @click.option("--cache-dir", type=FOLDER, help="Cache root (default $PRIMUS_HOME/data).")
 def data_list(as_json: bool, cache_dir: Path | None) -> None:
     """Registered datasets, what they need, and how many prepared caches each has."""
-    from .components import list_components
+    from ..components import list_components
 
     prepared = list_prepared(cache_dir)
     rows = []

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import WindowSet, split_by_subject
-from .errors import PrimusError
-from .evaluate import (
+from ..data.windows import WindowSet, split_by_subject
+from ..errors import PrimusError
+from ..paths import write_json, write_text
+from .protocol import (
     BASELINES,
     EvalSettings,
     LoadedModel,
@@ -37,8 +38,6 @@ from .reports import (
     plot_lines,
     save_figure,
     summarise,
-    write_json,
-    write_text,
 )
 
 log = logging.getLogger("primus.experiment")
@@ -69,7 +68,7 @@ def pretrain(
     progress: bool,
 ) -> Path:
     """train() once into ``out``; a finished run is reused, an interrupted one resumed."""
-    from .train import train
+    from ..training.trainer import train
 
     marker = out / DONE
     if marker.is_file() and (out / "model").is_dir():
@@ -110,11 +109,11 @@ def pretrain(
 
 def held_out_subjects(recipe: str, overrides: Sequence[str]) -> list[int]:
     """The subjects that train() keeps out of pretraining (its validation split)."""
-    from .recipes import resolve_recipe
-    from .train import load_data
+    from ..registry.recipes import resolve_recipe
+    from ..training.trainer import load_data
 
     loaded = resolve_recipe(recipe, list(overrides))
-    from .components import create
+    from ..components import create
 
     contract = create(
         "encoder", loaded.recipe.encoder.type, **loaded.recipe.encoder.params
@@ -441,7 +440,7 @@ def build_corpora(ws: WindowSet, s: DiversitySettings) -> tuple[list[Corpus], li
 
 def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True) -> dict[str, Any]:
     """Pretrain every corpus of the grid, evaluate cross-domain, fit the verdict, write reports."""
-    from .recipes import resolve_recipe
+    from ..registry.recipes import resolve_recipe
 
     s.check()
     out = Path(out)
@@ -480,8 +479,8 @@ def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True
 
 
 def source_contract(s: DiversitySettings):
-    from .components import create
-    from .recipes import resolve_recipe
+    from ..components import create
+    from ..registry.recipes import resolve_recipe
 
     recipe = resolve_recipe(s.recipe, list(s.overrides)).recipe
     return create("encoder", recipe.encoder.type, **recipe.encoder.params).imu_contract

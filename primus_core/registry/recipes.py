@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .components import KINDS, format_validation_error, get_component, has_component
-from .config import ComponentRef, Recipe
-from .errors import ComponentError, RecipeError
+from ..components import KINDS, format_validation_error, get_component, has_component
+from ..config import ComponentRef, Recipe
+from ..errors import ComponentError, RecipeError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def registry_path() -> Path:

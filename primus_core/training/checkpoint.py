@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .errors import PrimusError
-from .paths import remove_dead_temps
+from ..errors import PrimusError
+from ..paths import remove_dead_temps
 
 FORMAT = "primus-train-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"

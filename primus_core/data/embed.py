@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import resample
-from .errors import DataError
+from ..errors import DataError
+from .windows import resample
 
 
 def read_input(path: str | Path, key: str | None = None) -> np.ndarray:

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import WindowSet, few_shot_indices, split_by_subject
-from .errors import PrimusError
+from ..data.windows import WindowSet, few_shot_indices, split_by_subject
+from ..errors import PrimusError
 
 log = logging.getLogger("primus.eval")
 
@@ -219,7 +219,7 @@ class LoadedModel:
 
 def load_model(spec: str, device: torch.device | None = None) -> LoadedModel:
     """A model directory, a zoo name, or ``random:<encoder>`` (an untrained encoder, seed 0)."""
-    from .modeldir import load_model_dir, read_model_config
+    from ..zoo.modeldir import load_model_dir, read_model_config
 
     spec = str(spec)
     if spec.startswith("random:"):
@@ -252,7 +252,7 @@ def model_dir_name(path: Path) -> str:
 
 def zoo_model_dir(name: str) -> Path:
     try:
-        from .zoo import resolve_model_dir
+        from ..zoo.hub import resolve_model_dir
     except ImportError:
         raise EvalError(f"{name}: not a model directory (and no zoo is installed)") from None
     return Path(resolve_model_dir(name))
@@ -260,7 +260,7 @@ def zoo_model_dir(name: str) -> Path:
 
 def untrained_encoder(encoder_type: str, params: dict[str, Any], seed: int = 0) -> nn.Module:
     """A freshly initialised encoder (deterministic for a seed)."""
-    from .components import create
+    from ..components import create
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -296,7 +296,7 @@ def dataset_prompts(dataset: str) -> dict[str, list[str]]:
     module of the package that registers it (plugins/primus_datasets/prompts.py); {} if none."""
     import importlib
 
-    from .components import get_component, has_component
+    from ..components import get_component, has_component
 
     if not dataset or not has_component("dataset", dataset):
         return {}
@@ -368,14 +368,14 @@ def prompt_embeddings(
 ) -> torch.Tensor:
     """(classes, D): the mean of each class's L2-normalised prompt embeddings (cached),
     L2-normalised again unless ``renormalise`` is off (the reference keeps the plain mean)."""
-    from .components import create
+    from ..components import create
 
     teacher = create("teacher", teacher_name)
     if getattr(teacher, "modality", "text") != "text":
         raise EvalError(f"teacher '{teacher_name}' is not a text teacher")
     flat = [p for group in prompts for p in group]
     try:
-        from .cache import EmbeddingCache
+        from ..data.cache import EmbeddingCache
 
         emb = EmbeddingCache().get_or_compute(teacher, flat, batch_size=256)
     except ImportError:
@@ -390,7 +390,7 @@ def prompt_embeddings(
 
 
 def teacher_output_size(teacher_name: str) -> int | None:
-    from .components import create
+    from ..components import create
 
     try:
         return int(create("teacher", teacher_name).output_size)
@@ -975,7 +975,7 @@ def run_systems(
 
 
 def environment() -> dict[str, Any]:
-    from . import __version__
+    from ..version import __version__
 
     env = {
         "primus": __version__,
@@ -1091,7 +1091,7 @@ def baseline_systems(
 
 
 def prepare_dataset(name: str, contract, progress: bool = True) -> WindowSet:
-    from .data import load_windows
+    from ..data.windows import load_windows
 
     return labelled(load_windows(name, contract, progress=progress))
 
@@ -1104,7 +1104,7 @@ def evaluate(
     windows: WindowSet | None = None,
 ) -> EvalResult:
     """Evaluate one model (and the baselines) on one dataset; see the module docstring."""
-    from .modeldir import resolve_device
+    from ..device import resolve_device
     from .reports import summarise
 
     settings.check()

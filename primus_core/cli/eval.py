@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .cli_params import DEVICE, FRACTION, OUTPUT_DIR, POSITIVE_FLOAT, TEACHER
-from .errors import PrimusError
+from ..errors import PrimusError
+from .params import DEVICE, FRACTION, OUTPUT_DIR, POSITIVE_FLOAT, TEACHER
 
 
 def int_list(text: str, option: str) -> list[int]:
@@ -137,7 +137,7 @@ def eval_options(func):
 
 
 def settings_from(dataset: str, kw: dict):
-    from .evaluate import EvalSettings, parse_shots
+    from ..evaluation.protocol import EvalSettings, parse_shots
 
     return EvalSettings(
         dataset=dataset,
@@ -185,8 +185,8 @@ def eval_command(
 ) -> None:
     """Few-shot / zero-shot evaluation of MODEL (a model directory, a zoo name, or
     random:<encoder>) on held-out subjects of DATASET, with baselines in the same table."""
-    from .evaluate import BASELINES, evaluate
-    from .reports import eval_markdown, write_eval_report
+    from ..evaluation.protocol import BASELINES, evaluate
+    from ..evaluation.reports import eval_markdown, write_eval_report
 
     settings = settings_from(dataset, kw)
     result = evaluate(
@@ -245,7 +245,7 @@ def apply_plan(
     device: str | None,
     protocol: str = "primus",
 ) -> None:
-    from .evaluate import parse_shots
+    from ..evaluation.protocol import parse_shots
 
     if shots:
         plan.shots = parse_shots(shots)
@@ -292,7 +292,7 @@ def benchmark(
 ) -> None:
     """Pretrain on HAPT with each recipe, evaluate few-shot cross-domain and in-domain, write
     OUT/benchmark.{json,md,png}; rerunning reuses finished pretraining runs."""
-    from .experiment import BenchmarkSettings, benchmark_markdown, run_benchmark
+    from ..evaluation.experiment import BenchmarkSettings, benchmark_markdown, run_benchmark
 
     s = BenchmarkSettings(
         overrides=list(overrides), in_domain=in_domain, cross_domain=name_list(eval_datasets)
@@ -358,7 +358,7 @@ def diversity_vs_size(
     """Pretrain corpora that vary the number of activities at a fixed size and the size at a
     fixed number of activities; evaluate cross-domain few-shot; write the table, the plot and
     a verdict with a bootstrap interval to OUT/diversity_vs_size.{json,md,png}."""
-    from .experiment import DiversitySettings, diversity_markdown, run_diversity_vs_size
+    from ..evaluation.experiment import DiversitySettings, diversity_markdown, run_diversity_vs_size
 
     s = DiversitySettings(
         source=source,

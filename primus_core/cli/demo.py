@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_params import OUTPUT_DIR
+from .params import OUTPUT_DIR
 
 
 def section(title: str) -> None:
@@ -46,10 +46,10 @@ def demo(windows: int, batch_size: int, steps: int, out: Path) -> None:
     name and evaluate both few-shot on another domain (smartwatch exercises)."""
     import torch
 
-    from .components import create
-    from .data import load_windows
-    from .embed import embed_windows
-    from .recipes import check_recipe, load_recipe, recipe_names
+    from ..components import create
+    from ..data.embed import embed_windows
+    from ..data.windows import load_windows
+    from ..registry.recipes import check_recipe, load_recipe, recipe_names
 
     section("recipes (registry.yaml)")
     for name in recipe_names():
@@ -89,7 +89,7 @@ def demo(windows: int, batch_size: int, steps: int, out: Path) -> None:
     )
 
     section(f"pretraining: primus-hapt (SS + MM + NN, MiniLM text teacher), {steps} steps")
-    from .train import train
+    from ..training.trainer import train
 
     run_dir = out / time.strftime("demo-%Y%m%d-%H%M%S")
     start = time.perf_counter()
@@ -103,14 +103,14 @@ def demo(windows: int, batch_size: int, steps: int, out: Path) -> None:
     click.echo(f"  model directory: {result.model_dir}")
 
     section(f"zoo: pull the shipped model '{SHIPPED_MODEL}' by name")
-    from .zoo import pull
+    from ..zoo.hub import pull
 
     start = time.perf_counter()
     shipped = pull(SHIPPED_MODEL)
     click.echo(f"  {shipped} ({time.perf_counter() - start:.2f} s, sha256 checked)")
 
     section("few-shot evaluation: watch exercises (wrist, 7 classes), linear probe, 2 seeds")
-    from .evaluate import EvalSettings, evaluate
+    from ..evaluation.protocol import EvalSettings, evaluate
 
     start = time.perf_counter()
     for label, model in [("just pretrained", result.model_dir), (SHIPPED_MODEL, SHIPPED_MODEL)]:

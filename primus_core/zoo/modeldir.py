@@ -18,10 +18,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .components import create
-from .errors import ComponentError, ModelDirError, PrimusError
-from .paths import plain_modes
+from ..version import __version__
+from ..components import create
+from ..errors import ComponentError, ModelDirError, PrimusError
+from ..paths import plain_modes
 
 FORMAT = "primus-model-dir/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -258,42 +258,6 @@ def check_keys(encoder: torch.nn.Module, state: dict[str, torch.Tensor], source:
     ]
     if bad:
         raise ModelDirError(f"{source}: shape mismatch: {', '.join(bad)}")
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a device this
-    machine does not have is a clear error, not a failure mid-run."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise PrimusError(
-            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise PrimusError(f"device {device!r}: no CUDA GPU is available; use cpu or auto")
-        if dev.index is not None and dev.index >= count:
-            raise PrimusError(f"device {device!r}: this machine has {count} CUDA GPU(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise PrimusError(f"device {device!r}: MPS is not available; use cpu or auto")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise PrimusError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
-    return dev
-
-
-def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> torch.nn.Module:
-    """A model directory path, or a zoo name (pulled when needed)."""
-    path = Path(name_or_dir)
-    if path.is_dir():
-        return load_model_dir(path, device=device)
-    try:
-        from .zoo import resolve_model_dir
-    except ImportError:
-        raise ModelDirError(f"{name_or_dir}: not a model directory") from None
-    return load_model_dir(resolve_model_dir(str(name_or_dir)), device=device)
 
 
 # ---------------------------------------------------------------- reference checkpoints

@@ -30,8 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import PrimusError
-from .paths import plain_modes, primus_home, remove_dead_temps, sha256_file
+from ..errors import PrimusError
+from ..paths import plain_modes, primus_home, remove_dead_temps, sha256_file
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 # Download order: the config last, so that an interrupted pull leaves no directory that loads
@@ -152,15 +152,15 @@ def check_repo_id(repo_id: str, error: type[Exception] = ZooError) -> str:
 
 
 def registry_dir() -> Path:
-    from .recipes import registry_path
+    from ..registry.recipes import registry_path
 
     return registry_path().resolve().parent
 
 
 def zoo_entries() -> dict[str, ZooEntry]:
     """Every zoo entry of registry.yaml (validated)."""
-    from .components import format_validation_error
-    from .recipes import load_registry, registry_path
+    from ..components import format_validation_error
+    from ..registry.recipes import load_registry, registry_path
 
     raw = load_registry().get("zoo") or {}
     if not isinstance(raw, dict):
@@ -542,7 +542,7 @@ def download_resumable(
     and MD5 (a mismatch deletes the download), then rename."""
     from tqdm import tqdm
 
-    from . import __version__
+    from ..version import __version__
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -824,3 +824,13 @@ def registry_snippet(name: str, result: PushResult) -> str:
         *[f"      {n}: {d}" for n, d in result.files.items()],
     ]
     return "\n".join(lines)
+
+
+def load_pretrained(name_or_dir: str | Path, device: str | None = None):
+    """A model directory path, or a zoo name (pulled when needed); the encoder in eval mode."""
+    from .modeldir import load_model_dir
+
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return load_model_dir(path, device=device)
+    return load_model_dir(resolve_model_dir(str(name_or_dir)), device=device)

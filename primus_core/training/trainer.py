@@ -24,14 +24,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import __version__
+from ..config import Recipe
+from ..device import resolve_device
+from ..errors import PrimusError
+from ..paths import write_json
+from ..registry.recipes import LoadedRecipe, build_component, data_hash, resolve_recipe
+from ..version import __version__
+from ..zoo.modeldir import model_card, save_model_dir
 from .batch import StepBatch
 from .checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
-from .config import Recipe
-from .errors import PrimusError
-from .modeldir import model_card, resolve_device, save_model_dir
-from .recipes import LoadedRecipe, build_component, data_hash, resolve_recipe
-from .reports import write_json
 
 log = logging.getLogger("primus.train")
 # fields that may differ between an interrupted run and its resumption
@@ -223,7 +224,7 @@ def build_encoder(recipe: Recipe, teachers: list[Any]) -> nn.Module:
 
 
 def load_data(recipe: Recipe, contract):
-    from .data import concat_windows, load_windows
+    from ..data.windows import concat_windows, load_windows
 
     if not recipe.data.pretrain:
         raise PrimusError(f"recipe '{recipe.name}' names no pretraining data (data.pretrain)")
@@ -258,7 +259,7 @@ def teacher_targets(
     """modality -> ((N, D) embeddings, (N,) mask) from the teacher-embedding cache. A window has
     no target (mask False) when it has no input (no narration, no video file) or when its input
     was skipped by the teacher (an unreadable video under skip_bad_videos)."""
-    from .cache import EmbeddingCache, teacher_has_input
+    from ..data.cache import EmbeddingCache, teacher_has_input
 
     cache = EmbeddingCache(progress=progress)
     targets = {}
@@ -306,7 +307,7 @@ def share_temperatures(losses: dict[str, nn.Module]) -> dict[str, list[str]]:
 
 def component_config(kind: str, ref) -> dict[str, Any]:
     """A recipe component's parameters with every default filled in (what actually ran)."""
-    from .components import get_component
+    from ..components import get_component
 
     config = get_component(kind, ref.type).config.model_validate(ref.params)
     return {"type": ref.type, **config.model_dump(mode="json")}
@@ -346,7 +347,7 @@ def switches(recipe: Recipe, d: Dist) -> dict[str, Any]:
 def build_run(
     loaded: LoadedRecipe, out: Path, device: torch.device, d: Dist, progress: bool
 ) -> Run:
-    from .data import split_by_subject
+    from ..data.windows import split_by_subject
 
     recipe = loaded.recipe
     torch.manual_seed(recipe.train.seed)
@@ -416,7 +417,7 @@ def validation_source(
     recipe: Recipe, teachers: list[Any], encoder: nn.Module, needs_labels: bool, device, progress
 ) -> BatchSource | None:
     """The windows of data.validation with their teacher targets (None when it is empty)."""
-    from .data import concat_windows, load_windows
+    from ..data.windows import concat_windows, load_windows
 
     contract = encoder.imu_contract
     sets = [load_windows(ref, contract) for ref in recipe.data.validation or []]

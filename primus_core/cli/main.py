@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .cli_params import DEVICE, OUTPUT_FILE, POSITIVE_FLOAT
-from .components import KINDS, list_components
-from .errors import PrimusError
-from .plugins import get_host, list_plugins
+from ..components import KINDS, list_components, list_plugins
+from ..errors import PrimusError
+from ..plugins import get_host
+from ..version import __version__
+from .params import DEVICE, OUTPUT_FILE, POSITIVE_FLOAT
 
 log = logging.getLogger("primus")
 
@@ -102,7 +102,7 @@ def recipes() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def recipes_list(as_json: bool) -> None:
     """Every recipe in registry.yaml, with what it extends and whether it can be built."""
-    from .recipes import check_recipe, load_registry, resolve_recipe
+    from ..registry.recipes import check_recipe, load_registry, resolve_recipe
 
     registry = load_registry().get("recipes") or {}
     rows = []
@@ -147,7 +147,7 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
     Exits 1 when a component it names is missing or its parameters are invalid."""
     import yaml
 
-    from .recipes import check_recipe, resolve_recipe
+    from ..registry.recipes import check_recipe, resolve_recipe
 
     loaded = resolve_recipe(name, overrides)
     problems = check_recipe(loaded.recipe)
@@ -198,8 +198,9 @@ def embed(
     """Embed IMU windows with MODEL (a model directory or zoo name)."""
     import numpy as np
 
-    from .embed import embed_windows, prepare_windows, read_input
-    from .modeldir import load_pretrained, resolve_device
+    from ..data.embed import embed_windows, prepare_windows, read_input
+    from ..device import resolve_device
+    from ..zoo.hub import load_pretrained
 
     dev = resolve_device(device)
     encoder = load_pretrained(model, device=str(dev))
@@ -251,7 +252,7 @@ def zoo() -> None:
 def zoo_convert_reference(ckpt: Path, out_dir: Path, variant: str, overwrite: bool) -> None:
     """Convert a reference PRIMUS checkpoint (Lightning .ckpt or bare state dict) to a model
     directory; the frozen teacher weights are dropped."""
-    from .modeldir import convert_reference
+    from ..zoo.modeldir import convert_reference
 
     click.echo(str(convert_reference(ckpt, out_dir, variant=variant, overwrite=overwrite)))
 
@@ -260,23 +261,23 @@ def add_command_groups() -> None:
     """Command groups that live in their own modules, then the plugins' commands."""
     import importlib
 
-    from .zoo_cli import add_zoo_commands
+    from .zoo import add_zoo_commands
 
     add_zoo_commands(zoo)
 
     for module_name, attr in [
-        ("data_cli", "data"),
-        ("cache_cli", "cache"),
-        ("train_cli", "train"),
-        ("eval_cli", "eval_command"),
-        ("eval_cli", "experiment"),
+        ("data", "data"),
+        ("cache", "cache"),
+        ("train", "train"),
+        ("eval", "eval_command"),
+        ("eval", "experiment"),
         ("demo", "demo"),
         ("bench", "bench"),
     ]:
         try:
-            module = importlib.import_module(f"primus_core.{module_name}")
+            module = importlib.import_module(f"primus_core.cli.{module_name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"primus_core.{module_name}":
+            if exc.name != f"primus_core.cli.{module_name}":
                 raise
             continue
         cli.add_command(getattr(module, attr))

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from .cache import EmbeddingCache, teacher_has_input
-from .cli_params import FOLDER
+from ..data.cache import EmbeddingCache, teacher_has_input
+from .params import FOLDER
 
 
 def _echo_json(data: Any) -> None:
@@ -55,9 +55,9 @@ def build_cache(
 ) -> list[dict[str, Any]]:
     """Embed every teacher input of the recipe's pretraining corpus (as training selects it);
     one row per teacher."""
-    from . import load_recipe
-    from .components import create
-    from .train import load_data
+    from .. import load_recipe
+    from ..components import create
+    from ..training.trainer import load_data
 
     recipe = load_recipe(recipe_name, overrides)
     teachers = [create("teacher", ref.type, **ref.params) for ref in recipe.teachers]

@@ -24,7 +24,7 @@ def _fmt_params(n: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def zoo_list(as_json: bool) -> None:
     """Every model of registry.yaml's zoo: parameters, data, headline metric, cached or not."""
-    from .zoo import describe, zoo_entries
+    from ..zoo.hub import describe, zoo_entries
 
     rows = [describe(name, entry) for name, entry in sorted(zoo_entries().items())]
     if as_json:
@@ -59,7 +59,7 @@ def zoo_info(name: str, as_json: bool) -> None:
     """Everything registry.yaml says about NAME, and where it is cached."""
     import yaml
 
-    from .zoo import describe, get_entry
+    from ..zoo.hub import describe, get_entry
 
     entry = get_entry(name)
     row = describe(name, entry)
@@ -85,7 +85,7 @@ def zoo_info(name: str, as_json: bool) -> None:
 )
 def zoo_pull(name: str, revision: str | None, offline: bool, keep_original: bool) -> None:
     """Download NAME (if needed), check every file's checksum, print its local directory."""
-    from .zoo import note, pull
+    from ..zoo.hub import note, pull
 
     start = time.perf_counter()
     path = pull(name, revision=revision, offline=offline, keep_original=keep_original)
@@ -97,7 +97,7 @@ def zoo_pull(name: str, revision: str | None, offline: bool, keep_original: bool
 @click.argument("name")
 def zoo_verify(name: str) -> None:
     """Re-hash the cached files of NAME against registry.yaml (a bad file is deleted, exit 1)."""
-    from .zoo import verify
+    from ..zoo.hub import verify
 
     report = verify(name)
     for f in report.files:
@@ -125,7 +125,7 @@ def zoo_push(
     zoo_name: str | None,
 ) -> None:
     """Upload MODEL_DIR (weights, config, model card) in one commit; print the commit sha."""
-    from .zoo import note, push, registry_snippet
+    from ..zoo.hub import note, push, registry_snippet
 
     result = push(
         model_dir, repo_id, private=private, revision=revision, overwrite_card=overwrite_card

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli_params import DEVICE, OUTPUT_DIR
+from .params import DEVICE, OUTPUT_DIR
 
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
@@ -20,7 +20,7 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "primus_core.cli",
+        "primus_core",
         "train",
         *args,
     ]
@@ -69,7 +69,7 @@ def train(
             device
         )
         sys.exit(subprocess.call(torchrun_command(nproc, args)))
-    from .train import train as run_train
+    from ..training.trainer import train as run_train
 
     result = run_train(
         recipe,

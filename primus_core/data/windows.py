@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from .config import ComponentRef, IMUContract
-from .errors import DataError
-from .paths import primus_home, remove_dead_temps, sha256_file
+from ..config import ComponentRef, IMUContract
+from ..errors import DataError
+from ..paths import primus_home, remove_dead_temps, sha256_file
 
 CACHE_FORMAT = 1
 STANDARD_GRAVITY = 9.80665
@@ -649,7 +649,7 @@ def _as_ref(ref: ComponentRef | str | dict) -> ComponentRef:
 
 
 def create_adapter(ref: ComponentRef | str | dict) -> DatasetAdapter:
-    from .components import create
+    from ..components import create
 
     ref = _as_ref(ref)
     return create("dataset", ref.type, **ref.params)

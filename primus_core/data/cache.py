@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError
-from .paths import primus_home, sha256_file
+from ..errors import DataError
+from ..paths import primus_home, sha256_file
 
 KEY_BYTES = 32
 TEMP_MAX_AGE_S = 3600.0

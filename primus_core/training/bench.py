@@ -1,4 +1,4 @@
-"""``primus bench``: training-step, inference and data-loading throughput, side by side in one
+"""Measurements behind ``primus bench``: training-step, inference and data-loading throughput, side by side in one
 run, with peak memory and the ratio to the encoder's compute bound on this device.
 
 Each measurement runs in its own subprocess so that its peak memory is its own.
@@ -12,10 +12,9 @@ import subprocess
 import sys
 import time
 
-import click
 import torch
 
-from .cli_params import DEVICE, POSITIVE_FLOAT
+from ..errors import PrimusError
 
 STEP_RECIPE = "primus-hapt"
 EGOEXO4D_TRAIN_WINDOWS = 195_000  # one pretraining epoch of the paper's data
@@ -65,8 +64,8 @@ def timed(fn, device: torch.device, min_seconds: float, min_iters: int = 3) -> f
 def synthetic_run(batch: int, device: torch.device, windows: int):
     """A PRIMUS step on real-sized inputs: random IMU windows, cached (precomputed) teacher
     embeddings; all three losses, scaling + permutation augmentations."""
-    from .recipes import build_component, resolve_recipe
-    from .train import BatchSource, Pretrainer, build_encoder
+    from ..registry.recipes import build_component, resolve_recipe
+    from .trainer import BatchSource, Pretrainer, build_encoder
 
     loaded = resolve_recipe(STEP_RECIPE, [f"train.batch_size={batch}"])
     recipe = loaded.recipe
@@ -111,7 +110,7 @@ def measure_step(batch: int, device: torch.device, seconds: float) -> dict:
 
 
 def measure_inference(batch: int, device: torch.device, seconds: float) -> dict:
-    from .components import create
+    from ..components import create
 
     encoder = create("encoder", "stacked-rnn").to(device).eval()
     x = torch.randn(batch, 6, 250, device=device)
@@ -127,9 +126,9 @@ def measure_inference(batch: int, device: torch.device, seconds: float) -> dict:
 
 def measure_loading(batch: int, device: torch.device, seconds: float) -> dict:
     """Batches of real prepared HAPT windows (memory-mapped cache) onto the device."""
-    from .config import IMUContract
-    from .data import load_windows
-    from .train import BatchSource
+    from ..config import IMUContract
+    from ..data.windows import load_windows
+    from .trainer import BatchSource
 
     ws = load_windows("hapt", IMUContract())
     source = BatchSource(ws.imu, {}, None, device)
@@ -148,12 +147,12 @@ MEASURES = {"step": measure_step, "inference": measure_inference, "loading": mea
 def run_one(kind: str, batch: int, device: str, seconds: float) -> dict:
     """Run one measurement in a subprocess; returns its figures and peak memory."""
     code = (
-        "import json,sys; from primus_core.bench import child; "
+        "import json,sys; from primus_core.training.bench import child; "
         f"print(json.dumps(child({kind!r}, {batch}, {device!r}, {seconds})))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise click.ClickException(f"bench {kind} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        raise PrimusError(f"bench {kind} failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -180,76 +179,6 @@ def child(kind: str, batch: int, device: str, seconds: float) -> dict:
         except Exception:  # needs pynvml; utilisation is then reported as unknown
             result["gpu_util_pct"] = None
     return result
-
-
-@click.command()
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option(
-    "--seconds", type=POSITIVE_FLOAT, default=3.0, show_default=True, help="Time per measurement."
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(device: str, seconds: float, as_json: bool) -> None:
-    """Throughput of the full PRIMUS training step (SS + MM + NN, cached teachers) at batch 16
-    and 256, of inference at batch 256 and of data loading, with peak memory and the ratio of the
-    step to the encoder's compute bound on this device."""
-    from .components import create
-    from .modeldir import resolve_device
-
-    dev = resolve_device(device)
-    macs = create("encoder", "stacked-rnn").multiply_adds_per_window()
-    gflops = matmul_gflops(dev)
-    # a training step runs 2 views, forward + backward ~ 3x the forward multiply-adds
-    ceiling = gflops * 1e9 / (2 * macs * 2 * 3)
-    rows = []
-    plan = [("step", 16), ("step", 256), ("inference", 256), ("loading", 256)]
-    if dev.type == "cuda":  # a GPU step is launch-bound at small batches: show a large one too
-        plan.insert(2, ("step", 2048))
-    for kind, batch in plan:
-        click.echo(f"measuring {kind} at batch {batch} ...", err=True)
-        result = run_one(kind, batch, str(dev), seconds)
-        result.update({"measure": kind, "batch": batch})
-        if kind == "step":
-            result["of_compute_bound"] = result["windows_per_s"] / ceiling
-        rows.append(result)
-    best_step = max(r["windows_per_s"] for r in rows if r["measure"] == "step")
-    summary = {
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "egoexo4d_epoch_s": EGOEXO4D_TRAIN_WINDOWS / best_step,
-        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-        "matmul_gflops": gflops,
-        "macs_per_window": macs,
-        "step_ceiling_windows_per_s": ceiling,
-        "rows": rows,
-    }
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    where = summary["gpu"] or f"{summary['threads']} threads"
-    click.echo(
-        f"device {dev} ({where}), matmul "
-        f"{gflops:.0f} GFLOP/s, {macs / 1e6:.1f} M multiply-adds/window, step ceiling "
-        f"{ceiling:,.0f} windows/s"
-    )
-    click.echo(
-        f"{'measure':<10} {'batch':>5} {'windows/s':>11} {'of bound':>9} {'peak MiB':>9}"
-        f" {'(imports)':>9}" + ("  GPU util" if dev.type == "cuda" else "")
-    )
-    for r in rows:
-        bound = f"{r['of_compute_bound']:.0%}" if "of_compute_bound" in r else "-"
-        line = (
-            f"{r['measure']:<10} {r['batch']:>5} {r['windows_per_s']:>11,.0f} {bound:>9} "
-            f"{r['peak_mib']:>9,.0f} {r['baseline_mib']:>9,.0f}"
-        )
-        if dev.type == "cuda":
-            line += f"  {r.get('gpu_util_pct')}"
-        click.echo(line)
-    click.echo(
-        f"an EgoExo4D epoch ({EGOEXO4D_TRAIN_WINDOWS:,} windows) at the best step rate: "
-        f"{summary['egoexo4d_epoch_s']:.1f} s"
-    )
-    for target, met in check_targets(dev, rows, summary):
-        click.echo(f"target {'met' if met else 'MISSED'}: {target}")
 
 
 def check_targets(dev: torch.device, rows: list[dict], summary: dict) -> list[tuple[str, bool]]:

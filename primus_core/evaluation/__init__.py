@@ -1,0 +1,1 @@
+"""Few-shot / zero-shot evaluation, classical baselines, experiments and reports."""

@@ -1,0 +1,1 @@
+"""Recipes and zoo entries: registry.yaml, ``extends:``, overrides, validation."""
