@@ -73,8 +73,8 @@ def prepare_windows(
     array = np.asarray(array)
     if array.size == 0:
         raise DataError("input is empty")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"input has dtype {array.dtype}; expected numbers")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"input has dtype {array.dtype}; expected real numbers")
     if array.ndim not in (2, 3):
         raise DataError(f"input has shape {array.shape}; expected (N, C, T) or (C, T)")
     if array.shape[-2] != channels:
@@ -86,7 +86,10 @@ def prepare_windows(
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise DataError(f"input has {int(bad.sum())} NaN/inf values (first at index {first})")
-    array = array.astype(np.float32)
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise DataError(f"input values up to {float(np.abs(array).max()):g} overflow float32")
     if input_rate_hz and input_rate_hz != rate_hz:
         array = resample(array, input_rate_hz, rate_hz, axis=-1).astype(np.float32)
     length = array.shape[-1]
@@ -124,4 +127,13 @@ def embed_windows(
         batch = torch.from_numpy(np.array(windows[start : start + batch_size], dtype=np.float32))
         batch = batch.to(device, non_blocking=True)
         out.append(encoder(batch)[head].float().cpu())
-    return torch.cat(out).numpy()
+    result = torch.cat(out).numpy()
+    bad = ~np.isfinite(result).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        peak = float(np.abs(np.asarray(windows[first], np.float64)).max())
+        raise DataError(
+            f"{int(bad.sum())} window(s) give non-finite embeddings (first: window {first}, "
+            f"values up to {peak:g}); check the input's units and scale"
+        )
+    return result

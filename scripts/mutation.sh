@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 2) of the core modules, each against its fast test subset.
+#   bash scripts/mutation.sh [MODULE...]     # default: every module below; results in
+#                                            # .mutmut-cache; summary: .venv/bin/mutmut results
+# Too slow for every CI run (minutes per module on 2 cores); benchmarks/mutation.md holds the
+# last summary and the review of every surviving mutant.
+# Large modules are scoped with --use-coverage: only the lines their test subset runs (the
+# probes of evaluate.py, the windowing/resampling of data.py, the checks of zoo.py) are mutated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+SOCK=$(mktemp -u /tmp/primus-mutation.XXXXXX)
+
+# module -> "tests (pytest arguments)"
+declare -A TESTS=(
+  [augment]="tests/test_augmentations.py tests/test_properties.py -k aug or permut or warp or draw"
+  [objectives]="tests/test_losses.py"
+  [evaluate]="tests/test_guard_eval.py"
+  [data]="tests/test_properties.py tests/test_guard_data.py -k resampl or window or constant or nyquist or tone"
+  [zoo]="tests/test_guard_zoo.py"
+  [safe_pickle]="tests/test_guard_pickle.py"
+)
+declare -A FILES=(
+  [augment]="plugins/primus_objectives/augment.py"
+  [objectives]="plugins/primus_objectives/objectives.py,plugins/primus_objectives/infonce.py,plugins/primus_objectives/neighbours.py"
+  [evaluate]="primus_core/evaluate.py"
+  [data]="primus_core/data.py"
+  [zoo]="primus_core/zoo.py"
+  [safe_pickle]="plugins/primus_datasets/safe_pickle.py"
+)
+SCOPED="evaluate data zoo"  # whole-file mutation would mostly test code outside the subset
+
+modules=("$@")
+[ ${#modules[@]} -eq 0 ] && modules=(augment objectives evaluate data zoo safe_pickle)
+
+"$PY" scripts/mutation_runner.py serve "$SOCK" &
+server=$!
+trap 'kill $server 2>/dev/null; rm -f "$SOCK"' EXIT
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.2; done
+
+for m in "${modules[@]}"; do
+  spec=${TESTS[$m]}
+  files=${spec%% -k *}
+  if [[ $spec == *" -k "* ]]; then kexpr=${spec#* -k }; else kexpr=""; fi
+  args=(-x -q -p no:cacheprovider -p no:randomly $files)
+  [ -n "$kexpr" ] && args+=(-k "$kexpr")
+  runner="$PY scripts/mutation_runner.py run $SOCK $(printf '%q ' "${args[@]}")"
+  extra=()
+  if [[ " $SCOPED " == *" $m "* ]]; then
+    "$PY" -m coverage run --include="${FILES[$m]}" -m pytest "${args[@]}" >/dev/null
+    extra=(--use-coverage)
+  fi
+  echo "== $m: ${FILES[$m]} against: ${args[*]}"
+  "$PY" -m mutmut run --paths-to-mutate "${FILES[$m]}" --runner "$runner" \
+    --tests-dir tests --test-time-base 20 --test-time-multiplier 3 --no-progress \
+    "${extra[@]}" || true  # mutmut exits non-zero when mutants survive
+done
+"$PY" -m mutmut results || true

@@ -1,0 +1,103 @@
+"""The restricted unpickler fed malicious pickles: nothing they name runs, each is one DataError.
+Oracle: every payload would create a marker file if it were executed."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from primus_core.errors import DataError
+from primus_datasets.safe_pickle import (
+    PandasStub,
+    load_gzip_pickle,
+    load_object_npy,
+    load_restricted,
+)
+
+
+class Payload:
+    """Unpickling this calls ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def payloads(marker) -> dict[str, bytes]:
+    command = f"touch {marker}"
+    raw = {
+        "os.system": Payload(os.system, command),
+        "eval": Payload(eval, f"open({str(marker)!r}, 'w').close()"),
+        "exec": Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.open": Payload(open, str(marker), "w"),
+        "getattr": Payload(getattr, "text", "upper"),
+        "np.save": Payload(np.save, str(marker), np.zeros(1)),
+    }
+    out = {}
+    for name, obj in raw.items():
+        for protocol in (2, pickle.HIGHEST_PROTOCOL):
+            out[f"{name}/p{protocol}"] = pickle.dumps(obj, protocol=protocol)
+    # hand-written opcodes: GLOBAL 'posix system', REDUCE
+    out["posix.system/raw"] = b"cposix\nsystem\n(V" + command.encode() + b"\ntR."
+    out["subprocess/raw"] = (
+        b"csubprocess\ncheck_call\n((Vtouch\nV" + str(marker).encode() + b"\nltR."
+    )
+    return out
+
+
+def test_malicious_pickles_are_refused_and_run_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    for name, blob in payloads(marker).items():
+        with pytest.raises(DataError, match="cannot read") as info:
+            load_restricted(io.BytesIO(blob), f"evil-{name}")
+        assert "refusing to load" in str(info.value), name
+        assert not marker.exists() and not (tmp_path / "pwned.npy").exists(), name
+
+
+def test_malicious_gzip_and_npy_files_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    blob = payloads(marker)["os.system/p2"]
+    gz = tmp_path / "data.pkl.gz"
+    gz.write_bytes(gzip.compress(blob))
+    with pytest.raises(DataError, match="refusing to load"):
+        load_gzip_pickle(gz)
+    # an object .npy whose pickled body is the payload
+    npy = tmp_path / "data.npy"
+    with open(npy, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "|O", "fortran_order": False, "shape": ()}
+        )
+        fh.write(blob)
+    with pytest.raises(DataError, match="refusing to load"):
+        load_object_npy(npy)
+    assert not marker.exists()
+
+
+def test_legitimate_numpy_and_pandas_content_still_loads(tmp_path):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    # protocol 2, as the shipped data files are written
+    got = load_restricted(io.BytesIO(pickle.dumps({"x": array, "s": slice(1, 3)}, 2)), "t")
+    np.testing.assert_array_equal(got["x"], array)
+    assert got["s"] == slice(1, 3)
+    npy = tmp_path / "obj.npy"
+    np.save(npy, np.array({"a": np.ones(3)}, dtype=object), allow_pickle=True)
+    np.testing.assert_array_equal(load_object_npy(npy)["a"], np.ones(3))
+    # a pandas class becomes an inert stub that keeps its pickled state
+    stub = load_restricted(
+        io.BytesIO(b"cpandas.core.frame\nDataFrame\n)\x81}(Vk\nK\x01ub."), "frame"
+    )
+    assert isinstance(stub, PandasStub) and stub.state == {"k": 1}
+
+
+def test_plain_numeric_npy_is_not_taken_for_a_pickle(tmp_path):
+    npy = tmp_path / "plain.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(DataError, match="expected a pickled object array"):
+        load_object_npy(npy)
