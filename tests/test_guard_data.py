@@ -1,0 +1,114 @@
+"""Values, not shapes: recordings through the contract (50 Hz and the 200 Hz imu2clip variant)
+and a CSV recording through `primus embed`'s Python path, each against an independent pipeline
+written here (scipy's resample_poly called directly, windows cut by slicing, units by hand)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.signal import resample_poly
+
+from primus_core import create
+from primus_core.config import IMUContract
+from primus_core.data import Recording, recording_windows
+from primus_core.embed import embed_windows, prepare_windows, read_input
+
+G = 9.80665
+
+
+def recording(rate_hz: float, seconds: float, seed: int = 0, labels=None) -> Recording:
+    rng = np.random.default_rng(seed)
+    n = int(rate_hz * seconds)
+    t = np.arange(n) / rate_hz
+    acc = np.stack([np.sin(2 * np.pi * f * t) + 1.0 for f in (0.5, 1.0, 1.5)], axis=1)  # g
+    gyro = rng.normal(size=(n, 3)) * 10  # deg/s
+    data = np.concatenate([acc, gyro], axis=1)
+    channels = ["gyro_x", "gyro_y", "gyro_z", "acc_x", "acc_y", "acc_z"]  # shuffled order
+    return Recording(
+        data=np.concatenate([gyro, acc], axis=1),
+        rate_hz=rate_hz,
+        channels=channels,
+        units=["deg/s"] * 3 + ["g"] * 3,
+        subject=1,
+        source="synthetic",
+        labels=labels,
+    ), data
+
+
+def by_hand(data: np.ndarray, up: int, down: int, window: int, stride: int) -> np.ndarray:
+    x = data * np.array([G] * 3 + [np.pi / 180] * 3)
+    y = resample_poly(x, up, down, axis=0, padtype="line")
+    starts = range(0, len(y) - window + 1, stride)
+    return np.stack([y[s : s + window].T for s in starts]).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "rate_hz,contract,up,down",
+    [
+        (100.0, IMUContract(), 1, 2),
+        (10.0, IMUContract(rate_hz=200.0, window_samples=1000), 20, 1),  # imu2clip, 200 Hz
+        (50.0, IMUContract(rate_hz=200.0, window_samples=1000), 4, 1),
+        (200.0, IMUContract(rate_hz=200.0, window_samples=1000), 1, 1),
+    ],
+)
+def test_recording_windows_hold_the_resampled_converted_values(rate_hz, contract, up, down):
+    rec, data = recording(rate_hz, 21.0)
+    imu, labels = recording_windows(rec, contract, stride_s=2.5)
+    stride = round(2.5 * contract.rate_hz)
+    if up == down:
+        x = data * np.array([G] * 3 + [np.pi / 180] * 3)
+        starts = range(0, len(x) - contract.window_samples + 1, stride)
+        want = np.stack([x[s : s + contract.window_samples].T for s in starts]).astype(np.float32)
+    else:
+        want = by_hand(data, up, down, contract.window_samples, stride)
+    assert imu.shape[1:] == (6, contract.window_samples)
+    np.testing.assert_allclose(imu[: len(want)], want, rtol=1e-5, atol=1e-5)
+    assert (labels == -1).all()
+
+
+def test_labelled_runs_are_resampled_separately():
+    labels = np.repeat([0, 1], 500)  # 10 s of each label at 50 Hz
+    rec, data = recording(50.0, 20.0, labels=labels)
+    imu, got = recording_windows(rec, IMUContract(rate_hz=25.0, window_samples=125))
+    first = by_hand(data[:500], 1, 2, 125, 125)
+    second = by_hand(data[500:], 1, 2, 125, 125)
+    np.testing.assert_allclose(imu, np.concatenate([first, second]), rtol=1e-5, atol=1e-5)
+    assert got.tolist() == [0, 0, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return create("encoder", "stacked-rnn", hidden_size=16).eval()
+
+
+def test_csv_recording_embeds_as_its_resampled_windows(encoder, tmp_path):
+    rng = np.random.default_rng(3)
+    native = rng.normal(size=(1300, 6)).astype(np.float32)  # 13 s at 100 Hz
+    path = tmp_path / "rec.csv"
+    lines = ["ax,ay,az,gx,gy,gz"] + [",".join(f"{v:.6f}" for v in row) for row in native]
+    path.write_text("\n".join(lines) + "\n")
+    parsed = read_input(path)
+    assert parsed.shape == (6, 1300)
+    np.testing.assert_allclose(parsed.T, native, atol=1e-6)
+    windows = prepare_windows(parsed, channels=6, window=250, rate_hz=50.0, input_rate_hz=100.0)
+    got = embed_windows(encoder, windows, head="emb")
+    # independent path: 100 -> 50 Hz by scipy, two non-overlapping 5 s windows, one forward pass
+    resampled = resample_poly(native.astype(np.float64), 1, 2, axis=0, padtype="line")
+    assert len(resampled) == 650
+    want_windows = np.stack([resampled[0:250].T, resampled[250:500].T]).astype(np.float32)
+    np.testing.assert_allclose(windows, want_windows, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        want = encoder(torch.from_numpy(want_windows))["emb"].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_windows_input_is_cut_to_the_window_and_embedded_in_batches(encoder):
+    x = np.random.default_rng(4).normal(size=(5, 6, 300)).astype(np.float32)
+    windows = prepare_windows(x, channels=6, window=250, rate_hz=50.0)
+    np.testing.assert_array_equal(windows, x[..., :250])
+    got = embed_windows(encoder, windows, head="emb", batch_size=2)
+    with torch.no_grad():
+        want = encoder(torch.from_numpy(x[..., :250].copy()))["emb"].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
