@@ -17,11 +17,12 @@ mkdir -p "$MUTDIR"
 tar --exclude=./.venv --exclude=./.git --exclude=./runs --exclude='*.pyc' -cf - . | tar -xf - -C "$MUTDIR"
 cd "$MUTDIR"
 export PYTHONPATH="$MUTDIR:$MUTDIR/plugins"
+export PRIMUS_HYPOTHESIS_EXAMPLES=${PRIMUS_HYPOTHESIS_EXAMPLES:-10}  # per mutant: fewer examples
 SOCK=$(mktemp -u /tmp/primus-mutation.XXXXXX)
 
 # module -> "tests (pytest arguments)"
 declare -A TESTS=(
-  [augment]="tests/test_augmentations.py tests/test_properties.py -k aug or permut or warp or draw"
+  [augment]="tests/test_guard_augment.py tests/test_augmentations.py tests/test_properties.py -k aug or permut or warp or draw or default or unknown or bad or probability"
   [objectives]="tests/test_losses.py"
   [evaluate]="tests/test_guard_eval.py"
   [data]="tests/test_properties.py tests/test_guard_data.py -k resampl or window or constant or nyquist or tone"
@@ -39,7 +40,7 @@ declare -A FILES=(
 SCOPED="evaluate data zoo"  # whole-file mutation would mostly test code outside the subset
 
 modules=("$@")
-[ ${#modules[@]} -eq 0 ] && modules=(augment objectives evaluate data zoo safe_pickle)
+[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle)
 
 "$PY" scripts/mutation_runner.py serve "$SOCK" &
 server=$!

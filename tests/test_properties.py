@@ -5,6 +5,7 @@ here, never against the code under test."""
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -19,7 +20,9 @@ from primus_core.embed import embed_windows, prepare_windows
 from primus_core.errors import DataError
 from primus_objectives.augment import AUGMENTATIONS, permutation_indices, warp_positions
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# scripts/mutation.sh lowers the example count: it runs these tests once per mutant
+EXAMPLES = int(os.environ.get("PRIMUS_HYPOTHESIS_EXAMPLES", "40"))
+FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 rates = st.integers(min_value=5, max_value=1000).map(float)
 
 
@@ -71,7 +74,7 @@ def test_constants_and_trends_survive_resampling_up_to_the_edges(
     assert np.max(np.abs(out - want)) <= 3e-3 * scale, (out[:3], want[:3])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=max(5, EXAMPLES * 5 // 8), deadline=None)
 @given(
     rate_to=st.integers(10, 200).map(float),
     factor=st.floats(2.0, 8.0),
@@ -89,7 +92,7 @@ def test_no_energy_above_the_new_nyquist(rate_to, factor, where):
     assert spectrum.max() < 0.02, spectrum.max()  # < -34 dB of the unit-amplitude tone
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=max(5, EXAMPLES * 5 // 8), deadline=None)
 @given(rate_from=rates, rate_to=rates, where=st.floats(0.05, 0.6))
 def test_tones_below_both_nyquists_keep_their_amplitude(rate_from, rate_to, where):
     freq = where * min(rate_from, rate_to) / 2
@@ -242,7 +245,9 @@ DTYPES = st.sampled_from(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES * 3 // 2, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     array=st.one_of(
         hnp.arrays(DTYPES, hnp.array_shapes(min_dims=1, max_dims=4, max_side=8)),
