@@ -37,7 +37,12 @@ declare -A FILES=(
   [zoo]="primus_core/zoo.py"
   [safe_pickle]="plugins/primus_datasets/safe_pickle.py"
 )
-SCOPED="evaluate data zoo"  # whole-file mutation would mostly test code outside the subset
+# large modules: only the functions the issue names (scripts/mutation_scope.py)
+declare -A SCOPE=(
+  [evaluate]="metrics,training_steps,warmup_cosine,CosineHead,head_lr,fit_head,batch_indices,knn_predict,split_for_seed,shot_indices"
+  [data]="resample,resampled_length,sliding_windows,gather_windows,centred_starts,label_runs,recording_windows,to_contract_channels,unit_factor,check_finite,check_columns"
+  [zoo]="check_file,cached_hub_snapshot,pull_hub,expected_local_files,installed,check_local_dir,_install,_staging_dir,pull_shipped,pull,cached_dir,verify,_complete"
+)
 
 modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle)
@@ -55,8 +60,10 @@ for m in "${modules[@]}"; do
   [ -n "$kexpr" ] && args+=(-k "$kexpr")
   runner="$PY scripts/mutation_runner.py run $SOCK $(printf '%q ' "${args[@]}")"
   extra=()
-  if [[ " $SCOPED " == *" $m "* ]]; then
+  if [ -n "${SCOPE[$m]:-}" ]; then
+    "$PY" scripts/mutation_scope.py "${FILES[$m]}" "${SCOPE[$m]}"
     "$PY" -m coverage run --include="${FILES[$m]}" -m pytest "${args[@]}" >/dev/null
+    "$PY" scripts/mutation_scope.py "${FILES[$m]}" "${SCOPE[$m]}" --keep
     extra=(--use-coverage)
   fi
   echo "== $m: ${FILES[$m]} against: ${args[*]}"
