@@ -131,3 +131,39 @@ def test_the_shipped_pickles_hold_physically_sensible_columns():
     for key in ("X", "y"):
         assert len(ours[key]) == len(theirs[key])
         np.testing.assert_array_equal(ours[key][0], theirs[key][0])
+
+
+def test_python3_protocols_numpy_scalars_and_npy_v2_load(tmp_path):
+    content = {"s": slice(1, 3), "x": np.arange(3.0), "f": np.float32(1.5), "i": np.int64(7)}
+    for protocol in (2, 3, 4):
+        for fix_imports in (True, False):
+            blob = pickle.dumps(content, protocol=protocol, fix_imports=fix_imports)
+            got = load_restricted(io.BytesIO(blob), f"p{protocol}")
+            assert got["s"] == slice(1, 3) and got["f"] == np.float32(1.5) and got["i"] == 7
+            np.testing.assert_array_equal(got["x"], np.arange(3.0))
+    npy = tmp_path / "v2.npy"
+    with open(npy, "wb") as fh:  # format 2.0: the header length takes 4 bytes
+        array = np.array({"a": 1}, dtype=object)
+        np.lib.format.write_array(fh, array, version=(2, 0), allow_pickle=True)
+    assert load_object_npy(npy) == {"a": 1}
+
+
+def test_other_numpy_multiarray_functions_are_refused():
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        blob = f"c{module}\nfromfile\n(V/etc/passwd\ntR.".encode()
+        with pytest.raises(DataError, match="refusing to load"):
+            load_restricted(io.BytesIO(blob), "evil")
+
+
+@pytest.mark.parametrize(
+    "mgr_state",
+    [(0, 1, 2), {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}, (0, 1, 2, {}), (0, 1, 2, 3, 4)],
+)
+def test_unexpected_dataframe_layouts_are_one_data_error(mgr_state):
+    from primus_datasets.safe_pickle import dataframe_columns
+
+    manager, frame = PandasStub(), PandasStub()
+    manager.state = mgr_state
+    frame.state = {"_data": manager}
+    with pytest.raises(DataError, match="^unsupported pickled DataFrame layout$"):
+        dataframe_columns(frame)
