@@ -20,12 +20,13 @@ export PYTHONPATH="$MUTDIR:$MUTDIR/plugins"
 export PRIMUS_HYPOTHESIS_EXAMPLES=${PRIMUS_HYPOTHESIS_EXAMPLES:-10}  # per mutant: fewer examples
 SOCK=$(mktemp -u /tmp/primus-mutation.XXXXXX)
 
-# module -> "tests (pytest arguments)"
+# module -> its tests (pytest arguments; hypothesis properties picked by node id)
+P=tests/test_properties.py
 declare -A TESTS=(
-  [augment]="tests/test_guard_augment.py tests/test_augmentations.py tests/test_properties.py -k aug or permut or warp or draw or default or unknown or bad or probability"
+  [augment]="tests/test_guard_augment.py tests/test_augmentations.py $P::test_augmentations_keep_shape_dtype_and_are_seeded $P::test_value_preserving_augmentations_keep_the_multiset_of_values $P::test_permutation_indices_are_permutations_of_contiguous_pieces $P::test_time_warp_positions_are_monotone_from_start_to_end $P::test_random_draw_statistics"
   [objectives]="tests/test_losses.py"
   [evaluate]="tests/test_guard_eval.py"
-  [data]="tests/test_properties.py tests/test_guard_data.py -k resampl or window or constant or nyquist or tone"
+  [data]="tests/test_guard_data.py $P::test_resampled_length_is_the_ceiling_of_n_times_the_ratio $P::test_constants_and_trends_survive_resampling_up_to_the_edges $P::test_no_energy_above_the_new_nyquist $P::test_tones_below_both_nyquists_keep_their_amplitude $P::test_sliding_windows_count_placement_and_padding $P::test_gather_windows_is_slicing_with_zero_padding"
   [zoo]="tests/test_guard_zoo.py"
   [safe_pickle]="tests/test_guard_pickle.py"
 )
@@ -53,11 +54,8 @@ trap 'kill $server 2>/dev/null; rm -f "$SOCK"' EXIT
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.2; done
 
 for m in "${modules[@]}"; do
-  spec=${TESTS[$m]}
-  files=${spec%% -k *}
-  if [[ $spec == *" -k "* ]]; then kexpr=${spec#* -k }; else kexpr=""; fi
-  args=(-x -q -p no:cacheprovider -p no:randomly $files)
-  [ -n "$kexpr" ] && args+=(-k "$kexpr")
+  # shellcheck disable=SC2206
+  args=(-x -q -p no:cacheprovider -p no:randomly ${TESTS[$m]})
   runner="$PY scripts/mutation_runner.py run $SOCK $(printf '%q ' "${args[@]}")"
   extra=()
   if [ -n "${SCOPE[$m]:-}" ]; then

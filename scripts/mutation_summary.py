@@ -2,15 +2,16 @@
 
     python scripts/mutation_summary.py [MUTDIR] [--show]   # default /tmp/primus-mutation
 
---show prints each survivor's diff with `mutmut show`. Only use it once the run has finished:
-`mutmut show` re-reads the source file, and during a run that file holds a mutant, which
-corrupts the cache (mutmut 2 then stops with "Attribute Mutant.line is required").
+--show prints each survivor's diff, rebuilt from the checkout's source (as scripts/mutation.sh
+copied it, ast.unparse'd for scoped modules). It never calls `mutmut show`: that re-reads the
+mutated copy and, during a run, corrupts the cache ("Attribute Mutant.line is required").
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import sqlite3
-import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -46,15 +47,37 @@ def main(mutdir: Path, show: bool) -> None:
             f"| {filename} | {sum(c.values())} | {c['killed']} | {c['survived']} | "
             f"{c['timeout']} | {c['untested']} | {score:.0%} |"
         )
-    mutmut = Path(sys.executable).parent / "mutmut"
     for filename, ids in survivors.items() if show else ():
         print(f"\n### survivors in {filename}\n")
         for mutant_id in ids:
-            shown = subprocess.run(
-                [str(mutmut), "show", str(mutant_id)], cwd=mutdir, capture_output=True, text=True
-            ).stdout
-            lines = [x for x in shown.splitlines() if x[:2] in ("- ", "+ ")]
-            print(f"- #{mutant_id}: `{' / '.join(x.strip() for x in lines)[:200]}`")
+            print(f"- #{mutant_id}: `{diff_of(db, mutant_id, filename)}`")
+
+
+def diff_of(db: sqlite3.Connection, mutant_id: int, filename: str) -> str:
+    from mutmut import Context, RelativeMutationID, mutate
+
+    line, number, index = db.execute(
+        "select l.line, l.line_number, m.`index` from Mutant m join Line l on m.line = l.id "
+        "where m.id = ?",
+        (mutant_id,),
+    ).fetchone()
+    original = (Path(__file__).resolve().parent.parent / filename).read_text()
+    for source in (original, ast.unparse(ast.parse(original)) + "\n"):
+        ctx = Context(
+            source=source,
+            filename=filename,
+            mutation_id=RelativeMutationID(line, index, number),
+            dict_synonyms=[],
+        )
+        mutated, count = mutate(ctx)
+        if count:
+            changed = [
+                x[1:].strip()
+                for x in difflib.unified_diff(source.splitlines(), mutated.splitlines(), n=0)
+                if x[:1] in "+-" and x[:3] not in ("+++", "---")
+            ]
+            return " / ".join(changed)[:220]
+    return "(source changed since the run)"
 
 
 if __name__ == "__main__":

@@ -57,3 +57,50 @@ def test_probability_zero_changes_nothing_and_one_changes_every_window(name):
     assert torch.equal(cls(config(p=0.0))(x, torch.Generator().manual_seed(1)), x)
     changed = cls(config(p=1.0))(x, torch.Generator().manual_seed(1))
     assert all(not torch.equal(changed[i], x[i]) for i in range(len(x)))
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_every_augmentation_names_itself_in_errors(name):
+    cls, config = AUGMENTATIONS[name]
+    with pytest.raises(DataError, match=f"^augmentation '{name}' expects"):
+        cls(config())(torch.zeros(2, 250), torch.Generator())
+    assert repr(cls(config())) == f"{cls.__name__}({config()!r})"
+
+
+def test_config_bounds():
+    _, permute = AUGMENTATIONS["permute"]
+    _, warp = AUGMENTATIONS["time-warp"]
+    _, negate = AUGMENTATIONS["negate"]
+    _, rotate = AUGMENTATIONS["rotate"]
+    assert permute(segments=1).segments == 1 and warp(knots=1).knots == 1
+    assert negate(p=1.0).p == 1.0
+    for bad in (lambda: negate(p=1.5), lambda: negate(p=-0.1), lambda: permute(segments=0)):
+        with pytest.raises(ValidationError):
+            bad()
+    for groups in ([[0, 1, 1]], [[-1, 0, 1]], [[0, 1, 2], [2, 3, 4]]):
+        with pytest.raises(ValidationError, match="distinct and non-negative"):
+            rotate(groups=groups)
+
+
+def test_two_segments_swap_the_halves_about_half_the_time():
+    cls, config = AUGMENTATIONS["permute"]
+    x = torch.arange(2.0).expand(4000, 1, 2)  # one cut possible: after the first sample
+    out = cls(config(segments=2))(x, torch.Generator().manual_seed(0))
+    swapped = (out[:, 0, 0] == 1).double().mean()
+    assert abs(float(swapped) - 0.5) < 0.05
+    one = cls(config(segments=1))(x, torch.Generator().manual_seed(0))
+    assert torch.equal(one, x)
+
+
+def test_noise_is_exactly_the_documented_formula():
+    """x + sigma * N(0, 1) and x * (1 + sigma * N(0, 1)), drawn from the given generator."""
+    x = torch.randn(3, 6, 20, generator=torch.Generator().manual_seed(5))
+    for name, shape, combine in [
+        ("jitter", (3, 6, 20), lambda x, n: x + 0.1 * n),
+        ("scale-per-channel", (3, 6, 1), lambda x, n: x * (1 + 0.25 * n)),
+        ("scale-per-timestep", (3, 1, 20), lambda x, n: x * (1 + 0.25 * n)),
+    ]:
+        cls, config = AUGMENTATIONS[name]
+        got = cls(config())(x, torch.Generator().manual_seed(9))
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(got, combine(x, noise))
