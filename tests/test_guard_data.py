@@ -112,3 +112,58 @@ def test_windows_input_is_cut_to_the_window_and_embedded_in_batches(encoder):
     with torch.no_grad():
         want = encoder(torch.from_numpy(x[..., :250].copy()))["emb"].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_check_finite_names_the_first_bad_run_of_rows():
+    from primus_core.data import check_finite
+    from primus_core.errors import DataError
+
+    x = np.zeros((10, 3, 2))
+    x[4, 2, 1] = np.nan
+    x[5, 0, 0] = np.inf
+    with pytest.raises(
+        DataError, match=r"^rec: non-finite values \(NaN/inf\) in 2 row\(s\) starting at sample 4$"
+    ):
+        check_finite(x, "rec")
+    t = np.array([0.0, 1.0, np.nan, 3.0])
+    with pytest.raises(DataError, match="in 1 row.s. starting at line 7$"):
+        check_finite(t, "file.csv", first_line=5)
+
+
+def test_check_columns_refuses_other_shapes():
+    from primus_core.data import check_columns
+    from primus_core.errors import DataError
+
+    check_columns(np.zeros((4, 6)), 6, "ok")
+    with pytest.raises(DataError, match="expected 6 columns, got 1$"):
+        check_columns(np.zeros(6), 6, "flat")
+    with pytest.raises(DataError, match="expected 6 columns, got 5$"):
+        check_columns(np.zeros((4, 5)), 6, "narrow")
+
+
+def test_unit_factors_both_ways():
+    from primus_core.data import unit_factor
+
+    assert unit_factor("m/s^2", "g") == pytest.approx(1 / G)
+    assert unit_factor("g", "mg") == pytest.approx(1000.0)
+    assert unit_factor("rad/s", "deg/s") == pytest.approx(180 / np.pi)
+
+
+def test_missing_channels_are_an_error_unless_filled():
+    from primus_core.data import to_contract_channels
+    from primus_core.errors import DataError
+
+    data = np.ones((5, 3))
+    acc = ["acc_x", "acc_y", "acc_z"]
+    with pytest.raises(DataError, match="has no channel 'gyro_x'"):
+        to_contract_channels(data, acc, ["g"] * 3, IMUContract())
+    filled = to_contract_channels(data, acc, ["g"] * 3, IMUContract(), fill_missing=True)
+    np.testing.assert_allclose(filled, np.concatenate([np.full((5, 3), G), np.zeros((5, 3))], 1))
+
+
+def test_sliding_windows_default_min_fill_is_half_a_window():
+    from primus_core.data import sliding_windows
+
+    x = np.ones((15, 1))
+    assert len(sliding_windows(x, 10, 10)[1]) == 2  # a 5-sample tail is half a window: padded
+    assert len(sliding_windows(np.ones((14, 1)), 10, 10)[1]) == 1

@@ -136,3 +136,11 @@ def test_warmup_cosine_factors():
         sched.step()
     expected = [0.5, 1.0] + [0.5 * (1 + np.cos(np.pi * (i - 2) / 8)) for i in range(2, 10)]
     assert lrs == pytest.approx(expected)
+
+
+def test_metrics_of_a_single_window():
+    assert metrics(np.array([2]), np.array([2])) == {
+        "accuracy": 1.0,
+        "macro_f1": 1.0,
+        "mean_class_accuracy": 1.0,
+    }
