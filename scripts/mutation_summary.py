@@ -69,7 +69,10 @@ def diff_of(db: sqlite3.Connection, mutant_id: int, filename: str) -> str:
             mutation_id=RelativeMutationID(line, index, number),
             dict_synonyms=[],
         )
-        mutated, count = mutate(ctx)
+        try:
+            mutated, count = mutate(ctx)
+        except Exception:  # noqa: BLE001 - parso cannot read the original: try the unparsed copy
+            continue
         if count:
             changed = [
                 x[1:].strip()

@@ -125,6 +125,10 @@ def test_check_finite_names_the_first_bad_run_of_rows():
         DataError, match=r"^rec: non-finite values \(NaN/inf\) in 2 row\(s\) starting at sample 4$"
     ):
         check_finite(x, "rec")
+    rows = np.zeros((6, 2))
+    rows[3, 1] = np.inf
+    with pytest.raises(DataError, match="in 1 row.s. starting at sample 3$"):
+        check_finite(rows, "rec")
     t = np.array([0.0, 1.0, np.nan, 3.0])
     with pytest.raises(DataError, match="in 1 row.s. starting at line 7$"):
         check_finite(t, "file.csv", first_line=5)

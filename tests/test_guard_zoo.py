@@ -84,6 +84,7 @@ def test_a_cached_hub_snapshot_is_rehashed_before_use(hub_entry):
         zoo.pull("cached", offline=True)
     # the bad blob is gone, so nothing can load it afterwards
     assert not (hub_entry / "config.json").exists()
+    assert not (hub_entry / "config.json").is_symlink()  # no dangling link left either
 
 
 def test_verify_rehashes_a_cached_hub_snapshot(hub_entry):
