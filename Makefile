@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint format bench
+.PHONY: setup demo test lint format bench mutation
 setup:
 	bash scripts/setup.sh
 demo: setup
@@ -11,3 +11,5 @@ format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 bench:
 	.venv/bin/primus bench
+mutation:
+	bash scripts/mutation.sh

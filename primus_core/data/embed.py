@@ -110,7 +110,7 @@ def prepare_windows(
     if np.iscomplexobj(array):
         raise DataError(f"input has complex dtype {array.dtype}; expected real numbers")
     if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"input has dtype {array.dtype}; expected numbers")
+        raise DataError(f"input has dtype {array.dtype}; expected real numbers")
     if input_rate_hz is not None and not (math.isfinite(input_rate_hz) and input_rate_hz > 0):
         raise DataError(f"input rate must be a positive number of Hz (got {input_rate_hz})")
     if stride is not None and stride < 1:

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 2) of the core modules, each against its fast test subset.
+#   bash scripts/mutation.sh [MODULE...]     # default: every module below
+# mutmut 2 rewrites the mutated file in place, so it runs in a copy of the tree (MUTDIR, default
+# /tmp/primus-mutation) that PYTHONPATH puts before the editable install: the checkout is never
+# touched and other tests can run meanwhile. Results: MUTDIR/.mutmut-cache (`mutmut results`
+# there) and MUTDIR/summary.txt.
+# Too slow for every CI run (minutes per module on 2 cores); benchmarks/mutation.md holds the
+# last summary and the review of every surviving mutant.
+# Large modules are scoped with --use-coverage: only the lines their test subset runs (the
+# probes of evaluate.py, the windowing/resampling of data.py, the checks of zoo.py) are mutated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-$PWD/.venv/bin/python}
+MUTDIR=${MUTDIR:-/tmp/primus-mutation}
+mkdir -p "$MUTDIR"
+tar --exclude=./.venv --exclude=./.git --exclude=./runs --exclude='*.pyc' -cf - . | tar -xf - -C "$MUTDIR"
+cd "$MUTDIR"
+export PYTHONPATH="$MUTDIR:$MUTDIR/plugins"
+export PRIMUS_HYPOTHESIS_EXAMPLES=${PRIMUS_HYPOTHESIS_EXAMPLES:-10}  # per mutant: fewer examples
+SOCK=$(mktemp -u /tmp/primus-mutation.XXXXXX)
+
+# module -> its tests (pytest arguments; hypothesis properties picked by node id)
+P=tests/test_properties.py
+declare -A TESTS=(
+  [augment]="tests/test_guard_augment.py tests/test_augmentations.py $P::test_augmentations_keep_shape_dtype_and_are_seeded $P::test_value_preserving_augmentations_keep_the_multiset_of_values $P::test_permutation_indices_are_permutations_of_contiguous_pieces $P::test_time_warp_positions_are_monotone_from_start_to_end $P::test_random_draw_statistics"
+  [objectives]="tests/test_losses.py"
+  [evaluate]="tests/test_guard_eval.py"
+  [data]="tests/test_guard_data.py $P::test_resampled_length_is_the_ceiling_of_n_times_the_ratio $P::test_constants_and_trends_survive_resampling_up_to_the_edges $P::test_no_energy_above_the_new_nyquist $P::test_tones_below_both_nyquists_keep_their_amplitude $P::test_sliding_windows_count_placement_and_padding $P::test_gather_windows_is_slicing_with_zero_padding"
+  [zoo]="tests/test_guard_zoo.py"
+  [safe_pickle]="tests/test_guard_pickle.py"
+)
+declare -A FILES=(
+  [augment]="plugins/primus_objectives/augment.py"
+  [objectives]="plugins/primus_objectives/objectives.py,plugins/primus_objectives/infonce.py,plugins/primus_objectives/neighbours.py"
+  [evaluate]="primus_core/evaluation/protocol.py"
+  [data]="primus_core/data/windows.py"
+  [zoo]="primus_core/zoo/hub.py"
+  [safe_pickle]="plugins/primus_datasets/safe_pickle.py"
+)
+# large modules: only the functions the issue names (scripts/mutation_scope.py)
+declare -A SCOPE=(
+  [evaluate]="metrics,training_steps,warmup_cosine,CosineHead,head_lr,fit_head,batch_indices,knn_predict,split_for_seed,shot_indices"
+  [data]="resample,resampled_length,sliding_windows,gather_windows,centred_starts,label_runs,recording_windows,to_contract_channels,unit_factor,check_finite,check_columns"
+  [zoo]="check_file,cached_hub_snapshot,pull_hub,expected_local_files,installed,check_local_dir,_install,_staging_dir,pull_shipped,pull,cached_dir,verify,_complete"
+)
+
+modules=("$@")
+[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle)
+
+"$PY" scripts/mutation_runner.py serve "$SOCK" &
+server=$!
+trap 'kill $server 2>/dev/null; rm -f "$SOCK"' EXIT
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.2; done
+
+for m in "${modules[@]}"; do
+  # shellcheck disable=SC2206
+  args=(-x -q -p no:cacheprovider -p no:randomly ${TESTS[$m]})
+  runner="$PY scripts/mutation_runner.py run $SOCK $(printf '%q ' "${args[@]}")"
+  extra=()
+  if [ -n "${SCOPE[$m]:-}" ]; then
+    "$PY" scripts/mutation_scope.py "${FILES[$m]}" "${SCOPE[$m]}"
+    "$PY" -m coverage run --include="${FILES[$m]}" -m pytest "${args[@]}" >/dev/null
+    "$PY" scripts/mutation_scope.py "${FILES[$m]}" "${SCOPE[$m]}" --keep
+    extra=(--use-coverage)
+  fi
+  echo "== $m: ${FILES[$m]} against: ${args[*]}"
+  "$PY" -m mutmut run --paths-to-mutate "${FILES[$m]}" --runner "$runner" \
+    --tests-dir tests --test-time-base 20 --test-time-multiplier 3 --no-progress \
+    "${extra[@]}" || true  # mutmut exits non-zero when mutants survive
+done
+"$PY" -m mutmut results > summary.txt || true
+cat summary.txt
