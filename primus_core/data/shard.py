@@ -163,7 +163,13 @@ def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
 def relaunch(nproc: int) -> None:
     """Run the current command again under torchrun with ``nproc`` local processes, then exit
     with its status (only from a process that torchrun did not start)."""
-    sys.exit(subprocess.call(torchrun_command(nproc, ARGV)))
+    args, skip = [], False
+    for arg in ARGV:  # torchrun's own parser would read --nproc as --nproc-per-node
+        if skip or arg == "--nproc" or arg.startswith("--nproc="):
+            skip = arg == "--nproc"
+            continue
+        args.append(arg)
+    sys.exit(subprocess.call(torchrun_command(nproc, args)))
 
 
 # --------------------------------------------------------------------------- data prepare
