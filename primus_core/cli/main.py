@@ -15,7 +15,7 @@ from ..components import KINDS, list_components, list_plugins
 from ..errors import PrimusError
 from ..plugins import get_host
 from ..version import __version__
-from .params import DEVICE, OUTPUT_DIR, OUTPUT_FILE, POSITIVE_FLOAT
+from .params import DEVICE, OUTPUT_DIR, OUTPUT_FILE, OUTPUT_FILE_OR_DIR, POSITIVE_FLOAT
 
 log = logging.getLogger("primus")
 
@@ -171,7 +171,7 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(path_type=Path),
+    type=OUTPUT_FILE_OR_DIR,
     required=True,
     help="Where to write the (N, D) embeddings (.npy); a folder when INPUT is a folder or a .txt "
     "list of inputs (one .npy per input; inputs already embedded there are skipped).",

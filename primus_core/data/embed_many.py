@@ -34,10 +34,14 @@ def list_inputs(source: Path) -> list[tuple[Path, Path]]:
             raise DataError(f"{source}: no such file")
         lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
         files = [Path(line) if Path(line).is_absolute() else source.parent / line for line in lines]
-        files = [p for p, line in zip(files, lines, strict=True) if line and not line.startswith("#")]
+        files = [
+            p for p, line in zip(files, lines, strict=True) if line and not line.startswith("#")
+        ]
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
-            raise DataError(f"{source}: {len(missing)} listed inputs do not exist (first: {missing[0]})")
+            raise DataError(
+                f"{source}: {len(missing)} listed inputs do not exist (first: {missing[0]})"
+            )
         pairs = [(p, Path(p.stem + ".npy")) for p in files]
         names = [name for _, name in pairs]
         if len(set(names)) != len(names):

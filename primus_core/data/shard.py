@@ -253,7 +253,9 @@ def prepare_sharded(
     barrier(ranks)
     sources = adapter.sources()
     adapter.report.clear()  # listing-time skips: rank 0 counts them again when merging
-    todo = [i for i in strided(range(len(sources)), ranks) if not (staged / f"{i:08d}.pkl").exists()]
+    todo = [
+        i for i in strided(range(len(sources)), ranks) if not (staged / f"{i:08d}.pkl").exists()
+    ]
     for i, part in read_sources(adapter, sources, contract, workers, todo):
         rows = adapter.report.rows()  # this source's rows only: the report is cleared per source
         adapter.report.clear()
@@ -263,7 +265,9 @@ def prepare_sharded(
         os.replace(tmp, staged / f"{i:08d}.pkl")
     barrier(ranks)
     if ranks.main:
-        prepare(ref, contract, cache_dir, force=force, strict=strict, progress=progress, staged=staged)
+        prepare(
+            ref, contract, cache_dir, force=force, strict=strict, progress=progress, staged=staged
+        )
         shutil.rmtree(staged, ignore_errors=True)
     barrier(ranks)
     return final
