@@ -96,7 +96,8 @@ def embed_files(
                 )
             except DataError as exc:
                 message = str(exc)
-                raise DataError(message if message.startswith(str(path)) else f"{path}: {message}")
+                where = message if message.startswith(str(path)) else f"{path}: {message}"
+                raise DataError(where) from None
             vectors = embed_windows(encoder, array, head=head, batch_size=batch_size, device=device)
             target = out_dir / name
             target.parent.mkdir(parents=True, exist_ok=True)
