@@ -4,6 +4,7 @@ Results go to stdout; progress bars to stderr."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,14 @@ def build_cache(
     skip_bad_videos: bool = False,
 ) -> list[dict[str, Any]]:
     """Embed every teacher input of the recipe's pretraining corpus (as training selects it);
-    one row per teacher."""
+    one row per teacher. Under torchrun each rank embeds its share of the missing inputs
+    (primus_core.data.shard.plan_missing); every rank returns the same rows."""
     from .. import load_recipe
     from ..components import create
+    from ..data import shard
     from ..training.trainer import load_data
 
+    ranks = shard.join()
     recipe = load_recipe(recipe_name, overrides)
     teachers = [create("teacher", ref.type, **ref.params) for ref in recipe.teachers]
     if not teachers:
@@ -68,30 +72,44 @@ def build_cache(
             if "skip_bad_videos" in type(teacher.config).model_fields:
                 teacher.config = teacher.config.model_copy(update={"skip_bad_videos": True})
     contract = create("encoder", recipe.encoder.type, **recipe.encoder.params).imu_contract
-    windows = load_data(recipe, contract)
-    store = EmbeddingCache(root, progress=progress)
+    windows = shard.rank_zero_first(lambda: load_data(recipe, contract), ranks)
+    store = EmbeddingCache(root, progress=progress and ranks.main)
     rows = []
     for teacher in teachers:
+        started = time.perf_counter()
         inputs = windows.narrations if teacher.modality == "text" else windows.videos
         present = [x for x in (inputs or []) if teacher_has_input(teacher, x)]
         skipped_before = len(getattr(teacher, "skipped", []))
-        store.get_or_compute(teacher, present, batch_size=batch_size)
-        run = store.last
-        seconds = max(run.seconds, 1e-9)
+        distinct, missing = shard.plan_missing(store, teacher, present, ranks)
+        mine = shard.batches_of([present[i] for i in missing], batch_size, ranks)
+        store.get_or_compute(teacher, mine, batch_size=batch_size)
+        done = shard.gather(
+            (
+                store.last.computed,
+                store.last.frames,
+                getattr(teacher, "skipped", [])[skipped_before:],
+            ),
+            ranks,
+        )
+        computed = sum(c for c, _, _ in done)
+        frames = sum(f for _, f, _ in done)
+        reasons = [r for _, _, rs in done for r in rs]
+        seconds = max(time.perf_counter() - started, 1e-9)
         rows.append(
             {
                 "teacher": teacher.identity.split("|")[0],
                 "modality": teacher.modality,
                 "windows": len(windows.imu),
                 "with_input": len(present),
-                "distinct": run.distinct,
-                "computed": run.computed,
-                "cached": run.cached,
-                "skipped": run.skipped,
-                "skip_reasons": dict(Counter(getattr(teacher, "skipped", [])[skipped_before:])),
-                "seconds": round(run.seconds, 3),
-                "inputs_per_s": round(run.computed / seconds, 3) if run.computed else None,
-                "frames_per_s": round(run.frames / seconds, 1) if run.frames else None,
+                "distinct": distinct,
+                "computed": computed,
+                "cached": distinct - len(missing),
+                "skipped": len(missing) - computed,
+                "skip_reasons": dict(Counter(reasons)),
+                "processes": ranks.world,
+                "seconds": round(seconds, 3),
+                "inputs_per_s": round(computed / seconds, 3) if computed else None,
+                "frames_per_s": round(frames / seconds, 1) if frames else None,
                 "identity": teacher.identity,
             }
         )
@@ -131,6 +149,13 @@ def _throughput(row: dict[str, Any]) -> str:
     "stopping the build.",
 )
 @root_option
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes on this machine (launches torchrun; each embeds its share of the inputs).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def build(
     recipe: str,
@@ -138,12 +163,22 @@ def build(
     batch_size: int,
     skip_bad_videos: bool,
     root: Path | None,
+    nproc: int,
     as_json: bool,
 ) -> None:
-    """Precompute every teacher embedding of RECIPE's data (a second run computes nothing)."""
+    """Precompute every teacher embedding of RECIPE's data (a second run computes nothing).
+    Under torchrun (or with --nproc) the missing inputs are shared out over the ranks."""
+    from ..data import shard
+
+    if nproc > 1 and not shard.under_torchrun():
+        shard.relaunch(nproc)
+    ranks = shard.join()
     rows = build_cache(
         recipe, overrides, root, batch_size, progress=not as_json, skip_bad_videos=skip_bad_videos
     )
+    shard.leave(ranks)
+    if not ranks.main:
+        return
     if as_json:
         _echo_json(rows)
         return

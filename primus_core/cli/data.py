@@ -86,16 +86,47 @@ def data() -> None:
 @_common
 @click.option("--force", is_flag=True, help="Rebuild even when a cache exists.")
 @click.option("--strict", is_flag=True, help="Fail (and keep no cache) when anything is skipped.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes reading sources (takes, recordings) on this machine; same bytes for any N.",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torchrun ranks on this machine (with torchrun: across machines sharing --cache-dir).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def data_prepare(
-    name, root, sets, rate_hz, window_samples, cache_dir, force, strict, as_json
+    name, root, sets, rate_hz, window_samples, cache_dir, force, strict, workers, nproc, as_json
 ) -> None:
     """Read dataset NAME once and write its windows to the memory-mapped cache; ends with a
     table of what was kept and what was skipped, by reason."""
+    from ..data import shard
+
+    if nproc > 1 and not shard.under_torchrun():
+        shard.relaunch(nproc)
+    ranks = shard.join()
     ref = _ref(name, root, sets)
     contract = _contract(rate_hz, window_samples)
     t0 = time.perf_counter()
-    folder = prepare(ref, contract, cache_dir, force=force, strict=strict, progress=not as_json)
+    folder = shard.prepare_sharded(
+        ref,
+        contract,
+        cache_dir,
+        force=force,
+        strict=strict,
+        progress=not as_json and ranks.main,
+        workers=workers,
+        ranks=ranks,
+    )
+    shard.leave(ranks)
+    if not ranks.main:
+        return
     meta = read_meta(folder)
     fresh = time.perf_counter() - t0 >= meta["prepare_seconds"]
     report = meta.get("report", {"kept": {"windows": meta["windows"]}, "rows": []})

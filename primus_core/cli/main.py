@@ -15,7 +15,7 @@ from ..components import KINDS, list_components, list_plugins
 from ..errors import PrimusError
 from ..plugins import get_host
 from ..version import __version__
-from .params import DEVICE, OUTPUT_FILE, POSITIVE_FLOAT
+from .params import DEVICE, OUTPUT_DIR, OUTPUT_FILE, OUTPUT_FILE_OR_DIR, POSITIVE_FLOAT
 
 log = logging.getLogger("primus")
 
@@ -171,9 +171,10 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--out",
     "out_path",
-    type=OUTPUT_FILE,
+    type=OUTPUT_FILE_OR_DIR,
     required=True,
-    help="Where to write the (N, D) embeddings (.npy).",
+    help="Where to write the (N, D) embeddings (.npy); a folder when INPUT is a folder or a .txt "
+    "list of inputs (one .npy per input; inputs already embedded there are skipped).",
 )
 @click.option(
     "--rate", type=POSITIVE_FLOAT, help="Sampling rate of INPUT in Hz (resampled to the model's)."
@@ -184,6 +185,13 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--key", help="Array name inside an .npz file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes on this machine for a folder or list INPUT (launches torchrun).",
+)
 def embed(
     model: str,
     input_path: Path,
@@ -194,16 +202,51 @@ def embed(
     key: str | None,
     batch_size: int,
     device: str,
+    nproc: int,
 ) -> None:
-    """Embed IMU windows with MODEL (a model directory or zoo name)."""
+    """Embed IMU windows with MODEL (a model directory or zoo name). INPUT is one file, or a
+    folder / .txt list of files embedded one output each, sharded over torchrun ranks."""
     import numpy as np
 
+    from ..data import embed_many, shard
     from ..data.embed import embed_windows, prepare_windows, read_input
     from ..device import resolve_device
     from ..zoo.hub import load_pretrained
 
+    many = embed_many.is_many(input_path)
+    ctx = click.get_current_context()
+    param = next(p for p in ctx.command.params if p.name == "out_path")
+    out_path = (OUTPUT_DIR if many else OUTPUT_FILE).convert(str(out_path), param, ctx)
+    if many and nproc > 1 and not shard.under_torchrun():
+        shard.relaunch(nproc)
+    ranks = shard.join() if many else shard.Ranks()
     dev = resolve_device(device)
+    if dev.type == "cuda" and ranks.enabled:  # one GPU per local rank
+        import torch
+
+        dev = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
     encoder = load_pretrained(model, device=str(dev))
+    if many:
+        summary = embed_many.embed_files(
+            encoder,
+            input_path,
+            out_path,
+            head=head,
+            batch_size=batch_size,
+            device=dev,
+            key=key,
+            input_rate_hz=rate,
+            stride=stride,
+            ranks=ranks,
+        )
+        shard.leave(ranks)
+        if ranks.main:
+            click.echo(
+                f"{summary['out']}\t{summary['files']} files ({summary['embedded']} embedded, "
+                f"{summary['already_done']} already done), {summary['windows']} windows, "
+                f"{summary['windows_per_s']:.0f} windows/s, {summary['processes']} process(es)"
+            )
+        return
     contract = encoder.imu_contract
     windows = prepare_windows(
         read_input(input_path, key),
@@ -286,6 +329,9 @@ def add_command_groups() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a result, or one ``error: ...`` line on stderr and a non-zero exit."""
+    from ..data import shard
+
+    shard.ARGV[:] = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # for --nproc
     try:
         add_command_groups()
         cli.main(args=argv, prog_name="primus", standalone_mode=False)

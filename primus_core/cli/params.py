@@ -88,6 +88,18 @@ class OutputFile(click.ParamType):
         return path
 
 
+class OutputFileOrDir(OutputFile):
+    """A file, or a folder for a command that writes one file per input: only writability is
+    checked here; the command checks it as OUTPUT_FILE or OUTPUT_DIR once it knows which."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        path = Path(value)
+        _check_writable(path, param, ctx, self)
+        return path
+
+
 class OutputDir(click.ParamType):
     """A folder to write into: not a file, and writable (or creatable). With ``writable=False``
     (a folder that is also only read, such as a cache root): not a file, nor under one."""
@@ -129,6 +141,7 @@ POSITIVE_FLOAT = PositiveFloat()
 FRACTION = Fraction()
 TEACHER = ComponentName("teacher")
 OUTPUT_FILE = OutputFile()
+OUTPUT_FILE_OR_DIR = OutputFileOrDir()
 OUTPUT_DIR = OutputDir()
 FOLDER = OutputDir(writable=False)
 DEVICE = Device()

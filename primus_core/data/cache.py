@@ -8,12 +8,15 @@ Layout under the root (default ``$PRIMUS_HOME/cache/teachers``)::
     <teacher>-<hash16>/         one folder per teacher identity
         identity.txt            the identity string
         index.json              shard file -> rows (a summary, for `primus cache info`)
-        shards/<uuid>.npy       structured rows (key: 32 bytes, emb: float32[D]), memory-mapped
+        shards/<sha32>.npy      structured rows (key: 32 bytes, emb: float32[D]), memory-mapped;
+                                named by the hash of its keys, so the same batches give the same
+                                files whichever process (or torchrun rank) computed them
 
 A shard is written under a temporary name, flushed to disk, then renamed (atomic): a reader sees
 complete shards or none, so an interrupted writer leaves at most a temporary file that is never
-read (and is swept after an hour). Concurrent writers never write the same file; when two compute
-the same input, both rows are kept and the first one found is used.
+read (and is swept after an hour). When two writers compute the same input in different batches,
+both rows are kept and the first one found is used; the same batch gives the same file (replaced
+atomically by identical rows).
 """
 
 from __future__ import annotations
@@ -220,8 +223,8 @@ class TeacherStore:
         rows = np.empty(len(keys), dtype=_shard_dtype(emb.shape[1]))
         rows["key"] = np.frombuffer(b"".join(keys), dtype=f"V{KEY_BYTES}")
         rows["emb"] = emb
-        name = f"{uuid.uuid4().hex}.npy"
-        tmp = self.shards_dir / f".{name}.tmp"
+        name = f"{hashlib.sha256(b''.join(keys)).hexdigest()[:32]}.npy"
+        tmp = self.shards_dir / f".{name}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as fh:
             np.save(fh, rows, allow_pickle=False)
             fh.flush()
@@ -231,7 +234,8 @@ class TeacherStore:
             summary = _read_json(self.folder / "index.json")
             summary.update(identity=self.identity, dim=int(emb.shape[1]))
             summary.setdefault("shards", {})[name] = len(keys)
-            _write_atomic(self.folder / "index.json", json.dumps(summary, indent=1).encode())
+            text = json.dumps(summary, indent=1, sort_keys=True)
+            _write_atomic(self.folder / "index.json", text.encode())
         return name
 
 

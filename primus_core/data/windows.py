@@ -737,8 +737,12 @@ def prepare(
     force: bool = False,
     progress: bool = True,
     strict: bool = False,
+    workers: int = 1,
+    staged: Path | None = None,
 ) -> Path:
     """Materialise a dataset's windows once into the memory-mapped cache; returns its folder.
+    Sources are read by ``workers`` processes (or taken from the ranks' ``staged`` folder, see
+    primus_core.data.shard.prepare_sharded) and written in source order: the same bytes always.
 
     Written into a temporary folder next to the final one, then renamed: an interrupted or
     failed prepare leaves nothing half-written under the final name. With ``strict``, anything
@@ -755,7 +759,7 @@ def prepare(
     remove_dead_temps(final.parent, f".tmp-{final.name}-")  # left by killed prepares
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}-", dir=final.parent))
     try:
-        meta = _write_cache(adapter, contract, tmp, progress)
+        meta = _write_cache(adapter, contract, tmp, progress, workers, staged)
         if strict:
             _refuse_skips(adapter.info.name, meta["report"]["rows"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -779,8 +783,15 @@ def _refuse_skips(dataset: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _write_cache(
-    adapter: DatasetAdapter, contract: IMUContract, folder: Path, progress: bool
+    adapter: DatasetAdapter,
+    contract: IMUContract,
+    folder: Path,
+    progress: bool,
+    workers: int = 1,
+    staged: Path | None = None,
 ) -> dict[str, Any]:
+    from .shard import read_sources, read_staged
+
     t0 = time.perf_counter()
     adapter.report.clear()
     sources = adapter.sources()
@@ -795,8 +806,12 @@ def _write_cache(
     class_names = list(adapter.info.classes)
     try:
         with _progress(len(sources), f"prepare {adapter.info.name}", progress) as bar:
-            for source in sources:
-                part = adapter.read(source, contract)
+            parts = (
+                read_staged(adapter, staged, len(sources))
+                if staged is not None
+                else read_sources(adapter, sources, contract, workers)
+            )
+            for _, part in parts:
                 writers["imu"].append(part.imu)
                 writers["labels"].append(part.labels)
                 writers["subjects"].append(part.subjects)
