@@ -83,6 +83,8 @@ def build_cache(
         distinct, missing = shard.plan_missing(store, teacher, present, ranks)
         mine = shard.batches_of([present[i] for i in missing], batch_size, ranks)
         store.get_or_compute(teacher, mine, batch_size=batch_size)
+        if ranks.main:  # every window's input found in the cache (the misses counted above)
+            store.record_hits(teacher.identity, len(present) - len(missing))
         done = shard.gather(
             (
                 store.last.computed,

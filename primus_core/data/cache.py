@@ -367,6 +367,10 @@ class EmbeddingCache:
                     bar.set_postfix(frames_s=f"{frames / bar.format_dict['elapsed']:.0f}")
         return stored
 
+    def record_hits(self, identity: str, hits: int) -> None:
+        """Count ``hits`` lookups answered from the cache (a sharded build plans them itself)."""
+        self._count(self.store(identity), hits=hits, misses=0)
+
     def _count(self, store: TeacherStore, hits: int, misses: int) -> None:
         self.hits += hits
         self.misses += misses

@@ -790,7 +790,7 @@ def _write_cache(
     workers: int = 1,
     staged: Path | None = None,
 ) -> dict[str, Any]:
-    from .shard import read_sources, read_staged
+    from .pool import read_sources, read_staged
 
     t0 = time.perf_counter()
     adapter.report.clear()
