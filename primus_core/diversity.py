@@ -148,7 +148,9 @@ def mixed_effects(cells: list[dict[str, Any]], key: str = "seed_scores") -> dict
     df = pd.DataFrame(rows)
     df["ld"] = np.log2(df["diversity"])
     df["ln"] = np.log2(df["size"])
-    df["corpus"] = [f"{d}-{n}-{r}" for d, n, r in zip(df.diversity, df["size"], df.repeat)]
+    df["corpus"] = [
+        f"{d}-{n}-{r}" for d, n, r in zip(df.diversity, df["size"], df.repeat, strict=True)
+    ]
     df["one"] = 1
     vc = {"seed": "0 + C(seed)", "corpus": "0 + C(corpus)"}
     if df["repeat"].nunique() > 1:
@@ -160,15 +162,17 @@ def mixed_effects(cells: list[dict[str, Any]], key: str = "seed_scores") -> dict
         fit = smf.mixedlm("accuracy ~ ld + ln", df, groups="one", vc_formula=vc).fit(reml=True)
     beta = fit.fe_params
     cov = fit.cov_params().loc[["ld", "ln"], ["ld", "ln"]].to_numpy()
-    out: dict[str, Any] = {"model": "accuracy ~ log2 d + log2 n + (1|seed) + (1|repeat) + (1|corpus)"}
+    out: dict[str, Any] = {
+        "model": "accuracy ~ log2 d + log2 n + (1|seed) + (1|repeat) + (1|corpus)"
+    }
     for name, j in (("per_doubling_diversity", "ld"), ("per_doubling_size", "ln")):
         se = float(math.sqrt(fit.cov_params().loc[j, j]))
         out[name] = wald(float(beta[j]), se)
     diff_se = float(math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
     out["difference"] = wald(float(beta["ld"] - beta["ln"]), diff_se)
-    names = list(vc)
+    names = list(fit.model.exog_vc.names)
     out["variance_components"] = {
-        n: float(v) for n, v in zip(names, np.atleast_1d(fit.vcomp), strict=False)
+        n: float(v) for n, v in zip(names, np.atleast_1d(fit.vcomp), strict=True)
     }
     out["residual_variance"] = float(fit.scale)
     return out
@@ -203,7 +207,9 @@ def compare_measures(
         values = np.array([float(c["measures"][m]) for c in grid])
         if (values <= 0).any():
             continue
-        x = np.column_stack([np.ones(len(grid)), np.log2(values), np.log2([c["size"] for c in grid])])
+        x = np.column_stack(
+            [np.ones(len(grid)), np.log2(values), np.log2([c["size"] for c in grid])]
+        )
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
         resid = y - x @ coef
         r2 = 1 - float(resid @ resid) / max(float(((y - y.mean()) ** 2).sum()), 1e-12)

@@ -622,7 +622,9 @@ def cell_scores(
         }
         seeds = sorted({seed for d in cross if d in by_dataset for seed in by_dataset[d]})
         scores = {
-            seed: float(np.mean([by_dataset[d][seed] for d in cross if seed in by_dataset.get(d, {})]))
+            seed: float(
+                np.mean([by_dataset[d][seed] for d in cross if seed in by_dataset.get(d, {})])
+            )
             for seed in seeds
         }
         mean, std = mean_std(list(scores.values())) if scores else (float("nan"), 0.0)
@@ -652,9 +654,7 @@ def fit_verdict(
     repeats = sorted({c["repeat"] for c in grid})
     points = sorted({(c["diversity"], c["size"]) for c in grid})
     score = {
-        (c["diversity"], c["size"], c["repeat"], s): v
-        for c in grid
-        for s, v in c[key].items()
+        (c["diversity"], c["size"], c["repeat"], s): v for c in grid for s, v in c[key].items()
     }
     design = np.array([[1.0, math.log2(d), math.log2(n)] for d, n in points])
     rank = np.linalg.matrix_rank(design) if len(points) else 0

@@ -56,7 +56,9 @@ def grid_cells(div_slope, size_slope, repeats=3, seeds=4, noise=0.01, seed=0, ex
         for d in (2, 3, 4, 6, 8, 12):
             for n in (100, 400):
                 base = 0.3 + div_slope * np.log2(d) + size_slope * np.log2(n)
-                scores = {s: float(base + seed_effect[s] + rng.normal(0, noise)) for s in range(seeds)}
+                scores = {
+                    s: float(base + seed_effect[s] + rng.normal(0, noise)) for s in range(seeds)
+                }
                 cells.append(
                     {
                         "model": f"d{d}-n{n}-r{r}",
