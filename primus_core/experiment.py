@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -483,6 +484,7 @@ def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True
         c["measures"] = measures.get(c["model"], {})
     report = {
         "format": "primus-diversity-vs-size/2",
+        "command": "primus " + " ".join(sys.argv[1:]),
         "settings": asdict(s),
         "corpora": [asdict(c) | {"key": c.key, "measures": measures[c.key]} for c in corpora],
         "notes": notes,
@@ -491,8 +493,12 @@ def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True
         "analysis": analyse(cells, s),
         "results": results,
         "pretraining": {c.key: read_marker(out / "runs" / c.key) for c in corpora},
+        "loss_curves": {c.key: loss_curve(out / "runs" / c.key) for c in corpora},
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
+        "pretraining_seconds": round(
+            sum(read_marker(out / "runs" / c.key).get("seconds", 0.0) for c in corpora), 1
+        ),
     }
     write_diversity(report, out)
     return report
@@ -763,7 +769,11 @@ def diversity_markdown(report: dict[str, Any]) -> str:
         f"averaged over datasets and shots; mean ± std over {plan['seeds']} evaluation "
         f"seeds{' and ' + str(s['repeats']) + ' pretraining repeats' if s['repeats'] > 1 else ''}.",
         "",
-        f"Machine: {machine_line(report['environment'])}; {report['seconds']:.0f} s.",
+        f"Command: `{report.get('command', '')}`",
+        "",
+        f"Machine: {machine_line(report['environment'])}; {report['seconds']:.0f} s for the "
+        f"last invocation; pretraining took {report.get('pretraining_seconds', 0):.0f} s in "
+        "all (summed over corpora, earlier resumed invocations included).",
         "",
         table,
         "",
@@ -772,6 +782,16 @@ def diversity_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"Reference, {ref['model']}: {ref['accuracy_mean']:.3f} ± {ref['accuracy_std']:.3f}."
         )
+    changes = [flatness(c) for c in (report.get("loss_curves") or {}).values()]
+    changes = [c for c in changes if c is not None]
+    if changes:
+        lines += [
+            "",
+            f"Pretraining loss (diversity_vs_size_loss.png): over the last fifth of the "
+            f"{s['steps']} steps it changed by {100 * float(np.median(changes)):+.1f} % (median "
+            f"over corpora; range {100 * min(changes):+.1f} to {100 * max(changes):+.1f} %) "
+            "against the fifth before.",
+        ]
     lines += ["", "**Verdict.** " + report["verdict"]["text"], ""]
     lines += analysis_markdown(report)
     if report["notes"]:
@@ -894,6 +914,50 @@ def write_diversity(report: dict[str, Any], out: Path) -> None:
     write_json(out / "diversity_vs_size.json", report)
     write_text(out / "diversity_vs_size.md", diversity_markdown(report))
     plot_diversity(report, out / "diversity_vs_size.png")
+    plot_loss_curves(report["loss_curves"], out / "diversity_vs_size_loss.png")
+
+
+def loss_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of one pretraining run, from its metrics.jsonl."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss") is not None]
+
+
+def flatness(curve: list[tuple[int, float]]) -> float | None:
+    """Relative change of the loss between the second-to-last and the last fifth of training
+    (negative: still falling). None for a curve too short to tell."""
+    if len(curve) < 5:
+        return None
+    losses = np.array([v for _, v in curve])
+    fifth = max(1, len(losses) // 5)
+    before, last = losses[-2 * fifth : -fifth].mean(), losses[-fifth:].mean()
+    return float((last - before) / abs(before)) if before else None
+
+
+def plot_loss_curves(curves: dict[str, list[list[float]]], path: Path) -> Path:
+    """Training loss against step, one thin line per corpus, coloured by corpus size."""
+    from .reports import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    sizes = sorted({key.split("-")[1] for key in curves})
+    colours = {n: plt.get_cmap("viridis")(i / max(1, len(sizes) - 1)) for i, n in enumerate(sizes)}
+    for key, curve in curves.items():
+        if curve:
+            steps, losses = zip(*curve, strict=True)
+            ax.plot(steps, losses, color=colours[key.split("-")[1]], alpha=0.35, linewidth=0.8)
+    for n, colour in colours.items():
+        ax.plot([], [], color=colour, label=f"{n[1:]} windows")
+    ax.set_xlabel("pretraining step")
+    ax.set_ylabel("training loss (SS + MM + NN)")
+    ax.set_title("pretraining loss of every corpus", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
 
 
 def plot_diversity(report: dict[str, Any], path: Path) -> Path:

@@ -78,20 +78,25 @@ def run_gap_study(
     shots: tuple[int, ...] = (1, 5),
     seeds: int = 3,
     min_steps: int = 300,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every variant on every dataset (the classical baseline on the same windows) and
     write OUT/transfer_gap.{json,md}."""
     started = time.perf_counter()
     base = load_model(model)
     contract = base.encoder.imu_contract
-    source_ws = prepare_dataset(source, contract, progress=False)
+    source_ws: WindowSet | None = None
     rows = []
     for dataset in datasets:
         raw = prepare_dataset(dataset, contract, progress=False)
         for v in variants(longer):
+            if only and v["name"] not in only:
+                continue
             loaded = load_model(v["model"]) if "model" in v else base
             if "head" in v and v["head"] not in loaded.encoder.output_sizes:
                 continue
+            if v.get("input") == "standardise" and source_ws is None:
+                source_ws = prepare_dataset(source, contract, progress=False)
             ws = transform_inputs(raw, v.get("input", "as-is"), source_ws)
             settings = EvalSettings(
                 dataset=dataset,
@@ -173,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shots", default="1,5")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--min-steps", type=int, default=300)
+    p.add_argument("--variants", help="comma-separated variant names [all]")
     p.add_argument("--out", type=Path, default=Path("runs/transfer-gap"))
     a = p.parse_args(argv)
     from .errors import PrimusError
@@ -187,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             shots=shots,
             seeds=a.seeds,
             min_steps=a.min_steps,
+            only=a.variants.split(",") if a.variants else None,
         )
     except (PrimusError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
