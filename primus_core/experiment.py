@@ -825,6 +825,10 @@ def analysis_markdown(report: dict[str, Any]) -> list[str]:
                 ),
                 "",
             ]
+            for ref in report["cells"]:
+                if ref["diversity"] == 0 and ref.get("in_domain_scores"):
+                    mean, std = mean_std(list(ref["in_domain_scores"].values()))
+                    lines += [f"Reference, {ref['model']}: {mean:.3f} ± {std:.3f}.", ""]
             if a.get("bootstrap") and "text" in a["bootstrap"]:
                 lines += ["**In-domain verdict.** " + a["bootstrap"]["text"], ""]
         me = a.get("mixed_effects", {})
