@@ -59,6 +59,18 @@ def transform_inputs(ws: WindowSet, how: str, source: WindowSet | None = None) -
     return replace(ws, imu=x.astype(np.float32))
 
 
+def input_profile(ws: WindowSet) -> dict[str, float]:
+    """What the input normalisation differs in: the mean |acc| (gravity present: about 9.8
+    m/s^2), the per-axis acc means (the static orientation) and the acc and gyro spread."""
+    acc, gyro = ws.imu[:, :3].astype(np.float64), ws.imu[:, 3:6].astype(np.float64)
+    return {
+        "acc_norm_mean": float(np.linalg.norm(acc, axis=1).mean()),
+        "acc_axis_means": [float(v) for v in acc.mean(axis=(0, 2))],
+        "acc_std": float(acc.std(axis=2).mean()),
+        "gyro_std": float(gyro.std(axis=2).mean()),
+    }
+
+
 def variants(longer: str | None) -> list[dict[str, str]]:
     out = [{"name": "default"}]
     out += [{"name": f"head={h}", "head": h} for h in ("emb", "mmcl", "ssl")]
@@ -85,18 +97,18 @@ def run_gap_study(
     started = time.perf_counter()
     base = load_model(model)
     contract = base.encoder.imu_contract
-    source_ws: WindowSet | None = None
+    source_ws = prepare_dataset(source, contract, progress=False)
+    profiles = {source: input_profile(source_ws)}
     rows = []
     for dataset in datasets:
         raw = prepare_dataset(dataset, contract, progress=False)
+        profiles[dataset] = input_profile(raw)
         for v in variants(longer):
             if only and v["name"] not in only:
                 continue
             loaded = load_model(v["model"]) if "model" in v else base
             if "head" in v and v["head"] not in loaded.encoder.output_sizes:
                 continue
-            if v.get("input") == "standardise" and source_ws is None:
-                source_ws = prepare_dataset(source, contract, progress=False)
             ws = transform_inputs(raw, v.get("input", "as-is"), source_ws)
             settings = EvalSettings(
                 dataset=dataset,
@@ -134,6 +146,7 @@ def run_gap_study(
         "shots": list(shots),
         "seeds": seeds,
         "rows": rows,
+        "inputs": profiles,
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
         "command": "python -m primus_core.transfer_gap " + " ".join(sys.argv[1:]),
@@ -166,6 +179,19 @@ def gap_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['encoder']:.3f} | {r['classical']:.3f} | "
             f"{100 * r['gap']:+.1f} | {100 * change:+.1f} |"
+        )
+    lines += [
+        "",
+        "Inputs as the adapters deliver them (units already converted to m/s^2 and rad/s):",
+        "",
+        "| dataset | mean abs(acc) | acc axis means | acc std in a window | gyro std in a window |",
+        "|---|---|---|---|---|",
+    ]
+    for name, p in report.get("inputs", {}).items():
+        axes = ", ".join(f"{v:+.1f}" for v in p["acc_axis_means"])
+        lines.append(
+            f"| {name} | {p['acc_norm_mean']:.2f} | {axes} | {p['acc_std']:.2f} | "
+            f"{p['gyro_std']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
