@@ -941,23 +941,35 @@ def flatness(curve: list[tuple[int, float]]) -> float | None:
     return float((last - before) / abs(before)) if before else None
 
 
-def plot_loss_curves(curves: dict[str, list[list[float]]], path: Path) -> Path:
-    """Training loss against step, one thin line per corpus, coloured by corpus size."""
+def corpus_size_label(key: str) -> str:
+    """'d4-n800-r0' -> '800 windows'."""
+    return f"{key.split('-')[1][1:]} windows"
+
+
+def plot_loss_curves(
+    curves: dict[str, list[list[float]]],
+    path: Path,
+    group=corpus_size_label,
+    title: str = "pretraining loss of every corpus",
+) -> Path:
+    """Training loss against step, one thin line per run, one colour per ``group(key)``."""
     from .reports import _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    sizes = sorted({key.split("-")[1] for key in curves})
-    colours = {n: plt.get_cmap("viridis")(i / max(1, len(sizes) - 1)) for i, n in enumerate(sizes)}
+    groups = list(dict.fromkeys(group(key) for key in curves))
+    cmap = plt.get_cmap("viridis")
+    colours = {g: cmap(i / max(1, len(groups) - 1) * 0.85) for i, g in enumerate(groups)}
+    alpha = 0.35 if len(curves) > len(groups) else 0.9
     for key, curve in curves.items():
         if curve:
             steps, losses = zip(*curve, strict=True)
-            ax.plot(steps, losses, color=colours[key.split("-")[1]], alpha=0.35, linewidth=0.8)
-    for n, colour in colours.items():
-        ax.plot([], [], color=colour, label=f"{n[1:]} windows")
+            ax.plot(steps, losses, color=colours[group(key)], alpha=alpha, linewidth=0.8)
+    for g, colour in colours.items():
+        ax.plot([], [], color=colour, label=g)
     ax.set_xlabel("pretraining step")
     ax.set_ylabel("training loss (SS + MM + NN)")
-    ax.set_title("pretraining loss of every corpus", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

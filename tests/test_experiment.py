@@ -235,3 +235,35 @@ def test_the_same_command_runs_on_the_papers_corpora(cli, tmp_path, source, aria
         assert m["narrations"] == c["size"] and m["effective_clusters"] >= 1
     assert all(not c["in_domain_scores"] for c in report["cells"])
     assert "in_domain" not in report["analysis"]
+
+
+def test_loss_curves_flatness_and_in_domain_cells(tmp_path):
+    from primus_core.experiment import Corpus, cell_scores, flatness, loss_curve, plot_loss_curves
+
+    run = tmp_path / "d2-n100-r0"
+    run.mkdir()
+    rows = [{"step": s, "loss": 10.0 / s} for s in range(1, 11)] + [{"step": 10, "val_loss": 1}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    curve = loss_curve(run)
+    assert curve[0] == (1, 10.0) and len(curve) == 10
+    assert flatness(curve) == pytest.approx((10 / 9.5 - 10 / 7.5) / (10 / 7.5), rel=0.05)
+    assert flatness([(s, 1.0) for s in range(10)]) == 0.0 and flatness(curve[:3]) is None
+    png = plot_loss_curves({"d2-n100-r0": curve, "d2-n800-r0": curve}, tmp_path / "l.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    def runs(model, accs):
+        return [{"model": model, "seed": s, "accuracy": a} for s, a in enumerate(accs)]
+
+    results = {
+        "watch": {"runs": runs("d2-n100-r0", [0.2, 0.4])},
+        "bm": {"runs": runs("d2-n100-r0", [0.6, 0.8]) + runs("untrained", [0.1, 0.1])},
+        "hapt": {"runs": runs("d2-n100-r0", [0.5, 0.7])},
+    }
+    corpus = Corpus(2, 100, 0, ["a", "b"], 500)
+    cells = {c["model"]: c for c in cell_scores(results, [corpus], ["watch", "bm"], "hapt")}
+    assert cells["d2-n100-r0"]["seed_scores"] == pytest.approx({0: 0.4, 1: 0.6})
+    assert cells["d2-n100-r0"]["in_domain_scores"] == {0: 0.5, 1: 0.7}
+    assert cells["untrained"]["diversity"] == 0 and cells["untrained"]["seed_scores"] == {
+        0: 0.1,
+        1: 0.1,
+    }
