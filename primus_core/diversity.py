@@ -16,6 +16,8 @@ diversity measure predicts transfer (leave-one-repeat-out error of a two-variabl
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -239,7 +241,7 @@ def corpus_spread(recipe_name: str, overrides: Sequence[str], max_texts: int = 2
     from .cache import EmbeddingCache
     from .components import create
     from .config import ComponentRef
-    from .recipes import build_component, resolve_recipe
+    from .recipes import resolve_recipe
     from .train import load_data
 
     recipe = resolve_recipe(recipe_name, list(overrides)).recipe
@@ -247,7 +249,7 @@ def corpus_spread(recipe_name: str, overrides: Sequence[str], max_texts: int = 2
     windows = load_data(recipe, contract)
     refs = [t for t in recipe.teachers if t.type.endswith("-text")]
     ref = refs[0] if refs else ComponentRef(type="minilm-text")
-    teacher = build_component("teacher", ref, "teachers.0")
+    teacher = text_teacher(json.dumps(ref.model_dump(), sort_keys=True, default=str))
     cache = EmbeddingCache(progress=False)
 
     def embed(texts: list[str]) -> np.ndarray:
@@ -255,3 +257,12 @@ def corpus_spread(recipe_name: str, overrides: Sequence[str], max_texts: int = 2
 
     out = spread_of_texts(windows.narrations or [], embed, max_texts)
     return {**out, "teacher": ref.type}
+
+
+@functools.lru_cache(maxsize=4)
+def text_teacher(ref_json: str):
+    """A text teacher built once per process (the corpora of one experiment share it)."""
+    from .config import ComponentRef
+    from .recipes import build_component
+
+    return build_component("teacher", ComponentRef(**json.loads(ref_json)), "teachers.0")
