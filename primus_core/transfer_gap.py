@@ -10,7 +10,8 @@ protocol, the encoder's default head, the target windows as the adapter converts
   per-channel mean and std (units, gravity offset and mounting orientation all move those);
 - ``input=centre``: each window minus its own per-channel mean (removes gravity and the static
   orientation from the target windows only);
-- ``model=<dir>``: another model, e.g. one pretrained longer with the same recipe.
+- ``model=<dir>``: another model, e.g. one pretrained longer with the same recipe;
+- two combinations of the above (``head=ssl+input=standardise``, ``model=longer+head=ssl``).
 
 Run: ``python -m primus_core.transfer_gap --model zoo/primus-hapt-stackrnn --longer DIR --out
 benchmarks`` (writes transfer_gap.json and transfer_gap.md).
@@ -76,8 +77,10 @@ def variants(longer: str | None) -> list[dict[str, str]]:
     out += [{"name": f"head={h}", "head": h} for h in ("emb", "mmcl", "ssl")]
     out += [{"name": "protocol=reference", "protocol": "reference"}]
     out += [{"name": f"input={h}", "input": h} for h in INPUTS[1:]]
+    out.append({"name": "head=ssl+input=standardise", "head": "ssl", "input": "standardise"})
     if longer:
         out.append({"name": "model=longer", "model": longer})
+        out.append({"name": "model=longer+head=ssl", "model": longer, "head": "ssl"})
     return out
 
 
