@@ -196,15 +196,20 @@ def compare_measures(
     cells: list[dict[str, Any]],
     measures: Sequence[str],
     key: str = "seed_scores",
+    bootstrap: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """For each diversity measure m (a field of ``cell["measures"]``): the fit of
     accuracy ~ log(m) + log2(size) over corpora (accuracy averaged over seeds), its R² and its
     leave-one-repeat-out RMSE (the corpora of one repeat predicted from the others'); the best
-    measure is the one with the lowest held-out error."""
+    measure is the one with the lowest held-out error. Against the first measure (the number of
+    activities), each other's RMSE difference gets a 95 % interval from a bootstrap over
+    repeats of the held-out errors (negative: predicts better than the first)."""
     grid = [c for c in cells if c["diversity"] > 0 and c.get(key)]
     y = np.array([np.mean(list(c[key].values())) for c in grid])
     repeats = np.array([c["repeat"] for c in grid])
     out: dict[str, Any] = {"corpora": len(grid), "measures": {}}
+    held: dict[str, np.ndarray] = {}
     for m in measures:
         values = np.array([float(c["measures"][m]) for c in grid])
         if (values <= 0).any():
@@ -215,18 +220,41 @@ def compare_measures(
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
         resid = y - x @ coef
         r2 = 1 - float(resid @ resid) / max(float(((y - y.mean()) ** 2).sum()), 1e-12)
-        errors = []
+        errors = np.full(len(grid), np.nan)
         for r in np.unique(repeats):
             train, test = repeats != r, repeats == r
             if np.linalg.matrix_rank(x[train]) < 3:
                 continue
             c_r, *_ = np.linalg.lstsq(x[train], y[train], rcond=None)
-            errors.extend((y[test] - x[test] @ c_r).tolist())
+            errors[test] = y[test] - x[test] @ c_r
+        held[m] = errors
+        errors = errors[np.isfinite(errors)]
         out["measures"][m] = {
             "slope_per_doubling": float(coef[1]),
             "r2": r2,
-            "cv_rmse": float(np.sqrt(np.mean(np.square(errors)))) if errors else None,
+            "cv_rmse": float(np.sqrt(np.mean(np.square(errors)))) if len(errors) else None,
         }
+    first = measures[0] if measures else None
+    ids = np.unique(repeats)
+    if first in held and np.isfinite(held[first]).any() and len(ids) > 1:
+        rng = np.random.default_rng(seed)
+        picks = [rng.choice(ids, len(ids)) for _ in range(bootstrap)]
+        rows = [np.concatenate([np.flatnonzero(repeats == r) for r in pick]) for pick in picks]
+
+        def rmse(e: np.ndarray) -> float:
+            e = e[np.isfinite(e)]
+            return float(np.sqrt(np.mean(np.square(e)))) if len(e) else float("nan")
+
+        for m, errors in held.items():
+            if m == first:
+                continue
+            draws = np.array([rmse(errors[i]) - rmse(held[first][i]) for i in rows])
+            lo, hi = np.nanpercentile(draws, [2.5, 97.5])
+            out["measures"][m]["rmse_vs_" + first] = {
+                "estimate": rmse(errors) - rmse(held[first]),
+                "low": float(lo),
+                "high": float(hi),
+            }
     ranked = [(v["cv_rmse"], m) for m, v in out["measures"].items() if v["cv_rmse"] is not None]
     if ranked:
         out["best"] = min(ranked)[1]

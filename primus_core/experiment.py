@@ -587,7 +587,7 @@ def analyse(cells: list[dict[str, Any]], s: DiversitySettings) -> dict[str, Any]
     names = ["activities", "mean_cosine_distance", "effective_clusters"]
     present = [n for n in names if all(n in c.get("measures", {}) for c in cells if c["diversity"])]
     out["measures"] = {
-        outcome: compare_measures(cells, present, key)
+        outcome: compare_measures(cells, present, key, s.bootstrap)
         for outcome, key in (("cross_domain", "seed_scores"), ("in_domain", "in_domain_scores"))
         if any(c.get(key) for c in cells if c["diversity"] > 0)
     }
@@ -873,6 +873,11 @@ def analysis_markdown(report: dict[str, Any]) -> list[str]:
             f"- {name}: R² {v['r2']:.3f}, leave-one-repeat-out RMSE "
             + (f"{100 * v['cv_rmse']:.2f} points" if v["cv_rmse"] is not None else "-")
             + f", {100 * v['slope_per_doubling']:+.1f} points per doubling"
+            + "".join(
+                f"; minus the RMSE with {k[len('rmse_vs_') :]}: {points(d)}"
+                for k, d in v.items()
+                if k.startswith("rmse_vs_")
+            )
             for name, v in cmp["measures"].items()
         ]
         lines += [

@@ -88,6 +88,10 @@ def test_power_shrinks_with_noise_and_measures_are_ranked():
     assert quiet["power_1_point"] > 0.99 > loud["power_1_point"]
     assert loud["samples_for_1_point"] > quiet["samples_for_1_point"]
     assert samples_needed(0.01, 0.01) == 8  # (1.96 + 0.84)^2
-    cmp = compare_measures(grid_cells(0.04, 0.0, noise=0.005), ["activities", "other"])
+    cmp = compare_measures(
+        grid_cells(0.04, 0.0, noise=0.005), ["activities", "other"], bootstrap=200
+    )
     assert cmp["best"] == "activities"
     assert cmp["measures"]["activities"]["r2"] > cmp["measures"]["other"]["r2"]
+    worse = cmp["measures"]["other"]["rmse_vs_activities"]
+    assert 0 < worse["low"] < worse["estimate"] < worse["high"]  # "other" predicts worse
