@@ -120,6 +120,8 @@ def test_tiny_grid_runs_end_to_end(cli, tmp_path):
         "10",
         "--set",
         TINY,
+        "--set",
+        "data.pretrain.hapt.stride_seconds=null",  # half the windows: a cheaper in-domain test
         "--bootstrap",
         "200",
         "--out",
@@ -134,6 +136,12 @@ def test_tiny_grid_runs_end_to_end(cli, tmp_path):
     assert any(c["model"].startswith("untrained") for c in report["cells"])
     assert all(report["pretraining"][c["key"]]["steps"] == 2 for c in report["corpora"])
     assert (out / "diversity_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "diversity_vs_size_loss.png").is_file()
+    # in-domain on the subjects each run held out; both diversity measures; the analysis
+    assert all(len(c["in_domain_scores"]) == 2 for c in grid) and "In-domain" in res.out
+    assert all(c["measures"]["effective_clusters"] >= 1 for c in report["corpora"])
+    assert {"cross_domain", "in_domain", "measures"} <= set(report["analysis"])
+    assert (out / "runs" / "d2-n128-r0" / "eval.json").is_file()
     # a rerun reuses the finished pretraining runs (same weights, same table)
     weights = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model/model.safetensors")}
     assert len(weights) == 4
