@@ -4,7 +4,10 @@
   (watch exercises, BasicMotions) and in-domain on the HAPT subjects the pretraining held out.
 - ``diversity_vs_size``: corpora that vary the number of distinct activities at a fixed window
   count and the window count at a fixed number of activities, each pretrained with the same
-  recipe and step budget, evaluated cross-domain; a verdict with a bootstrap interval.
+  recipe and step budget, evaluated cross-domain (and in-domain on the subjects its pretraining
+  held out); a verdict with a bootstrap interval, a mixed-effects fit, the power, and which
+  diversity measure predicts transfer (primus_core/diversity.py, docs/diversity.md). Every
+  finished corpus (model, evaluation, measures) is reused by a rerun.
 """
 
 from __future__ import annotations
