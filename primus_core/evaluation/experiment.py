@@ -4,7 +4,10 @@
   (watch exercises, BasicMotions) and in-domain on the HAPT subjects the pretraining held out.
 - ``diversity_vs_size``: corpora that vary the number of distinct activities at a fixed window
   count and the window count at a fixed number of activities, each pretrained with the same
-  recipe and step budget, evaluated cross-domain; a verdict with a bootstrap interval.
+  recipe and step budget, evaluated cross-domain (and in-domain on the subjects its pretraining
+  held out); a verdict with a bootstrap interval, a mixed-effects fit, the power, and which
+  diversity measure predicts transfer (primus_core/diversity.py, docs/diversity.md). Every
+  finished corpus (model, evaluation, measures) is reused by a rerun.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.windows import WindowSet, split_by_subject
+from ..data.windows import WindowSet, load_windows, split_by_subject
 from ..errors import PrimusError
 from ..paths import write_json, write_text
 from .protocol import (
@@ -29,6 +33,7 @@ from .protocol import (
     LoadedModel,
     environment,
     evaluate,
+    labelled,
     load_model,
     prepare_dataset,
 )
@@ -157,15 +162,21 @@ class EvalPlan:
 
 
 def evaluate_models(
-    models: dict[str, Path], plan: EvalPlan, progress: bool = True
+    models: dict[str, Path],
+    plan: EvalPlan,
+    progress: bool = True,
+    windows: dict[str, WindowSet] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """dataset -> combined eval result (every model + the baselines once) as a dict."""
+    """dataset -> combined eval result (every model + the baselines once) as a dict; a dataset
+    in ``windows`` is evaluated on those windows instead of its default preparation."""
     loaded = {name: named(load_model(str(path)), name) for name, path in models.items()}
     first = next(iter(loaded.values()))
     results: dict[str, dict[str, Any]] = {}
     for dataset in plan.datasets:
         settings = plan.settings(dataset)
-        ws = prepare_dataset(dataset, first.encoder.imu_contract, progress)
+        ws = (windows or {}).get(dataset) or prepare_dataset(
+            dataset, first.encoder.imu_contract, progress
+        )
         combined = None
         for i, model in enumerate(loaded.values()):
             check_contract(model, first)
@@ -362,6 +373,8 @@ class DiversitySettings:
     overrides: list[str] = field(default_factory=list)
     bootstrap: int = 2000
     order_seed: int = 0
+    in_domain: bool = True  # also test on the source's subjects held out of pretraining
+    spread: bool = True  # semantic spread of each corpus's narrations (docs/diversity.md)
     plan: EvalPlan = field(
         default_factory=lambda: EvalPlan(
             datasets=list(CROSS_DOMAIN), shots=[1, 5, 10], baselines=["untrained"]
@@ -439,66 +452,190 @@ def build_corpora(ws: WindowSet, s: DiversitySettings) -> tuple[list[Corpus], li
 
 
 def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Pretrain every corpus of the grid, evaluate cross-domain, fit the verdict, write reports."""
+    """Pretrain and evaluate every corpus of the grid (each finished corpus is kept in
+    OUT/runs/<corpus>/ and reused by a rerun), fit the verdict, write the reports."""
     from ..registry.recipes import resolve_recipe
 
     s.check()
     out = Path(out)
     started = time.perf_counter()
-    recipe = resolve_recipe(s.recipe, list(s.overrides)).recipe
-    if recipe.data.pretrain and [r.type for r in recipe.data.pretrain] != [s.source]:
+    base = resolve_recipe(s.recipe, []).recipe
+    if [r.type for r in base.data.pretrain] != [s.source]:
         source_override = [f"data.pretrain=[{{type: {s.source}}}]"]
     else:
         source_override = []
-    source_ws = prepare_dataset(s.source, source_contract(s), progress)
+    shared = [*source_override, *s.overrides]
+    recipe = resolve_recipe(s.recipe, shared).recipe
+    source_ws = labelled(load_windows(recipe.data.pretrain[0], source_contract(s.recipe, shared)))
     corpora, notes = build_corpora(source_ws, s)
-    models: dict[str, Path] = {}
-    for corpus in corpora:
-        overrides = [*source_override, *s.overrides, *corpus.overrides()]
-        models[corpus.key] = pretrain(
-            s.recipe, overrides, out / "runs" / corpus.key, s.steps, s.plan.device, progress
+    per_model: dict[str, dict[str, Any]] = {}
+    measures: dict[str, dict[str, Any]] = {}
+    for i, corpus in enumerate(corpora):
+        overrides = [*shared, *corpus.overrides()]
+        run = out / "runs" / corpus.key
+        model = pretrain(s.recipe, overrides, run, s.steps, s.plan.device, progress)
+        plan = corpus_plan(s, overrides, baselines=i == 0, in_domain=holds_out(recipe))
+        per_model[corpus.key] = cached_evaluation(
+            corpus.key, model, plan, run / "eval.json", progress, {s.source: source_ws}
         )
-    plan = s.plan
-    results = evaluate_models(models, plan, progress)
-    cells = cell_scores(results, corpora)
-    verdict = fit_verdict(cells, s.bootstrap)
+        measures[corpus.key] = corpus_measures(s, corpus, overrides, run / "measures.json")
+        log.info("corpus %d/%d done: %s", i + 1, len(corpora), corpus.key)
+    results = combine_results(list(per_model.values()))
+    cells = cell_scores(results, corpora, s.plan.datasets, s.source if s.in_domain else None)
+    for c in cells:
+        c["measures"] = measures.get(c["model"], {})
     report = {
-        "format": "primus-diversity-vs-size/1",
+        "format": "primus-diversity-vs-size/2",
+        "command": "primus " + " ".join(sys.argv[1:]),
         "settings": asdict(s),
-        "corpora": [asdict(c) | {"key": c.key} for c in corpora],
+        "corpora": [asdict(c) | {"key": c.key, "measures": measures[c.key]} for c in corpora],
         "notes": notes,
         "cells": cells,
-        "verdict": verdict,
+        "verdict": fit_verdict(cells, s.bootstrap),
+        "analysis": analyse(cells, s),
         "results": results,
         "pretraining": {c.key: read_marker(out / "runs" / c.key) for c in corpora},
+        "loss_curves": {c.key: loss_curve(out / "runs" / c.key) for c in corpora},
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
+        "pretraining_seconds": round(
+            sum(read_marker(out / "runs" / c.key).get("seconds", 0.0) for c in corpora), 1
+        ),
     }
     write_diversity(report, out)
     return report
 
 
-def source_contract(s: DiversitySettings):
+def holds_out(recipe) -> bool:
+    """Whether pretraining keeps whole subjects of the source out (its in-domain test set)."""
+    return recipe.data.validation is None and recipe.data.val_fraction > 0
+
+
+def corpus_plan(
+    s: DiversitySettings, overrides: list[str], baselines: bool, in_domain: bool
+) -> EvalPlan:
+    """The evaluation plan of one corpus: the cross-domain datasets and, in-domain, the source
+    on the subjects that corpus's pretraining held out; the reference baselines with the first
+    corpus only (they do not depend on the corpus)."""
+    plan = EvalPlan(**{**asdict(s.plan), "in_domain": {}})
+    if not baselines:
+        plan.baselines = []
+    if s.in_domain and in_domain:
+        plan.datasets = [*plan.datasets, s.source]
+        plan.in_domain = {s.source: held_out_subjects(s.recipe, overrides)}
+    return plan
+
+
+def cached_evaluation(
+    name: str,
+    model: Path,
+    plan: EvalPlan,
+    path: Path,
+    progress: bool,
+    windows: dict[str, WindowSet] | None = None,
+) -> dict[str, Any]:
+    """dataset -> eval result of one model (and the plan's baselines), reused from ``path``
+    when it was written for the same plan."""
+    key = json.loads(json.dumps(asdict(plan), default=str))
+    cached = read_json_or_empty(path)
+    if cached.get("plan") == key:
+        log.info("reusing the evaluation in %s", path)
+        return cached["results"]
+    results = evaluate_models({name: model}, plan, progress, windows)
+    write_json(path, {"plan": key, "results": results})
+    return results
+
+
+def combine_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    combined: dict[str, Any] = {}
+    for part in parts:
+        for dataset, result in part.items():
+            combined[dataset] = (
+                result if dataset not in combined else merge_results(combined[dataset], result)
+            )
+    return {d: order_baselines_last(r) for d, r in combined.items()}
+
+
+def corpus_measures(
+    s: DiversitySettings, corpus: Corpus, overrides: list[str], path: Path
+) -> dict[str, Any]:
+    """The corpus's diversity by both definitions, kept in ``path`` once computed."""
+    cached = read_json_or_empty(path)
+    if cached:
+        return cached
+    measures: dict[str, Any] = {"activities": corpus.diversity, "windows": corpus.size}
+    if s.spread:
+        from .diversity import corpus_spread
+
+        measures.update(corpus_spread(s.recipe, overrides))
+    write_json(path, measures)
+    return measures
+
+
+def analyse(cells: list[dict[str, Any]], s: DiversitySettings) -> dict[str, Any]:
+    """The mixed-effects fit and the power of both outcomes, and which diversity measure
+    predicts cross-domain transfer best."""
+    from .diversity import compare_measures, mixed_effects, power_summary
+
+    out: dict[str, Any] = {}
+    for outcome, key in (("cross_domain", "seed_scores"), ("in_domain", "in_domain_scores")):
+        if not any(c.get(key) for c in cells if c["diversity"] > 0):
+            continue
+        out[outcome] = {
+            "bootstrap": fit_verdict(cells, s.bootstrap, key=key) if key != "seed_scores" else None,
+            "mixed_effects": mixed_effects(cells, key),
+            "power": power_summary(cells, key),
+        }
+    names = ["activities", "mean_cosine_distance", "effective_clusters"]
+    present = [n for n in names if all(n in c.get("measures", {}) for c in cells if c["diversity"])]
+    out["measures"] = {
+        outcome: compare_measures(cells, present, key, s.bootstrap)
+        for outcome, key in (("cross_domain", "seed_scores"), ("in_domain", "in_domain_scores"))
+        if any(c.get(key) for c in cells if c["diversity"] > 0)
+    }
+    return out
+
+
+def source_contract(recipe_name: str, overrides: list[str]):
     from ..components import create
     from ..registry.recipes import resolve_recipe
 
-    recipe = resolve_recipe(s.recipe, list(s.overrides)).recipe
+    recipe = resolve_recipe(recipe_name, overrides).recipe
     return create("encoder", recipe.encoder.type, **recipe.encoder.params).imu_contract
 
 
-def cell_scores(results: dict[str, dict[str, Any]], corpora: list[Corpus]) -> list[dict[str, Any]]:
-    """Per corpus: the accuracy of each eval seed averaged over datasets and shots; plus the
-    reference rows (baselines) under diversity 0."""
+def cell_scores(
+    results: dict[str, dict[str, Any]],
+    corpora: list[Corpus],
+    cross_domain: Sequence[str] | None = None,
+    in_domain: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per corpus and eval seed: the accuracy on each dataset averaged over shots; its mean over
+    the cross-domain datasets (``seed_scores``, the main outcome) and the in-domain one
+    (``in_domain_scores``); plus the reference rows (baselines) under diversity 0."""
     by_key = {c.key: c for c in corpora}
-    per: dict[str, dict[int, list[float]]] = {}
-    for result in results.values():
+    cross = [d for d in (cross_domain or results) if d != in_domain]
+    per: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for dataset, result in results.items():
         for run in result["runs"]:
-            per.setdefault(run["model"], {}).setdefault(run["seed"], []).append(run["accuracy"])
+            per.setdefault(run["model"], {}).setdefault(dataset, {}).setdefault(
+                int(run["seed"]), []
+            ).append(run["accuracy"])
     cells = []
-    for name, seeds in per.items():
+    for name, datasets in per.items():
         corpus = by_key.get(name)
-        scores = {seed: float(np.mean(v)) for seed, v in sorted(seeds.items())}
-        mean, std = mean_std(list(scores.values()))
+        by_dataset = {
+            d: {seed: float(np.mean(v)) for seed, v in sorted(seeds.items())}
+            for d, seeds in datasets.items()
+        }
+        seeds = sorted({seed for d in cross if d in by_dataset for seed in by_dataset[d]})
+        scores = {
+            seed: float(
+                np.mean([by_dataset[d][seed] for d in cross if seed in by_dataset.get(d, {})])
+            )
+            for seed in seeds
+        }
+        mean, std = mean_std(list(scores.values())) if scores else (float("nan"), 0.0)
         cells.append(
             {
                 "model": name,
@@ -506,6 +643,8 @@ def cell_scores(results: dict[str, dict[str, Any]], corpora: list[Corpus]) -> li
                 "size": corpus.size if corpus else 0,
                 "repeat": corpus.repeat if corpus else 0,
                 "seed_scores": scores,
+                "in_domain_scores": by_dataset.get(in_domain, {}) if in_domain else {},
+                "dataset_scores": by_dataset,
                 "accuracy_mean": mean,
                 "accuracy_std": std,
             }
@@ -513,17 +652,17 @@ def cell_scores(results: dict[str, dict[str, Any]], corpora: list[Corpus]) -> li
     return cells
 
 
-def fit_verdict(cells: list[dict[str, Any]], bootstrap: int, seed: int = 0) -> dict[str, Any]:
+def fit_verdict(
+    cells: list[dict[str, Any]], bootstrap: int, seed: int = 0, key: str = "seed_scores"
+) -> dict[str, Any]:
     """OLS of accuracy on log2(diversity) and log2(size) over the grid; percentile bootstrap
     (resampling eval seeds and pretraining repeats) of both slopes and their difference."""
-    grid = [c for c in cells if c["diversity"] > 0]
-    seeds = sorted({s for c in grid for s in c["seed_scores"]})
+    grid = [c for c in cells if c["diversity"] > 0 and c.get(key)]
+    seeds = sorted({s for c in grid for s in c[key]})
     repeats = sorted({c["repeat"] for c in grid})
     points = sorted({(c["diversity"], c["size"]) for c in grid})
     score = {
-        (c["diversity"], c["size"], c["repeat"], s): v
-        for c in grid
-        for s, v in c["seed_scores"].items()
+        (c["diversity"], c["size"], c["repeat"], s): v for c in grid for s, v in c[key].items()
     }
     design = np.array([[1.0, math.log2(d), math.log2(n)] for d, n in points])
     rank = np.linalg.matrix_rank(design) if len(points) else 0
@@ -546,6 +685,7 @@ def fit_verdict(cells: list[dict[str, Any]], bootstrap: int, seed: int = 0) -> d
         return coef
 
     out: dict[str, Any] = {
+        "outcome": "in-domain" if key == "in_domain_scores" else "cross-domain",
         "points": [list(p) for p in points],
         "seeds": len(seeds),
         "repeats": len(repeats),
@@ -608,8 +748,8 @@ def verdict_text(v: dict[str, Any]) -> str:
         "(use --repeats 3 or more before trusting a difference)"
     )
     return (
-        f"Doubling the number of activities at a fixed corpus size changed cross-domain "
-        f"few-shot accuracy by {fmt(v['per_doubling_diversity'])}; doubling the number of "
+        f"Doubling the number of activities at a fixed corpus size changed "
+        f"{v.get('outcome', 'cross-domain')} few-shot accuracy by {fmt(v['per_doubling_diversity'])}; doubling the number of "
         f"windows at a fixed diversity by {fmt(v['per_doubling_size'])}. Difference "
         f"(diversity - size): {fmt(diff)}. {call}. {noise}."
     )
@@ -631,7 +771,11 @@ def diversity_markdown(report: dict[str, Any]) -> str:
         f"averaged over datasets and shots; mean ± std over {plan['seeds']} evaluation "
         f"seeds{' and ' + str(s['repeats']) + ' pretraining repeats' if s['repeats'] > 1 else ''}.",
         "",
-        f"Machine: {machine_line(report['environment'])}; {report['seconds']:.0f} s.",
+        f"Command: `{report.get('command', '')}`",
+        "",
+        f"Machine: {machine_line(report['environment'])}; {report['seconds']:.0f} s for the "
+        f"last invocation; pretraining took {report.get('pretraining_seconds', 0):.0f} s in "
+        "all (summed over corpora, earlier resumed invocations included).",
         "",
         table,
         "",
@@ -640,7 +784,18 @@ def diversity_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"Reference, {ref['model']}: {ref['accuracy_mean']:.3f} ± {ref['accuracy_std']:.3f}."
         )
+    changes = [flatness(c) for c in (report.get("loss_curves") or {}).values()]
+    changes = [c for c in changes if c is not None]
+    if changes:
+        lines += [
+            "",
+            f"Pretraining loss (diversity_vs_size_loss.png): over the last fifth of the "
+            f"{s['steps']} steps it changed by {100 * float(np.median(changes)):+.1f} % (median "
+            f"over corpora; range {100 * min(changes):+.1f} to {100 * max(changes):+.1f} %) "
+            "against the fifth before.",
+        ]
     lines += ["", "**Verdict.** " + report["verdict"]["text"], ""]
+    lines += analysis_markdown(report)
     if report["notes"]:
         lines += ["Notes:", *(f"- {n}" for n in report["notes"]), ""]
     corpora = {tuple(c["classes"]) for c in report["corpora"]}
@@ -652,12 +807,103 @@ def diversity_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def pooled_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def analysis_markdown(report: dict[str, Any]) -> list[str]:
+    """The mixed-effects fit, the power, the in-domain outcome and the diversity measures."""
+    analysis = report.get("analysis") or {}
+    lines: list[str] = []
+    for outcome, label in (("cross_domain", "Cross-domain"), ("in_domain", "In-domain")):
+        a = analysis.get(outcome)
+        if not a:
+            continue
+        if outcome == "in_domain":
+            lines += [
+                f"In-domain ({report['settings']['source']}, subjects held out of each "
+                "pretraining run, every activity):",
+                "",
+                markdown_table(
+                    pooled_cells(report["cells"], "in_domain_scores"),
+                    col_label=lambda n: f"{n} windows",
+                    row_label="diversity",
+                ),
+                "",
+            ]
+            for ref in report["cells"]:
+                if ref["diversity"] == 0 and ref.get("in_domain_scores"):
+                    mean, std = mean_std(list(ref["in_domain_scores"].values()))
+                    lines += [f"Reference, {ref['model']}: {mean:.3f} ± {std:.3f}.", ""]
+            if a.get("bootstrap") and "text" in a["bootstrap"]:
+                lines += ["**In-domain verdict.** " + a["bootstrap"]["text"], ""]
+        me = a.get("mixed_effects", {})
+        if "difference" in me:
+            lines.append(
+                f"{label} mixed-effects fit ({me['model']}, REML): diversity "
+                f"{points(me['per_doubling_diversity'])}, size {points(me['per_doubling_size'])}, "
+                f"difference {points(me['difference'])} (p = {me['difference']['p']:.3f})."
+            )
+        pw = a.get("power", {})
+        if "sd_per_sample" in pw:
+            lines.append(
+                f"{label} power: one seed x repeat sample measures the difference with a spread "
+                f"of {100 * pw['sd_per_sample']:.1f} points; these {pw['samples']} samples had "
+                f"{100 * pw['power_1_point']:.0f} % power to detect a 1-point difference; 80 % "
+                f"needs {pw['samples_for_1_point']} samples ({pw['repeats_for_1_point']} "
+                "repeats at this many seeds)."
+            )
+        lines.append("")
+    measures = [c for c in report["corpora"] if c.get("measures")]
+    if measures and "mean_cosine_distance" in measures[0]["measures"]:
+        lines += [
+            "Diversity of each corpus, both definitions (narrations embedded by "
+            f"{measures[0]['measures'].get('teacher', 'the text teacher')}):",
+            "",
+            "| corpus | activities | distinct narrations | mean cosine distance | "
+            "effective clusters |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {c['key']} | {m['activities']} | {m.get('distinct_narrations', '-')} | "
+                f"{m.get('mean_cosine_distance', float('nan')):.3f} | "
+                f"{m.get('effective_clusters', float('nan')):.2f} |"
+                for c in measures
+                for m in [c["measures"]]
+            ),
+            "",
+        ]
+    for outcome, cmp in (analysis.get("measures") or {}).items():
+        if not cmp.get("measures"):
+            continue
+        rows = [
+            f"- {name}: R² {v['r2']:.3f}, leave-one-repeat-out RMSE "
+            + (f"{100 * v['cv_rmse']:.2f} points" if v["cv_rmse"] is not None else "-")
+            + f", {100 * v['slope_per_doubling']:+.1f} points per doubling"
+            + "".join(
+                f"; minus the RMSE with {k[len('rmse_vs_') :]}: {points(d)}"
+                for k, d in v.items()
+                if k.startswith("rmse_vs_")
+            )
+            for name, v in cmp["measures"].items()
+        ]
+        lines += [
+            f"Which diversity measure predicts {outcome.replace('_', '-')} accuracy "
+            "(accuracy ~ log2 measure + log2 size over the corpora; best: "
+            f"**{cmp.get('best', '-')}**):",
+            *rows,
+            "",
+        ]
+    return lines
+
+
+def points(x: dict[str, float]) -> str:
+    return (
+        f"{100 * x['estimate']:+.1f} points [95% CI {100 * x['low']:+.1f}, {100 * x['high']:+.1f}]"
+    )
+
+
+def pooled_cells(cells: list[dict[str, Any]], key: str = "seed_scores") -> list[dict[str, Any]]:
     """Per (diversity, size): mean ± std over every (pretraining repeat, eval seed) score."""
     groups: dict[tuple[int, int], list[float]] = {}
     for c in cells:
-        if c["diversity"] > 0:
-            groups.setdefault((c["diversity"], c["size"]), []).extend(c["seed_scores"].values())
+        if c["diversity"] > 0 and c.get(key):
+            groups.setdefault((c["diversity"], c["size"]), []).extend(c[key].values())
     rows = []
     for (d, n), scores in sorted(groups.items()):
         mean, std = mean_std(scores)
@@ -679,6 +925,62 @@ def write_diversity(report: dict[str, Any], out: Path) -> None:
     write_json(out / "diversity_vs_size.json", report)
     write_text(out / "diversity_vs_size.md", diversity_markdown(report))
     plot_diversity(report, out / "diversity_vs_size.png")
+    plot_loss_curves(report["loss_curves"], out / "diversity_vs_size_loss.png")
+
+
+def loss_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of one pretraining run, from its metrics.jsonl."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss") is not None]
+
+
+def flatness(curve: list[tuple[int, float]]) -> float | None:
+    """Relative change of the loss between the second-to-last and the last fifth of training
+    (negative: still falling). None for a curve too short to tell."""
+    if len(curve) < 5:
+        return None
+    losses = np.array([v for _, v in curve])
+    fifth = max(1, len(losses) // 5)
+    before, last = losses[-2 * fifth : -fifth].mean(), losses[-fifth:].mean()
+    return float((last - before) / abs(before)) if before else None
+
+
+def corpus_size_label(key: str) -> str:
+    """'d4-n800-r0' -> '800 windows'."""
+    return f"{key.split('-')[1][1:]} windows"
+
+
+def plot_loss_curves(
+    curves: dict[str, list[list[float]]],
+    path: Path,
+    group=corpus_size_label,
+    title: str = "pretraining loss of every corpus",
+) -> Path:
+    """Training loss against step, one thin line per run, one colour per ``group(key)``."""
+    from .reports import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    groups = list(dict.fromkeys(group(key) for key in curves))
+    cmap = plt.get_cmap("viridis")
+    colours = {g: cmap(i / max(1, len(groups) - 1) * 0.85) for i, g in enumerate(groups)}
+    alpha = 0.35 if len(curves) > len(groups) else 0.9
+    for key, curve in curves.items():
+        if curve:
+            steps, losses = zip(*curve, strict=True)
+            ax.plot(steps, losses, color=colours[group(key)], alpha=alpha, linewidth=0.8)
+    for g, colour in colours.items():
+        ax.plot([], [], color=colour, label=g)
+    ax.set_xlabel("pretraining step")
+    ax.set_ylabel("training loss (SS + MM + NN)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
 
 
 def plot_diversity(report: dict[str, Any], path: Path) -> Path:
