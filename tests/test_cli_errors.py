@@ -28,6 +28,7 @@ FREE_TEXT: dict[tuple[str, str], list[str] | None] = {
     ("data info", "--set"): ["no-equals-sign"],
     ("embed", "--key"): ["nope"],
     ("eval", "--dataset"): ["nope"],
+    ("eval", "--set"): ["no-equals-sign"],
     ("eval", "--shots"): ["-1", "x", "0"],
     ("train", "--set"): ["train.seed=-1", "no-equals-sign", "train.lr=nan"],
     ("recipes show", "--set"): ["train.seed=-1"],

@@ -463,3 +463,16 @@ def test_egoexo4d_reference_bad_window_list_ships_with_primus(tmp_path, aria):
     assert "e769336a-ac30-4eb4-9a47-607aff166242_1342_1347" in listed
     assert all(k.count("_") == 2 for k in listed)
     assert len(adapter.load(IMUContract()).imu) > 0  # the tree's takes are not on the list
+
+
+def test_eval_reads_a_licence_gated_dataset_from_its_root(tmp_path, cli):
+    """`primus eval --dataset realworld --root ROOT` evaluates on the local copy (the protocol
+    and the dataset's parameters are in the report); without a root it is one error line."""
+    root = trees.make_realworld(tmp_path / "rw")
+    args = ["eval", "random:stacked-rnn", "--dataset", "realworld", "--shots", "1", "--seeds", "1"]
+    args += ["--mode", "knn", "--no-baselines", "--no-progress", "--json", "--device", "cpu"]
+    report = json.loads(cli(*args, "--root", root, "--set", "min_fill=0.5").out)
+    assert report["settings"]["dataset_params"] == {"root": str(root), "min_fill": 0.5}
+    assert report["settings"]["dataset"] == "realworld"
+    line = cli(*args, expect=1).err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "root" in line

@@ -26,7 +26,8 @@ from ..errors import DataError
 from .params import FOLDER, POSITIVE_FLOAT
 
 
-def _ref(name: str, root: Path | None, sets: tuple[str, ...]) -> ComponentRef:
+def dataset_ref(name: str, root: Path | None, sets: tuple[str, ...]) -> ComponentRef:
+    """The dataset NAME with ``--root`` and ``--set key=value`` parameters (YAML values)."""
     params: dict = {}
     for item in sets:
         key, sep, value = item.partition("=")
@@ -111,7 +112,7 @@ def data_prepare(
     if nproc > 1 and not shard.under_torchrun():
         shard.relaunch(nproc)
     ranks = shard.join()
-    ref = _ref(name, root, sets)
+    ref = dataset_ref(name, root, sets)
     contract = _contract(rate_hz, window_samples)
     t0 = time.perf_counter()
     folder = shard.prepare_sharded(
@@ -213,7 +214,7 @@ def data_list(as_json: bool, cache_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def data_info(name, root, sets, rate_hz, window_samples, cache_dir, as_json) -> None:
     """Windows, classes, subjects, rate and size on disk of dataset NAME (prepared if needed)."""
-    ref = _ref(name, root, sets)
+    ref = dataset_ref(name, root, sets)
     contract = _contract(rate_hz, window_samples)
     adapter = create_adapter(ref)
     folder = cache_path(adapter, contract, cache_dir)

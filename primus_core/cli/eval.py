@@ -164,6 +164,18 @@ def settings_from(dataset: str, kw: dict):
 @click.command("eval")
 @click.argument("model")
 @click.option("--dataset", required=True, help="A labelled dataset (primus data list).")
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Local copy of a licence-gated dataset (egoexo4d, ego4d, realworld).",
+)
+@click.option(
+    "--set",
+    "dataset_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A dataset parameter (repeatable), as in `primus data prepare`.",
+)
 @eval_options
 @click.option("--out", type=OUTPUT_DIR, help="Write eval.json, eval.md and eval.png here.")
 @click.option(
@@ -177,6 +189,8 @@ def settings_from(dataset: str, kw: dict):
 def eval_command(
     model: str,
     dataset: str,
+    root: Path | None,
+    dataset_sets: tuple[str, ...],
     out: Path | None,
     baselines: bool,
     as_json: bool,
@@ -187,8 +201,10 @@ def eval_command(
     random:<encoder>) on held-out subjects of DATASET, with baselines in the same table."""
     from ..evaluation.protocol import BASELINES, evaluate
     from ..evaluation.reports import eval_markdown, write_eval_report
+    from .data import dataset_ref
 
     settings = settings_from(dataset, kw)
+    settings.dataset_params = dataset_ref(dataset, root, dataset_sets).params
     result = evaluate(
         model, settings, baselines=BASELINES if baselines else (), progress=not no_progress
     ).to_dict()

@@ -74,6 +74,7 @@ class EvalSettings:
     """Everything that defines an evaluation run (recorded in its JSON report)."""
 
     dataset: str
+    dataset_params: dict[str, Any] = field(default_factory=dict)  # e.g. root of a local copy
     shots: list[int | str] = field(default_factory=lambda: [1, 2, 5, 10, 20])
     seeds: int = 5
     mode: str = "linear"
@@ -1090,10 +1091,15 @@ def baseline_systems(
     return out
 
 
-def prepare_dataset(name: str, contract, progress: bool = True) -> WindowSet:
+def prepare_dataset(
+    name: str, contract, progress: bool = True, params: dict[str, Any] | None = None
+) -> WindowSet:
+    """The labelled windows of dataset ``name`` (with ``params``, e.g. the root of a local copy
+    of a licence-gated dataset)."""
     from ..data.windows import load_windows
 
-    return labelled(load_windows(name, contract, progress=progress))
+    ref = {"type": name, **params} if params else name
+    return labelled(load_windows(ref, contract, progress=progress))
 
 
 def evaluate(
@@ -1114,7 +1120,9 @@ def evaluate(
     ws = (
         windows
         if windows is not None
-        else prepare_dataset(settings.dataset, loaded.encoder.imu_contract, progress)
+        else prepare_dataset(
+            settings.dataset, loaded.encoder.imu_contract, progress, settings.dataset_params
+        )
     )
     systems: list[System] = [build_model_system(loaded, ws, settings, device)]
     systems += baseline_systems(loaded, ws, settings, device, baselines)
