@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from ..data.cache import EmbeddingCache, teacher_has_input
 from .params import FOLDER
 
 
@@ -57,6 +56,7 @@ def build_cache(
     one row per teacher."""
     from .. import load_recipe
     from ..components import create
+    from ..data.cache import EmbeddingCache, teacher_has_input
     from ..training.trainer import load_data
 
     recipe = load_recipe(recipe_name, overrides)
@@ -187,6 +187,8 @@ def build(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(root: Path | None, as_json: bool) -> None:
     """Size, entries per teacher, and hit/miss counts of the cache."""
+    from ..data.cache import EmbeddingCache
+
     summary = EmbeddingCache(root, progress=False).info()
     if as_json:
         _echo_json(summary)

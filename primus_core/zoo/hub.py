@@ -256,14 +256,16 @@ def hub_endpoint() -> str:
 
 
 def hub_cache_dir() -> Path:
-    """huggingface_hub's cache (HF_HUB_CACHE, else HF_HOME/hub), read at call time."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
+    """huggingface_hub's cache, read at call time the way huggingface_hub reads it at import
+    (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub), without
+    importing it: ``zoo list`` must answer at once."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path(constants.HF_HUB_CACHE)
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "huggingface" / "hub"
 
 
 def offline_from_env() -> bool:
@@ -363,24 +365,29 @@ def hub_error(exc: BaseException, repo_id: str, revision: str, filename: str) ->
 
 
 # ---------------------------------------------------------------- Hub pulls
+def cached_hub_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
+    """A file in huggingface_hub's cache (``models--ORG--NAME/snapshots/COMMIT/FILE``, a branch
+    or tag resolved through ``refs/``), or None; read without importing huggingface_hub."""
+    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    commit = revision or "main"
+    ref = repo / "refs" / commit
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+    path = repo / "snapshots" / commit / filename
+    return path if path.is_file() else None
+
+
 def cached_hub_snapshot(entry: ZooEntry, revision: str | None = None) -> Path | None:
     """The snapshot folder holding every file of ``entry`` in the Hub cache, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
     source = entry.source
     if source.hub is None:
         return None
     paths = []
     for filename in entry.ordered_files():
-        found = try_to_load_from_cache(
-            source.hub,
-            filename,
-            cache_dir=str(hub_cache_dir()),
-            revision=revision or source.revision,
-        )
-        if not isinstance(found, str):
+        found = cached_hub_file(source.hub, filename, revision or source.revision)
+        if found is None:
             return None
-        paths.append(Path(found))
+        paths.append(found)
     folders = {p.parent for p in paths}
     return folders.pop() if len(folders) == 1 else None
 
