@@ -95,24 +95,34 @@ def components_list(kind: str | None, as_json: bool) -> None:
 # ---------------------------------------------------------------- recipes
 @cli.group()
 def recipes() -> None:
-    """Named recipes from registry.yaml."""
+    """Named recipes: registry.yaml, $PRIMUS_HOME/registry.yaml, PRIMUS_REGISTRY, plugins."""
 
 
 @recipes.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def recipes_list(as_json: bool) -> None:
     """Every recipe in registry.yaml, with what it extends and whether it can be built."""
-    from ..registry.recipes import check_recipe, load_registry, resolve_recipe
+    from ..errors import RecipeError
+    from ..registry.layers import load_layers
+    from ..registry.recipes import check_recipe, report_problems, resolve_recipe
 
-    registry = load_registry().get("recipes") or {}
+    layers = load_layers()
+    report_problems(layers)
     rows = []
-    for name in sorted(registry):
-        loaded = resolve_recipe(name)
+    for name in sorted(layers.recipes):
+        entry = layers.recipes[name]
+        try:
+            loaded = resolve_recipe(name)
+        except RecipeError as exc:  # one bad recipe is reported, the others are listed
+            log.warning("skipped: %s: recipes.%s: %s", entry.source, name, exc)
+            continue
         problems = check_recipe(loaded.recipe)
         rows.append(
             {
                 "name": name,
-                "extends": registry[name].get("extends"),
+                "layer": entry.layer,
+                "source": entry.source,
+                "extends": entry.body.get("extends"),
                 "description": loaded.recipe.description,
                 "losses": [ref.type for ref in loaded.recipe.losses],
                 "data": [ref.type for ref in loaded.recipe.data.pretrain],
@@ -130,11 +140,12 @@ def recipes_list(as_json: bool) -> None:
                 "+".join(r["losses"]),
                 ",".join(r["data"]),
                 "yes" if r["ready"] else "no",
+                r["layer"],
                 r["description"],
             ]
             for r in rows
         ],
-        ["recipe", "losses", "data", "ready", "description"],
+        ["recipe", "losses", "data", "ready", "layer", "description"],
     )
 
 

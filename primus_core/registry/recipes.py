@@ -6,6 +6,7 @@ import copy
 import difflib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,40 +18,41 @@ from pydantic import ValidationError
 from ..components import KINDS, format_validation_error, get_component, has_component
 from ..config import ComponentRef, Recipe
 from ..errors import ComponentError, RecipeError
+from .layers import BUILTIN, Layers, load_layers, read_yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("primus.registry")
 
 
 def registry_path() -> Path:
-    """registry.yaml: $PRIMUS_REGISTRY, else the one at the root of this source tree."""
-    env = os.environ.get("PRIMUS_REGISTRY")
-    return Path(env) if env else REPO_ROOT / "registry.yaml"
+    """The built-in registry.yaml (users and plugins add layers on top: see ``layers``)."""
+    return BUILTIN
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return read_yaml(path)
+
+
+def report_problems(layers: Layers) -> None:
+    """One warning per skipped file or entry (the other entries stay usable)."""
+    for problem in layers.problems:
+        log.warning("skipped: %s", problem)
 
 
 def load_registry(path: Path | None = None) -> dict[str, Any]:
-    path = path or registry_path()
-    data = _read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping with 'recipes' and 'zoo'")
-    recipes = data.get("recipes") or {}
-    if not isinstance(recipes, dict):
-        raise RecipeError(f"{path}: 'recipes' must be a mapping of name -> recipe")
-    return data
+    """``{"recipes": {name: body}, "zoo": {name: body}}``: one file when ``path`` is given,
+    else every layer merged."""
+    if path is not None:
+        data = read_yaml(path) or {}
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: expected a mapping with 'recipes' and 'zoo'")
+        if not isinstance(data.get("recipes") or {}, dict):
+            raise RecipeError(f"{path}: 'recipes' must be a mapping of name -> recipe")
+        return data
+    layers = load_layers()
+    return {
+        "recipes": {name: e.body for name, e in layers.recipes.items()},
+        "zoo": {name: e.body for name, e in layers.zoo.items()},
+    }
 
 
 def recipe_names() -> list[str]:
@@ -170,7 +172,8 @@ def _looks_like_path(name_or_path: str | os.PathLike) -> bool:
 
 
 def resolve_recipe(name_or_path: str | os.PathLike, overrides=()) -> LoadedRecipe:
-    recipes = load_registry().get("recipes") or {}
+    layers = load_layers()
+    recipes = {name: e.body for name, e in layers.recipes.items()}
     if _looks_like_path(name_or_path):
         path = Path(name_or_path)
         body = _read_yaml(path)
@@ -179,6 +182,9 @@ def resolve_recipe(name_or_path: str | os.PathLike, overrides=()) -> LoadedRecip
         data = _extend(body, recipes, (path.stem,))
         data.setdefault("name", path.stem)
     else:
+        problem = layers.broken.get(("recipes", str(name_or_path)))
+        if problem is not None:
+            raise RecipeError(problem)
         data = _resolve(str(name_or_path), recipes)
         data.setdefault("name", str(name_or_path))
     for text in overrides:

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from ..errors import PrimusError
 from ..paths import plain_modes, primus_home, remove_dead_temps, sha256_file
@@ -53,6 +61,9 @@ class ZooError(PrimusError):
 
 class HubUnreachable(ZooError):
     """The Hub cannot be reached (or offline mode), and the files are not in its cache."""
+
+
+log = logging.getLogger("primus.zoo")
 
 
 def note(message: str) -> None:
@@ -121,6 +132,9 @@ class ZooEntry(BaseModel):
     licence: str
     citation: str | None = None
     homepage: str | None = None
+    # the folder relative ``shipped:`` paths resolve against (the declaring file's), and its layer
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _layer: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _check_files(self) -> ZooEntry:
@@ -151,40 +165,51 @@ def check_repo_id(repo_id: str, error: type[Exception] = ZooError) -> str:
     return repo_id
 
 
-def registry_dir() -> Path:
-    from ..registry.recipes import registry_path
-
-    return registry_path().resolve().parent
-
-
 def zoo_entries() -> dict[str, ZooEntry]:
-    """Every zoo entry of registry.yaml (validated)."""
-    from ..components import format_validation_error
-    from ..registry.recipes import load_registry, registry_path
+    """Every usable zoo entry of the layered registry (validated); a bad entry is reported with
+    its file and dotted path and skipped."""
+    return _load_entries()[0]
 
-    raw = load_registry().get("zoo") or {}
-    if not isinstance(raw, dict):
-        raise ZooError(f"{registry_path()}: 'zoo' must be a mapping of name -> entry")
+
+def _load_entries() -> tuple[dict[str, ZooEntry], dict[str, str]]:
+    """(usable entries, name -> the problem of each skipped one)."""
+    from ..components import format_validation_error
+    from ..registry.layers import load_layers
+
+    layers = load_layers()
+    broken = {name: problem for (section, name), problem in layers.broken.items() if section == "zoo"}
+    problems = list(layers.problems)
     entries = {}
-    for name, data in raw.items():
-        if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
-            raise ZooError(
-                f"{registry_path()}: zoo name {name!r} is not a safe name (letters, digits, "
-                "'-', '_' and single '.', starting with a letter or digit, at most 100 characters)"
+    for name, raw in layers.zoo.items():
+        problem = None
+        if not ZOO_NAME_RE.fullmatch(name):
+            problem = (
+                f"{raw.source}: zoo name {name!r} is not a safe name (letters, digits, '-', '_' "
+                "and single '.', starting with a letter or digit, at most 100 characters)"
             )
-        try:
-            entries[name] = ZooEntry.model_validate(data or {})
-        except ValidationError as exc:
-            raise ZooError(
-                f"{registry_path()}: {format_validation_error(f'zoo.{name}', exc)}"
-            ) from None
-    return entries
+        else:
+            try:
+                entry = ZooEntry.model_validate(raw.body)
+            except ValidationError as exc:
+                problem = f"{raw.source}: {format_validation_error(f'zoo.{name}', exc)}"
+        if problem is not None:
+            broken[name] = problem
+            problems.append(problem)
+            continue
+        entry._base_dir = raw.base_dir
+        entry._layer = raw.layer
+        entries[name] = entry
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    return entries, broken
 
 
 def get_entry(name: str) -> ZooEntry:
-    entries = zoo_entries()
+    entries, broken = _load_entries()
     if name in entries:
         return entries[name]
+    if name in broken:
+        raise ZooError(broken[name])
     known = ", ".join(sorted(entries)) or "(none)"
     close = difflib.get_close_matches(name, list(entries), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -525,7 +550,7 @@ def pull_shipped(name: str, entry: ZooEntry) -> Path:
     if installed(name, entry, target):
         return target
     assert entry.source.shipped is not None
-    shipped = registry_dir() / entry.source.shipped
+    shipped = entry._base_dir / entry.source.shipped
     if not shipped.is_dir():
         raise ZooError(f"{name}: the shipped copy {shipped} is missing")
     staging = _staging_dir(target)
@@ -764,6 +789,7 @@ def describe(name: str, entry: ZooEntry) -> dict:
         "headline_value": entry.metrics.get(headline) if headline else None,
         "cached": path is not None,
         "path": str(path) if path else None,
+        "layer": entry._layer,
     }
 
 
@@ -820,17 +846,28 @@ def push(
     return PushResult(repo_id, branch, info.oid, files, CARD in names)
 
 
-def registry_snippet(name: str, result: PushResult) -> str:
-    """The registry.yaml lines that pin what was pushed."""
-    lines = [
-        f"  {name}:",
-        "    source:",
-        f"      hub: {result.repo_id}",
-        f"      revision: {result.commit}",
-        "    files:",
-        *[f"      {n}: {d}" for n, d in result.files.items()],
-    ]
-    return "\n".join(lines)
+def registry_snippet(
+    name: str, result: PushResult, model_dir: str | Path | None = None, licence: str | None = None
+) -> str:
+    """The registry.yaml lines that pin what was pushed: a complete zoo entry that validates
+    (description, training data and recipe from the model's config.json when it has them)."""
+    import yaml
+
+    config: dict = {}
+    if model_dir is not None and (Path(model_dir) / CONFIG).is_file():
+        config = json.loads((Path(model_dir) / CONFIG).read_text(encoding="utf-8"))
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    entry = {
+        "description": recipe.get("description") or f"{result.repo_id} on the Hub",
+        "source": {"hub": result.repo_id, "revision": result.commit},
+        "files": dict(result.files),
+        "training_data": list(config.get("training_data") or []),
+        "licence": licence or "unspecified",
+    }
+    if recipe.get("name"):
+        entry["recipe"] = recipe["name"]
+    ZooEntry.model_validate(entry)  # what is printed is what the registry accepts
+    return yaml.safe_dump({"zoo": {name: entry}}, sort_keys=False).rstrip("\n")
 
 
 def load_pretrained(name_or_dir: str | Path, device: str | None = None):
