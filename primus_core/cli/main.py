@@ -209,15 +209,20 @@ def embed(
     """Embed IMU windows with MODEL (a model directory or zoo name)."""
     import numpy as np
 
-    from ..data.embed import embed_windows, prepare_windows, read_input
+    from ..data.embed import embed_windows, prepare_windows, rate_hint, read_input
     from ..device import resolve_device
     from ..zoo.hub import load_pretrained
 
     dev = resolve_device(device)
     encoder = load_pretrained(model, device=str(dev))
     contract = encoder.imu_contract
+    array = read_input(input_path, key)
+    if rate is None:
+        hint = rate_hint(np.asarray(array), contract.window_samples, contract.rate_hz)
+        if hint:
+            log.warning(hint)
     windows = prepare_windows(
-        read_input(input_path, key),
+        array,
         channels=contract.num_channels,
         window=contract.window_samples,
         rate_hz=contract.rate_hz,
