@@ -592,3 +592,34 @@ def test_installed_model_folders_have_plain_modes(tmp_path, monkeypatch, cli):
     assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask
     for name in ("model.safetensors", "config.json", "README.md"):
         assert stat.S_IMODE((path / name).stat().st_mode) == 0o666 & ~mask
+
+
+# ---------------------------------------------------------------- Hub ids
+def test_pull_load_and_embed_by_hub_id(olah_model, tmp_path, monkeypatch, cli):
+    """``hf-hub:ORG/NAME[@REV]`` works wherever a model is named: zoo pull, load_pretrained,
+    embed, eval; an unpinned revision is resolved to a commit and reported; files are hash-checked
+    when a zoo entry pins that commit."""
+    import numpy as np
+
+    repo_id, sha, folder, encoder = olah_model
+    write_registry(tmp_path, monkeypatch, {})
+    pulled = cli("zoo", "pull", f"hf-hub:{repo_id}")
+    path = Path(pulled.out.strip())
+    assert path.name == sha and f"resolved to commit {sha}" in pulled.err
+    assert "not hash-checked" in pulled.err
+    assert digests(path) == digests(folder)
+    same_outputs(primus_core.load_pretrained(f"hf-hub:{repo_id}@{sha}"), encoder)
+
+    windows = np.random.default_rng(0).normal(size=(2, 6, 250)).astype(np.float32)
+    np.save(tmp_path / "w.npy", windows)
+    out = tmp_path / "e.npy"
+    cli("embed", f"hf-hub:{repo_id}@{sha}", tmp_path / "w.npy", "--head", "emb", "--out", out)
+    expected = primus_core.embed(encoder, windows, head="emb")
+    assert np.allclose(np.load(out), expected, atol=1e-5)
+
+    # a zoo entry pinning the commit: the same files are checked against its digests
+    bad = {**digests(folder), "config.json": "0" * 64}
+    write_registry(tmp_path, monkeypatch, {"tiny": hub_entry(repo_id, sha, bad)})
+    shutil.rmtree(tmp_path / "hf", ignore_errors=True)
+    one_line_error(cli("zoo", "pull", f"hf-hub:{repo_id}", expect=1), "checksum mismatch")
+    one_line_error(cli("zoo", "pull", "hf-hub:not a repo", expect=1), "invalid Hub repo id")

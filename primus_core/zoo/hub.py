@@ -685,10 +685,80 @@ def pull_url(name: str, entry: ZooEntry, offline: bool, keep_original: bool) -> 
 
 
 # ---------------------------------------------------------------- public API
+HUB_PREFIX = "hf-hub:"
+
+
+def parse_hub_id(text: str) -> tuple[str, str | None] | None:
+    """``hf-hub:ORG/NAME[@REVISION]`` -> (repo id, revision or None); None for anything else."""
+    if not isinstance(text, str) or not text.startswith(HUB_PREFIX):
+        return None
+    repo_id, _, revision = text[len(HUB_PREFIX) :].partition("@")
+    check_repo_id(repo_id)
+    if "@" in text[len(HUB_PREFIX) :] and not revision:
+        raise ZooError(f"{text}: empty revision after '@'")
+    return repo_id, revision or None
+
+
+def pull_hub_id(repo_id: str, revision: str | None, offline: bool) -> Path:
+    """A model directory straight from the Hub: the revision (default ``main``) resolved to a
+    commit and reported, config.json, model.safetensors and the card downloaded into the Hub
+    cache; checked against sha256 digests where a zoo entry pins this repo at this commit."""
+    from huggingface_hub import hf_hub_download
+
+    label = f"hf-hub:{repo_id}"
+    revision = revision or "main"
+    if offline:
+        found = [cached_hub_file(repo_id, f, revision) for f in (WEIGHTS, CONFIG)]
+        if None in found:
+            raise HubUnreachable(f"offline, and {label}@{revision} is not in the Hub cache")
+        return found[0].parent
+    commit = _probe_hub(repo_id, revision, CONFIG)
+    if commit != revision:
+        note(f"{label}: revision {revision} resolved to commit {commit}")
+    pinned = next(
+        (
+            e
+            for e in zoo_entries().values()
+            if e.source.hub == repo_id and e.source.revision == commit
+        ),
+        None,
+    )
+    if pinned is None:
+        note(f"{label}@{commit[:12]}: no zoo entry pins this commit; files are not hash-checked")
+    folder = None
+    for filename in (WEIGHTS, CARD, CONFIG):
+        try:
+            path = Path(
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=commit,
+                    cache_dir=str(hub_cache_dir()),
+                    endpoint=hub_endpoint(),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001
+            if filename == CARD:  # a repo without a model card still loads
+                continue
+            raise hub_error(exc, repo_id, commit, filename) from None
+        if pinned is not None and filename in pinned.files:
+            check_file(path, pinned.files[filename], f"{label}: {filename}")
+        folder = path.parent
+    assert folder is not None
+    return folder
+
+
 def pull(
     name: str, *, revision: str | None = None, offline: bool = False, keep_original: bool = False
 ) -> Path:
-    """The local model directory of zoo model ``name``, downloaded and checked if needed."""
+    """The local model directory of zoo model ``name`` (or of a Hub id ``hf-hub:ORG/NAME[@REV]``),
+    downloaded and checked if needed."""
+    hub_id = parse_hub_id(name)
+    if hub_id is not None:
+        repo_id, pinned = hub_id
+        if revision is not None and pinned is not None and revision != pinned:
+            raise ZooError(f"{name}: --revision {revision} contradicts the id's @{pinned}")
+        return pull_hub_id(repo_id, revision or pinned, offline or offline_from_env())
     entry = get_entry(name)
     source = entry.source
     offline = offline or offline_from_env()
@@ -716,7 +786,8 @@ def _pull_locked(
 
 
 def resolve_model_dir(name: str) -> Path:
-    """For ``load_pretrained(NAME)``: the checked model directory, pulled when needed."""
+    """For ``load_pretrained(NAME)``: the checked model directory (a zoo name or an
+    ``hf-hub:ORG/NAME[@REV]`` id), pulled when needed."""
     return pull(name)
 
 
