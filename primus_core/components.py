@@ -245,3 +245,17 @@ def list_plugins() -> list[PluginInfo]:
     except PrimusError:  # strict mode: the plugin at fault is already marked broken
         pass
     return sorted(host.plugins.values(), key=lambda p: p.name)
+
+
+def provenance(kind: str, name: str) -> dict[str, str | None]:
+    """Which plugin, distribution and version provide a component (recorded in model
+    directories, so that loading without the plugin can say what to install)."""
+    comp = get_component(kind, name)
+    info = get_host().plugins.get(comp.plugin)
+    return {
+        "kind": kind,
+        "name": name,
+        "plugin": comp.plugin,
+        "distribution": info.distribution if info else None,
+        "version": info.version if info else None,
+    }

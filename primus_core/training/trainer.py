@@ -24,11 +24,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..components import provenance
 from ..config import Recipe
 from ..device import resolve_device
 from ..errors import PrimusError
 from ..paths import write_json
-from ..registry.recipes import LoadedRecipe, build_component, data_hash, resolve_recipe
+from ..registry.recipes import (
+    LoadedRecipe,
+    build_component,
+    component_refs,
+    data_hash,
+    resolve_recipe,
+)
 from ..version import __version__
 from ..zoo.modeldir import model_card, save_model_dir
 from .batch import StepBatch
@@ -730,11 +737,18 @@ class Trainer:
             },
             "validation": {"loss": self.best_val, "step": self.step},
             "switches": switches(run.recipe, run.d),
+            "provenance": [
+                provenance(kind, ref.type) for _, kind, ref in component_refs(run.recipe)
+            ],
         }
         card = model_card(
             {
                 **config,
-                "encoder": {"type": run.recipe.encoder.type, "params": encoder.primus_params},
+                "encoder": {
+                    "type": run.recipe.encoder.type,
+                    "params": encoder.primus_params,
+                    "provenance": provenance("encoder", run.recipe.encoder.type),
+                },
                 "imu_contract": encoder.imu_contract.model_dump(),
                 "output_sizes": encoder.output_sizes,
             },
