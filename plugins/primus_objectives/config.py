@@ -82,9 +82,15 @@ class ModalitiesConfig(ContrastiveConfig):
 class SSConfig(ContrastiveConfig):
     """L_SS = c * InfoNCE(ssl(x), ssl(aug(x))): the raw view against one augmented view."""
 
+    def required_heads(self) -> set[str]:
+        return {"ssl"}
+
 
 class MMConfig(ModalitiesConfig):
     """L_MM = (1 - c) * sum over teacher modalities of masked InfoNCE(mmcl(x), E_m)."""
+
+    def required_heads(self) -> set[str]:
+        return {"mmcl"}
 
 
 class SupervisedConfig(BaseModel):
@@ -95,11 +101,17 @@ class SupervisedConfig(BaseModel):
     in_features: int = Field(512, gt=0, description="size of the encoder output used")
     head: str = Field("emb", description="encoder output the classifier reads")
 
+    def required_heads(self) -> set[str]:
+        return {self.head}
+
 
 class NNConfig(ModalitiesConfig):
     """L_NN: cross-modal nearest neighbours from FIFO queues of past windows (PRIMUS)."""
 
     queue_size: int = Field(8192, gt=0, description="slots in each FIFO queue")
+
+    def required_heads(self) -> set[str]:
+        return {"mmcl", "ssl"}  # the imu queue holds ssl outputs
 
 
 # ---------------------------------------------------------------- configs

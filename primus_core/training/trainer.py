@@ -32,6 +32,7 @@ from ..paths import write_json
 from ..registry.recipes import (
     LoadedRecipe,
     build_component,
+    check_recipe,
     component_refs,
     data_hash,
     resolve_recipe,
@@ -680,6 +681,16 @@ class Trainer:
                             {k: f"{v:.3f}" for k, v in values.items() if "/" not in k}
                             | {"win/s": f"{rate:.0f}"}
                         )
+                        if not self.progress and self.run.d.main:  # no bar: the loss in the log
+                            log.info(
+                                "step %d epoch %d: %s, %.0f windows/s",
+                                self.step,
+                                self.epoch,
+                                ", ".join(
+                                    f"{k} {v:.4f}" for k, v in values.items() if "/" not in k
+                                ),
+                                rate,
+                            )
                     bar.update(1)
                     if self.step % self.cfg.checkpoint_every == 0:
                         self.save()
@@ -798,6 +809,9 @@ def train(
     import yaml
 
     loaded = resolve_recipe(recipe, overrides)
+    problems = check_recipe(loaded.recipe)
+    if problems:  # before any data is read or model built
+        raise PrimusError(f"recipe '{loaded.recipe.name}': " + "; ".join(problems))
     cfg = loaded.recipe.train
     dev = resolve_device(device or cfg.device)
     d = init_distributed(dev)

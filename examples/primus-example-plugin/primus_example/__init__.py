@@ -12,6 +12,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field
 
 import primus_core
+from primus_core.config import PRIMUS_CHANNELS, PRIMUS_UNITS
 
 
 class StatsMLPConfig(BaseModel):
@@ -19,7 +20,14 @@ class StatsMLPConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # typos in recipes become errors
 
-    channels: int = Field(6, gt=0, description="input channels")
+    # the encoder contract: declare channels (names from the contract vocabulary, in input
+    # order), rate and window; the trainer sets mmcl_dim to the teachers' output size
+    channels: list[str] = Field(
+        default_factory=lambda: list(PRIMUS_CHANNELS), description="channel names, in order"
+    )
+    units: list[str] = Field(
+        default_factory=lambda: list(PRIMUS_UNITS), description="unit of each channel"
+    )
     rate_hz: float = Field(50.0, gt=0, description="sampling rate of the input")
     window_samples: int = Field(250, gt=0, description="samples per window")
     hidden_size: int = Field(64, gt=0, description="size of 'emb'")

@@ -14,15 +14,15 @@ class StatsMLPEncoder(nn.Module):
     def __init__(self, cfg: StatsMLPConfig):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(4 * cfg.channels, cfg.hidden_size),
+            nn.Linear(4 * len(cfg.channels), cfg.hidden_size),
             nn.ReLU(),
             nn.Linear(cfg.hidden_size, cfg.hidden_size),
         )
         self.mmcl_head = nn.Linear(cfg.hidden_size, cfg.mmcl_dim) if cfg.mmcl_dim else None
         # every encoder carries its IMU contract and its output sizes
         self.imu_contract = IMUContract(
-            channels=[f"ch{i}" for i in range(cfg.channels)],
-            units=["a.u."] * cfg.channels,
+            channels=list(cfg.channels),
+            units=list(cfg.units),
             rate_hz=cfg.rate_hz,
             window_samples=cfg.window_samples,
         )
