@@ -42,6 +42,9 @@ def cli(verbose: int) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpx2", "httpcore", "huggingface_hub", "filelock", "urllib3"):
+        if not verbose:  # one line per HTTP request is noise on push/pull; -v shows it
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------- plugins / components
@@ -89,7 +92,8 @@ def components_list(kind: str | None, as_json: bool) -> None:
         click.echo(f"{comp.kind:<12} {comp.name:<22} [{comp.plugin}]  {comp.description}")
         for p in comp.params():
             default = "(required)" if p["required"] else json.dumps(p["default"])
-            click.echo(f"{'':<14}{p['name']}: {p['type']} = {default}")
+            about = f"  - {p['description']}" if p["description"] else ""
+            click.echo(f"{'':<14}{p['name']}: {p['type']} = {default}{about}")
 
 
 # ---------------------------------------------------------------- recipes

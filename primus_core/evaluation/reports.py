@@ -54,6 +54,8 @@ def summarise(
             values = [m[metric] for m in members if m.get(metric) is not None]
             if values:
                 row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values)
+                if len(values) == 1:  # one seed has no spread to report (not "± 0.000")
+                    row[f"{metric}_std"] = None
         rows.append(row)
     rows.sort(key=lambda r: (order.get(r.get("model"), 0), shots_key(r.get("shots", 0))))
     return rows
