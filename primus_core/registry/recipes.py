@@ -18,14 +18,9 @@ from pydantic import BaseModel, ValidationError
 from ..components import KINDS, format_validation_error, get_component, has_component
 from ..config import PRIMUS_CHANNELS, ComponentRef, Recipe
 from ..errors import ComponentError, RecipeError
-from .layers import BUILTIN, Layers, load_layers, read_yaml
+from .layers import Layers, load_layers, read_yaml
 
 log = logging.getLogger("primus.registry")
-
-
-def registry_path() -> Path:
-    """The built-in registry.yaml (users and plugins add layers on top: see ``layers``)."""
-    return BUILTIN
 
 
 def _read_yaml(path: Path) -> Any:
