@@ -11,6 +11,7 @@ __all__ = [
     "PrimusError",
     "__version__",
     "create",
+    "embed",
     "hookimpl",
     "list_components",
     "load_pretrained",
@@ -30,3 +31,13 @@ def load_pretrained(name_or_dir, device=None):
     from .zoo.hub import load_pretrained as _load
 
     return _load(name_or_dir, device=device)
+
+
+def embed(model, array, *, rate_hz=None, layout="CT", head="mmcl", stride=None, **kwargs):
+    """Embed IMU data: ``model`` is an encoder, a model directory, a zoo name or an
+    ``hf-hub:ORG/NAME[@REV]`` id; ``array`` is one (C, T) recording (``layout="TC"`` for (T, C))
+    at ``rate_hz`` (resampled to the model's rate, windowed every ``stride`` samples) or (N, C, T)
+    windows. Returns (N, D) float32 vectors of ``head`` ("emb", "ssl" or "mmcl")."""
+    from .data.embed import embed as _embed
+
+    return _embed(model, array, rate_hz=rate_hz, layout=layout, head=head, stride=stride, **kwargs)

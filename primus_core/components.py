@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,6 +26,10 @@ KINDS: dict[str, str] = {
 }
 
 
+# a factory named instead of imported: "package.module:attribute"
+FACTORY_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
 class NoParams(BaseModel):
     """Config of a component that takes no parameters."""
 
@@ -31,16 +38,33 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class Component:
+    """A registered component. ``factory_ref`` is the callable itself or, so that listing and
+    checking never import heavy libraries, its ``"module:attr"`` name, imported on first use."""
+
     kind: str
     name: str
-    factory: Callable[[BaseModel], Any]
+    factory_ref: Callable[[BaseModel], Any] | str
     config: type[BaseModel]
     plugin: str
+
+    @cached_property
+    def factory(self) -> Callable[[BaseModel], Any]:
+        if not isinstance(self.factory_ref, str):
+            return self.factory_ref
+        module_name, _, attr = self.factory_ref.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ComponentError(
+                f"{self.kind} '{self.name}' (plugin '{self.plugin}'): cannot import its factory "
+                f"'{self.factory_ref}': {type(exc).__name__}: {exc}"
+            ) from None
 
     @property
     def description(self) -> str:
         own_doc = self.config.__dict__.get("__doc__") if self.config is not NoParams else None
-        doc = (own_doc or getattr(self.factory, "__doc__", None) or "").strip()
+        factory_doc = None if isinstance(self.factory_ref, str) else self.factory_ref.__doc__
+        doc = (own_doc or factory_doc or "").strip()
         return doc.splitlines()[0] if doc else ""
 
     def params(self) -> list[dict[str, Any]]:
@@ -109,7 +133,7 @@ def _collect() -> dict[str, dict[str, Component]]:
 
             def register(
                 name: str,
-                factory: Callable,
+                factory: Callable | str,
                 config: type[BaseModel] | None = None,
                 _kind=kind,
                 _plugin=plugin_name,
@@ -124,6 +148,12 @@ def _collect() -> dict[str, dict[str, Component]]:
 def _add(table: dict[str, Component], comp: Component) -> None:
     if not isinstance(comp.name, str) or not comp.name:
         raise ComponentError(f"plugin '{comp.plugin}' registered a {comp.kind} with an empty name")
+    ref = comp.factory_ref
+    if not (FACTORY_NAME.fullmatch(ref) if isinstance(ref, str) else callable(ref)):
+        raise ComponentError(
+            f"plugin '{comp.plugin}' registered {comp.kind} '{comp.name}' with factory {ref!r}: "
+            "expected a callable or a 'package.module:attribute' name"
+        )
     if not (isinstance(comp.config, type) and issubclass(comp.config, BaseModel)):
         raise ComponentError(
             f"plugin '{comp.plugin}' registered {comp.kind} '{comp.name}' with config "
@@ -215,3 +245,17 @@ def list_plugins() -> list[PluginInfo]:
     except PrimusError:  # strict mode: the plugin at fault is already marked broken
         pass
     return sorted(host.plugins.values(), key=lambda p: p.name)
+
+
+def provenance(kind: str, name: str) -> dict[str, str | None]:
+    """Which plugin, distribution and version provide a component (recorded in model
+    directories, so that loading without the plugin can say what to install)."""
+    comp = get_component(kind, name)
+    info = get_host().plugins.get(comp.plugin)
+    return {
+        "kind": kind,
+        "name": name,
+        "plugin": comp.plugin,
+        "distribution": info.distribution if info else None,
+        "version": info.version if info else None,
+    }

@@ -89,6 +89,7 @@ def write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 is not what a user expects
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

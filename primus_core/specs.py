@@ -44,6 +44,17 @@ class PrimusSpecs:
         it) and yield IMU windows in an encoder's contract."""
 
     @hookspec
+    def register_recipes(self, register):
+        """Add recipes to the registry: ``register(name, mapping)`` with the same fields as a
+        registry.yaml recipe (``extends:`` may name any recipe of any layer)."""
+
+    @hookspec
+    def register_zoo(self, register):
+        """Add zoo entries: ``register(name, mapping, base_dir=None)`` with the same fields as a
+        registry.yaml zoo entry; relative ``shipped:`` paths resolve against ``base_dir``
+        (default: the plugin module's folder)."""
+
+    @hookspec
     def register_commands(self, cli):
         """Add click commands or groups to the ``primus`` command line (``cli`` is the root
         click group)."""

@@ -36,6 +36,7 @@ FREE_TEXT: dict[tuple[str, str], list[str] | None] = {
     ("zoo push", "--repo-id"): ["../x", "bad id"],
     ("zoo push", "--revision"): None,
     ("zoo push", "--name"): None,
+    ("zoo push", "--licence"): None,  # any text: it is only printed in the snippet
     ("cache build", "--set"): ["no-equals-sign"],
     **{
         (f"experiment {name}", option): None

@@ -59,6 +59,11 @@ def digests(folder: Path, names=("model.safetensors", "config.json", "README.md"
     return {n: sha256(folder / n) for n in names}
 
 
+def zoo_row(cli, name: str = "tiny") -> dict:
+    """The ``zoo list --json`` row of ``name`` (the built-in entries are listed too)."""
+    return {r["name"]: r for r in json.loads(cli("zoo", "list", "--json").out)}[name]
+
+
 def write_registry(tmp_path: Path, monkeypatch, zoo: dict) -> Path:
     registry = tmp_path / "repo" / "registry.yaml"
     registry.parent.mkdir(exist_ok=True)
@@ -113,7 +118,7 @@ def report(capsys, message: str) -> None:
 def test_pull_from_olah_pinned_verify_and_load(olah_model, tmp_path, monkeypatch, cli, capsys):
     repo_id, sha, folder, encoder = olah_model
     write_registry(tmp_path, monkeypatch, {"tiny": hub_entry(repo_id, sha, digests(folder))})
-    assert json.loads(cli("zoo", "list", "--json").out)[0]["cached"] is False
+    assert zoo_row(cli)["cached"] is False
 
     start = time.perf_counter()
     pulled = cli("zoo", "pull", "tiny")
@@ -130,9 +135,9 @@ def test_pull_from_olah_pinned_verify_and_load(olah_model, tmp_path, monkeypatch
     size = sum(f.stat().st_size for f in folder.iterdir())
     report(capsys, f"pull from olah ({size} B): {pull_s:.2f} s, verify: {verify_s:.3f} s")
 
-    rows = json.loads(cli("zoo", "list", "--json").out)
-    assert rows[0]["cached"] is True and rows[0]["parameters"] > 0
-    assert rows[0]["headline_metric"] == "hapt/5-shot/accuracy"
+    row = zoo_row(cli)
+    assert row["cached"] is True and row["parameters"] > 0
+    assert row["headline_metric"] == "hapt/5-shot/accuracy"
     assert "tiny" in cli("zoo", "list").out and "hapt" in cli("zoo", "info", "tiny").out
 
     same_outputs(primus_core.load_pretrained("tiny"), encoder)
@@ -159,7 +164,7 @@ def test_corrupted_blob_is_detected_deleted_and_pulled_again(
     assert not blob.exists() and not (path / "model.safetensors").exists()
     with pytest.raises(ModelDirError):  # what is left does not load
         load_model_dir(path)
-    assert json.loads(cli("zoo", "list", "--json").out)[0]["cached"] is False
+    assert zoo_row(cli)["cached"] is False
 
     assert cli("zoo", "pull", "tiny").out.strip() == str(path)
     assert cli("zoo", "verify", "tiny").out.count("ok  ") == 3
@@ -201,18 +206,21 @@ def test_bad_revisions_repos_and_names(olah_model, tmp_path, monkeypatch, cli):
     one_line_error(
         unknown,
         "unknown zoo model 'tinny'",
-        "known: no-repo, tiny, wrong-commit",
+        "no-repo, ",
+        "tiny, wrong-commit",  # the test layer's entries, next to the built-in ones
         "did you mean 'tiny'",
     )
-    one_line_error(cli("zoo", "info", "nope", expect=1), "known: no-repo, tiny, wrong-commit")
+    one_line_error(cli("zoo", "info", "nope", expect=1), "no-repo, ", "tiny, wrong-commit")
     with pytest.raises(primus_core.PrimusError, match="unknown zoo model"):
         primus_core.load_pretrained("nope")
 
-    # registry entries are validated, with the dotted path of the bad field
+    # registry entries are validated, with the dotted path of the bad field; a bad entry is
+    # skipped by the listing and an error when used
     write_registry(tmp_path, monkeypatch, {"bad": hub_entry("not a repo id!", "main", files)})
-    one_line_error(cli("zoo", "list", expect=1), "zoo.bad.source", "invalid Hub repo id")
+    assert "bad" not in {r["name"] for r in json.loads(cli("zoo", "list", "--json").out)}
+    one_line_error(cli("zoo", "info", "bad", expect=1), "zoo.bad.source", "invalid Hub repo id")
     write_registry(tmp_path, monkeypatch, {"bad": hub_entry(repo_id, "main", files)})
-    one_line_error(cli("zoo", "list", expect=1), "zoo.bad.source", "40-hex commit")
+    one_line_error(cli("zoo", "pull", "bad", expect=1), "zoo.bad.source", "40-hex commit")
 
 
 # ---------------------------------------------------------------- shipped copies and offline use
@@ -281,8 +289,10 @@ def test_unsafe_zoo_name_never_becomes_a_path(bad, tmp_path, monkeypatch, cli):
     (victim / "precious.txt").write_text("keep me\n")
     monkeypatch.chdir(tmp_path / "home")  # so that a relative escape would land on the victim
     write_registry(tmp_path, monkeypatch, {"tiny": entry, bad: entry})
-    for command in (["zoo", "pull", bad], ["zoo", "list"], ["zoo", "verify", "tiny"]):
+    for command in (["zoo", "pull", bad], ["zoo", "info", bad]):
         one_line_error(cli(*command, expect=1), "not a safe name")
+    listed = {r["name"] for r in json.loads(cli("zoo", "list", "--json").out)}
+    assert bad not in listed and "tiny" in listed  # the bad entry is skipped, the others listed
     assert (victim / "precious.txt").read_text() == "keep me\n"
     assert (cached / "model.safetensors").is_file()
     assert sorted(p.name for p in cached.parent.iterdir()) == ["tiny"]
@@ -582,3 +592,34 @@ def test_installed_model_folders_have_plain_modes(tmp_path, monkeypatch, cli):
     assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask
     for name in ("model.safetensors", "config.json", "README.md"):
         assert stat.S_IMODE((path / name).stat().st_mode) == 0o666 & ~mask
+
+
+# ---------------------------------------------------------------- Hub ids
+def test_pull_load_and_embed_by_hub_id(olah_model, tmp_path, monkeypatch, cli):
+    """``hf-hub:ORG/NAME[@REV]`` works wherever a model is named: zoo pull, load_pretrained,
+    embed, eval; an unpinned revision is resolved to a commit and reported; files are hash-checked
+    when a zoo entry pins that commit."""
+    import numpy as np
+
+    repo_id, sha, folder, encoder = olah_model
+    write_registry(tmp_path, monkeypatch, {})
+    pulled = cli("zoo", "pull", f"hf-hub:{repo_id}")
+    path = Path(pulled.out.strip())
+    assert path.name == sha and f"resolved to commit {sha}" in pulled.err
+    assert "not hash-checked" in pulled.err
+    assert digests(path) == digests(folder)
+    same_outputs(primus_core.load_pretrained(f"hf-hub:{repo_id}@{sha}"), encoder)
+
+    windows = np.random.default_rng(0).normal(size=(2, 6, 250)).astype(np.float32)
+    np.save(tmp_path / "w.npy", windows)
+    out = tmp_path / "e.npy"
+    cli("embed", f"hf-hub:{repo_id}@{sha}", tmp_path / "w.npy", "--head", "emb", "--out", out)
+    expected = primus_core.embed(encoder, windows, head="emb")
+    assert np.allclose(np.load(out), expected, atol=1e-5)
+
+    # a zoo entry pinning the commit: the same files are checked against its digests
+    bad = {**digests(folder), "config.json": "0" * 64}
+    write_registry(tmp_path, monkeypatch, {"tiny": hub_entry(repo_id, sha, bad)})
+    shutil.rmtree(tmp_path / "hf", ignore_errors=True)
+    one_line_error(cli("zoo", "pull", f"hf-hub:{repo_id}", expect=1), "checksum mismatch")
+    one_line_error(cli("zoo", "pull", "hf-hub:not a repo", expect=1), "invalid Hub repo id")

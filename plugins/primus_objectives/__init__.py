@@ -1,50 +1,90 @@
 """Built-in plugin: the PRIMUS objectives (losses `infonce`, `ss`, `mm`, `nn`, `supervised`) and
-the IMU augmentations (`scale-per-timestep`, `scale-per-channel`, `permute`, `jitter`, `rotate`, `negate`, `flip`,
-`channel-shuffle`, `time-warp`). See docs/objectives.md."""
+the IMU augmentations (`scale-per-timestep`, `scale-per-channel`, `permute`, `jitter`, `rotate`,
+`negate`, `flip`, `channel-shuffle`, `time-warp`). See docs/objectives.md.
+
+Components are registered by name ("module:attr") with torch-free configs (``config.py``), so
+that listing components and checking recipes never import torch; the classes below are imported
+on first use."""
+
+import importlib
 
 import primus_core
 
-from .augment import AUGMENTATIONS, AugmentationPipeline, primus_pipeline
-from .batch import StepBatch
-from .infonce import InfoNCE, InfoNCEConfig, info_nce
-from .neighbours import NearestNeighbourLoss, NNConfig
-from .objectives import (
+from .config import (
+    ChannelShuffleConfig,
+    FlipConfig,
+    InfoNCEConfig,
+    JitterConfig,
     MMConfig,
-    MultimodalLoss,
-    SelfSupervisedLoss,
+    NegateConfig,
+    NNConfig,
+    PermuteConfig,
+    RotateConfig,
+    ScalePerChannelConfig,
+    ScalePerTimestepConfig,
     SSConfig,
     SupervisedConfig,
-    SupervisedLoss,
+    TimeWarpConfig,
 )
 
+# name -> module that defines it (these import torch, so only on first use)
+LAZY = {
+    "AugmentationPipeline": "augment",
+    "primus_pipeline": "augment",
+    "StepBatch": "batch",
+    "InfoNCE": "infonce",
+    "info_nce": "infonce",
+    "NearestNeighbourLoss": "neighbours",
+    "MultimodalLoss": "objectives",
+    "SelfSupervisedLoss": "objectives",
+    "SupervisedLoss": "objectives",
+}
+
+LOSSES = {
+    "infonce": ("infonce:InfoNCE", InfoNCEConfig),
+    "ss": ("objectives:SelfSupervisedLoss", SSConfig),
+    "mm": ("objectives:MultimodalLoss", MMConfig),
+    "nn": ("neighbours:NearestNeighbourLoss", NNConfig),
+    "supervised": ("objectives:SupervisedLoss", SupervisedConfig),
+}
+
+AUGMENTATIONS = {
+    "scale-per-timestep": ("augment:ScalePerTimestep", ScalePerTimestepConfig),
+    "scale-per-channel": ("augment:ScalePerChannel", ScalePerChannelConfig),
+    "permute": ("augment:Permute", PermuteConfig),
+    "jitter": ("augment:Jitter", JitterConfig),
+    "rotate": ("augment:Rotate", RotateConfig),
+    "negate": ("augment:Negate", NegateConfig),
+    "flip": ("augment:Flip", FlipConfig),
+    "channel-shuffle": ("augment:ChannelShuffle", ChannelShuffleConfig),
+    "time-warp": ("augment:TimeWarp", TimeWarpConfig),
+}
+
 __all__ = [
-    "AugmentationPipeline",
-    "InfoNCE",
+    "AUGMENTATIONS",
+    "LOSSES",
     "InfoNCEConfig",
     "MMConfig",
-    "MultimodalLoss",
     "NNConfig",
-    "NearestNeighbourLoss",
     "SSConfig",
-    "SelfSupervisedLoss",
-    "StepBatch",
     "SupervisedConfig",
-    "SupervisedLoss",
-    "info_nce",
-    "primus_pipeline",
+    *LAZY,
 ]
+
+
+def __getattr__(name):
+    if name in LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @primus_core.hookimpl
 def register_losses(register):
-    register("infonce", InfoNCE, config=InfoNCEConfig)
-    register("ss", SelfSupervisedLoss, config=SSConfig)
-    register("mm", MultimodalLoss, config=MMConfig)
-    register("nn", NearestNeighbourLoss, config=NNConfig)
-    register("supervised", SupervisedLoss, config=SupervisedConfig)
+    for name, (factory, config) in LOSSES.items():
+        register(name, f"{__name__}.{factory}", config=config)
 
 
 @primus_core.hookimpl
 def register_augmentations(register):
     for name, (factory, config) in AUGMENTATIONS.items():
-        register(name, factory, config=config)
+        register(name, f"{__name__}.{factory}", config=config)

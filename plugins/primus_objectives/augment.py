@@ -10,9 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from primus_core.errors import DataError
+
+from .config import (
+    PermuteConfig,
+    ScalePerTimestepConfig,
+)
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -43,85 +48,6 @@ def _per_sample(x: torch.Tensor, changed: torch.Tensor, p: float, gen: torch.Gen
         return changed
     pick = _rand(x, (x.shape[0], 1, 1), gen) < p
     return torch.where(pick, changed, x)
-
-
-# ---------------------------------------------------------------- configs
-class ScaleConfig(BaseModel):
-    """Multiply the window by factors drawn from N(1, sigma)."""
-
-    model_config = ConfigDict(extra="forbid")
-    sigma: float = Field(0.25, ge=0, description="std of the multiplicative factor")
-
-
-class ScalePerTimestepConfig(ScaleConfig):
-    """Multiply each time step of a window by one N(1, sigma) factor shared by all its channels
-    (noise of shape (batch, 1, samples)): the reference's scaling."""
-
-
-class ScalePerChannelConfig(ScaleConfig):
-    """Multiply each channel of a window by one N(1, sigma) factor for the whole window (noise of
-    shape (batch, channels, 1)): primus's scaling."""
-
-
-class PermuteConfig(BaseModel):
-    """Cut each window at random points and shuffle the segments (same order for all channels)."""
-
-    model_config = ConfigDict(extra="forbid")
-    segments: int = Field(5, ge=1, description="number of segments (segments - 1 random cuts)")
-
-
-class JitterConfig(BaseModel):
-    """Add Gaussian noise N(0, sigma) to every value."""
-
-    model_config = ConfigDict(extra="forbid")
-    sigma: float = Field(0.1, ge=0, description="std of the additive noise")
-
-
-class RotateConfig(BaseModel):
-    """Apply one random 3-D rotation per window to every channel triple (acc and gyro alike)."""
-
-    model_config = ConfigDict(extra="forbid")
-    groups: list[list[int]] = Field(
-        default_factory=lambda: [[0, 1, 2], [3, 4, 5]],
-        description="channel triples (x, y, z) that rotate together",
-    )
-
-    @field_validator("groups")
-    @classmethod
-    def _triples(cls, groups: list[list[int]]) -> list[list[int]]:
-        if not groups or any(len(g) != 3 for g in groups):
-            raise ValueError("each group must list exactly 3 channel indices")
-        flat = [i for g in groups for i in g]
-        if len(set(flat)) != len(flat) or min(flat) < 0:
-            raise ValueError("channel indices must be distinct and non-negative")
-        return groups
-
-
-class ProbabilityConfig(BaseModel):
-    """Per-window probability of applying the transform."""
-
-    model_config = ConfigDict(extra="forbid")
-    p: float = Field(1.0, ge=0, le=1, description="probability per window")
-
-
-class NegateConfig(ProbabilityConfig):
-    """Multiply the window by -1 (with probability p per window)."""
-
-
-class FlipConfig(ProbabilityConfig):
-    """Reverse the window in time (with probability p per window)."""
-
-
-class ChannelShuffleConfig(ProbabilityConfig):
-    """Permute the channels of each window at random (with probability p per window)."""
-
-
-class TimeWarpConfig(BaseModel):
-    """Resample each window along a smooth random monotone time warp (speed N(1, sigma) at knots)."""
-
-    model_config = ConfigDict(extra="forbid")
-    sigma: float = Field(0.2, ge=0, description="std of the local speed at the knots")
-    knots: int = Field(4, ge=1, description="interior knots of the speed curve")
 
 
 # ---------------------------------------------------------------- transforms
@@ -315,16 +241,3 @@ def primus_pipeline() -> AugmentationPipeline:
     return AugmentationPipeline(
         [ScalePerTimestep(ScalePerTimestepConfig()), Permute(PermuteConfig())]
     )
-
-
-AUGMENTATIONS: dict[str, tuple[type[_Base], type[BaseModel]]] = {
-    "scale-per-timestep": (ScalePerTimestep, ScalePerTimestepConfig),
-    "scale-per-channel": (ScalePerChannel, ScalePerChannelConfig),
-    "permute": (Permute, PermuteConfig),
-    "jitter": (Jitter, JitterConfig),
-    "rotate": (Rotate, RotateConfig),
-    "negate": (Negate, NegateConfig),
-    "flip": (Flip, FlipConfig),
-    "channel-shuffle": (ChannelShuffle, ChannelShuffleConfig),
-    "time-warp": (TimeWarp, TimeWarpConfig),
-}

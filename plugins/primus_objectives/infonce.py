@@ -19,38 +19,17 @@ as log tau clamped from below at ``min_temperature`` (``log_tau``, primus).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from primus_core.errors import ComponentError
 
+from .config import InfoNCEConfig, MaskedRows
+
 # the logit of a removed key: far below any real logit, finite so that gradients stay finite
 REMOVED_LOGIT = -1e9
-MaskedRows = Literal["negatives", "removed"]
-TemperatureParam = Literal["tau", "log_tau"]
-
-
-class InfoNCEConfig(BaseModel):
-    """Symmetric InfoNCE (both directions summed) with a learnable temperature."""
-
-    model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(0.1, gt=0, description="initial temperature tau")
-    learn_temperature: bool = Field(True, description="train tau")
-    temperature_param: TemperatureParam = Field(
-        "tau", description="what is learnt: tau itself (reference) or log tau (primus)"
-    )
-    min_temperature: float | None = Field(
-        None, gt=0, description="clamp tau from below (None: unclamped, the reference)"
-    )
-    masked_rows: MaskedRows = Field(
-        "negatives",
-        description="rows outside the mask stay in the softmax as negatives (reference) "
-        "or are removed from it (primus)",
-    )
 
 
 def _directional(logits: torch.Tensor, mask: torch.Tensor | None, remove: bool) -> torch.Tensor:

@@ -26,21 +26,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from primus_core.errors import ComponentError
 
 from .batch import StepBatch
-from .objectives import ModalitiesConfig, attached_zero, check_teacher_size, head_output
+from .config import NNConfig
+from .objectives import attached_zero, check_teacher_size, head_output
 
 LOOKUP_PREFERENCE = ("video", "text")
-
-
-class NNConfig(ModalitiesConfig):
-    """L_NN: cross-modal nearest neighbours from FIFO queues of past windows (PRIMUS)."""
-
-    queue_size: int = Field(8192, gt=0, description="slots in each FIFO queue")
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:

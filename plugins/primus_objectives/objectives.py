@@ -6,58 +6,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from primus_core.errors import ComponentError, DataError
 
 from .batch import StepBatch
-from .infonce import InfoNCE, InfoNCEConfig, MaskedRows, TemperatureParam
-
-
-class ContrastiveConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ssl_coeff: float = Field(0.5, ge=0, le=1, description="c: SS terms weigh c, multimodal 1 - c")
-    temperature: float = Field(0.1, gt=0, description="initial InfoNCE temperature")
-    learn_temperature: bool = Field(True, description="train the temperature")
-    temperature_param: TemperatureParam = Field(
-        "tau", description="learn tau itself (reference) or log tau (primus)"
-    )
-    min_temperature: float | None = Field(
-        None, gt=0, description="clamp tau from below (None: unclamped, the reference)"
-    )
-    masked_rows: MaskedRows = Field(
-        "negatives",
-        description="rows without the modality stay in the softmax as negatives (reference) "
-        "or are removed from it (primus)",
-    )
-
-    def infonce(self) -> InfoNCE:
-        return InfoNCE(
-            InfoNCEConfig(
-                temperature=self.temperature,
-                learn_temperature=self.learn_temperature,
-                temperature_param=self.temperature_param,
-                min_temperature=self.min_temperature,
-                masked_rows=self.masked_rows,
-            )
-        )
-
-
-class ModalitiesConfig(ContrastiveConfig):
-    modalities: list[str] = Field(
-        default_factory=lambda: ["text", "video"], description="teacher modalities to align with"
-    )
-
-    @field_validator("modalities")
-    @classmethod
-    def _names(cls, names: list[str]) -> list[str]:
-        if len(set(names)) != len(names):
-            raise ValueError("modalities must be distinct")
-        for name in names:
-            if not name.isidentifier() or name == "imu":
-                raise ValueError(f"'{name}' is not a usable modality name")
-        return names
+from .config import (
+    MMConfig,
+    SSConfig,
+    SupervisedConfig,
+)
 
 
 def head_output(outputs: dict[str, torch.Tensor] | None, head: str, loss: str) -> torch.Tensor:
@@ -79,10 +37,6 @@ def check_teacher_size(imu: torch.Tensor, target: torch.Tensor, loss: str, modal
             f"{modality} teacher gives {target.shape[1]}-d embeddings; set the "
             "encoder's mmcl_dim to the teacher's size"
         )
-
-
-class SSConfig(ContrastiveConfig):
-    """L_SS = c * InfoNCE(ssl(x), ssl(aug(x))): the raw view against one augmented view."""
 
 
 class SelfSupervisedLoss(nn.Module):
@@ -107,10 +61,6 @@ class SelfSupervisedLoss(nn.Module):
         value = self.infonce(raw, aug)
         terms = {"infonce": value.detach(), "tau": self.infonce.temperature.detach()}
         return self.config.ssl_coeff * value, terms
-
-
-class MMConfig(ModalitiesConfig):
-    """L_MM = (1 - c) * sum over teacher modalities of masked InfoNCE(mmcl(x), E_m)."""
 
 
 class MultimodalLoss(nn.Module):
@@ -141,15 +91,6 @@ class MultimodalLoss(nn.Module):
             terms[modality] = value.detach()
         terms["tau"] = self.infonce.temperature.detach()
         return (1.0 - self.config.ssl_coeff) * total, terms
-
-
-class SupervisedConfig(BaseModel):
-    """Cross-entropy of a linear classifier on an encoder output against the labels (-1 ignored)."""
-
-    model_config = ConfigDict(extra="forbid")
-    num_classes: int = Field(..., ge=2, description="number of classes")
-    in_features: int = Field(512, gt=0, description="size of the encoder output used")
-    head: str = Field("emb", description="encoder output the classifier reads")
 
 
 class SupervisedLoss(nn.Module):

@@ -9,18 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from primus_core.errors import ComponentError
 
-
-class TeacherConfig(BaseModel):
-    """Settings every teacher takes."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda:0'")
-    batch_size: int = Field(64, gt=0, description="inputs per forward pass")
+from .config import TeacherConfig
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,35 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from primus_core.errors import ComponentError
 
-from .base import Teacher, TeacherConfig, folder_digest, freeze, quiet_transformers
-from .video import FrameTeacher, FrameTeacherConfig
+from .base import Teacher, folder_digest, freeze, quiet_transformers
+from .config import CLIPTextConfig, CLIPVideoConfig
+from .video import FrameTeacher
 
-# PRIMUS's teacher: CLIP4Clip fine-tuned on WebVid-150k (ViT-B/32 towers, 512-d projections).
-DEFAULT_MODEL_ID = "Searchium-ai/clip4clip-webvid150k"
-# Pinned commit of DEFAULT_MODEL_ID (a public project's pin; this sandbox cannot reach the Hub to
-# check it - override with revision=... if the Hub answers 404 for it).
-DEFAULT_REVISION = "d2f89850fec28ac1e5cd27db2f0b76d7491e61ce"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class CLIPTextConfig(TeacherConfig):
-    """CLIP text tower with projection (default: CLIP4Clip-WebVid150k, 512-d)."""
-
-    model_id: str = Field(DEFAULT_MODEL_ID, description="Hub repo id or local CLIP folder")
-    revision: str = Field(DEFAULT_REVISION, description="commit sha (or branch/tag) on the Hub")
-    max_length: int = Field(77, gt=0, description="tokens per text (longer texts are truncated)")
-
-
-class CLIPVideoConfig(FrameTeacherConfig):
-    """CLIP image tower with projection on frames, averaged (default: CLIP4Clip-WebVid150k)."""
-
-    model_id: str = Field(DEFAULT_MODEL_ID, description="Hub repo id or local CLIP folder")
-    revision: str = Field(DEFAULT_REVISION, description="commit sha (or branch/tag) on the Hub")
 
 
 def _source(config: CLIPTextConfig | CLIPVideoConfig) -> tuple[str, dict[str, Any]]:

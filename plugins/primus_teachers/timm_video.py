@@ -4,28 +4,12 @@ the frames of a clip, averaged and L2-normalised like `clip-video`."""
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
 from primus_core.errors import ComponentError
 
 from .base import freeze
-from .video import FrameTeacher, FrameTeacherConfig
-
-DEFAULT_MODEL = "hf-hub:timm/vit_base_patch32_clip_224.openai"
-
-
-class TimmVideoConfig(FrameTeacherConfig):
-    """A timm image tower on frames, averaged (default: OpenAI CLIP ViT-B/32 image tower)."""
-
-    model_name: str = Field(
-        DEFAULT_MODEL, description="timm name, or 'hf-hub:org/name[@revision]' for Hub weights"
-    )
-    revision: str | None = Field(None, description="Hub commit for an hf-hub: name without '@'")
-    pretrained: bool = Field(True, description="load the pretrained weights")
-    keep_head: bool = Field(
-        True,
-        description="keep the model's head (a CLIP tower's projection); false: pooled features",
-    )
+from .config import TimmVideoConfig
+from .video import FrameTeacher
 
 
 class TimmVideoTeacher(FrameTeacher):

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from primus_core.data.cache import path_digest
 from primus_core.errors import DataError
 
-from .base import Teacher, TeacherConfig, l2_normalise
+from .base import Teacher, l2_normalise
+from .config import FrameTeacherConfig
 from .decode import (
     VIDEO_SUFFIXES,
     Decoded,
@@ -28,27 +28,6 @@ from .decode import (
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-class FrameTeacherConfig(TeacherConfig):
-    fps: float = Field(
-        10.0, gt=0, description="frames embedded per second of clip (50 for a 5 s window)"
-    )
-    source_fps: float | None = Field(
-        None, gt=0, description="rate of given frame lists/folders; None: already at fps"
-    )
-    max_frames: int | None = Field(
-        None, gt=0, description="at most this many frames per clip (evenly spaced)"
-    )
-    frame_batch: int = Field(64, gt=0, description="frames per forward pass of the image tower")
-    workers: int | None = Field(
-        None,
-        ge=0,
-        description="processes decoding video files (0: this one; none: CPUs - 1, at most 32)",
-    )
-    skip_bad_videos: bool = Field(
-        False, description="a video that cannot be read masks its windows instead of stopping"
-    )
 
 
 def _as_frame(frame: Any, where: str) -> torch.Tensor:

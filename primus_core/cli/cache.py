@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from ..data.cache import EmbeddingCache, teacher_has_input
 from .params import FOLDER
 
 
@@ -60,6 +59,7 @@ def build_cache(
     from .. import load_recipe
     from ..components import create
     from ..data import shard
+    from ..data.cache import EmbeddingCache, teacher_has_input
     from ..training.trainer import load_data
 
     ranks = shard.join()
@@ -224,6 +224,8 @@ def build(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(root: Path | None, as_json: bool) -> None:
     """Size, entries per teacher, and hit/miss counts of the cache."""
+    from ..data.cache import EmbeddingCache
+
     summary = EmbeddingCache(root, progress=False).info()
     if as_json:
         _echo_json(summary)

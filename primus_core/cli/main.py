@@ -42,6 +42,9 @@ def cli(verbose: int) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpx2", "httpcore", "huggingface_hub", "filelock", "urllib3"):
+        if not verbose:  # one line per HTTP request is noise on push/pull; -v shows it
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------- plugins / components
@@ -89,30 +92,41 @@ def components_list(kind: str | None, as_json: bool) -> None:
         click.echo(f"{comp.kind:<12} {comp.name:<22} [{comp.plugin}]  {comp.description}")
         for p in comp.params():
             default = "(required)" if p["required"] else json.dumps(p["default"])
-            click.echo(f"{'':<14}{p['name']}: {p['type']} = {default}")
+            about = f"  - {p['description']}" if p["description"] else ""
+            click.echo(f"{'':<14}{p['name']}: {p['type']} = {default}{about}")
 
 
 # ---------------------------------------------------------------- recipes
 @cli.group()
 def recipes() -> None:
-    """Named recipes from registry.yaml."""
+    """Named recipes: registry.yaml, $PRIMUS_HOME/registry.yaml, PRIMUS_REGISTRY, plugins."""
 
 
 @recipes.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def recipes_list(as_json: bool) -> None:
     """Every recipe in registry.yaml, with what it extends and whether it can be built."""
-    from ..registry.recipes import check_recipe, load_registry, resolve_recipe
+    from ..errors import RecipeError
+    from ..registry.layers import load_layers
+    from ..registry.recipes import check_recipe, report_problems, resolve_recipe
 
-    registry = load_registry().get("recipes") or {}
+    layers = load_layers()
+    report_problems(layers)
     rows = []
-    for name in sorted(registry):
-        loaded = resolve_recipe(name)
+    for name in sorted(layers.recipes):
+        entry = layers.recipes[name]
+        try:
+            loaded = resolve_recipe(name)
+        except RecipeError as exc:  # one bad recipe is reported, the others are listed
+            log.warning("skipped: %s: recipes.%s: %s", entry.source, name, exc)
+            continue
         problems = check_recipe(loaded.recipe)
         rows.append(
             {
                 "name": name,
-                "extends": registry[name].get("extends"),
+                "layer": entry.layer,
+                "source": entry.source,
+                "extends": entry.body.get("extends"),
                 "description": loaded.recipe.description,
                 "losses": [ref.type for ref in loaded.recipe.losses],
                 "data": [ref.type for ref in loaded.recipe.data.pretrain],
@@ -130,11 +144,12 @@ def recipes_list(as_json: bool) -> None:
                 "+".join(r["losses"]),
                 ",".join(r["data"]),
                 "yes" if r["ready"] else "no",
+                r["layer"],
                 r["description"],
             ]
             for r in rows
         ],
-        ["recipe", "losses", "data", "ready", "description"],
+        ["recipe", "losses", "data", "ready", "layer", "description"],
     )
 
 
@@ -209,7 +224,7 @@ def embed(
     import numpy as np
 
     from ..data import embed_many, shard
-    from ..data.embed import embed_windows, prepare_windows, read_input
+    from ..data.embed import embed_windows, prepare_windows, rate_hint, read_input
     from ..device import resolve_device
     from ..zoo.hub import load_pretrained
 
@@ -248,8 +263,13 @@ def embed(
             )
         return
     contract = encoder.imu_contract
+    array = read_input(input_path, key)
+    if rate is None:
+        hint = rate_hint(np.asarray(array), contract.window_samples, contract.rate_hz)
+        if hint:
+            log.warning(hint)
     windows = prepare_windows(
-        read_input(input_path, key),
+        array,
         channels=contract.num_channels,
         window=contract.window_samples,
         rate_hz=contract.rate_hz,

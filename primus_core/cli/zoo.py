@@ -30,7 +30,7 @@ def zoo_list(as_json: bool) -> None:
     if as_json:
         _echo_json(rows)
         return
-    table = [["name", "source", "params", "data", "headline metric", "cached"]]
+    table = [["name", "source", "params", "data", "headline metric", "cached", "layer"]]
     for r in rows:
         metric = (
             f"{r['headline_metric']}={r['headline_value']:.3f}"
@@ -45,6 +45,7 @@ def zoo_list(as_json: bool) -> None:
                 ",".join(r["training_data"]) or "-",
                 metric,
                 "yes" if r["cached"] else "no",
+                r["layer"],
             ]
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -116,6 +117,7 @@ def zoo_verify(name: str) -> None:
 @click.option("--revision", help="Branch to commit to (created if needed; default main).")
 @click.option("--overwrite-card", is_flag=True, help="Replace a model card already on the Hub.")
 @click.option("--name", "zoo_name", help="Zoo name for the registry.yaml snippet on stderr.")
+@click.option("--licence", help="Licence of the weights for the snippet [unspecified].")
 def zoo_push(
     model_dir: Path,
     repo_id: str,
@@ -123,6 +125,7 @@ def zoo_push(
     revision: str | None,
     overwrite_card: bool,
     zoo_name: str | None,
+    licence: str | None,
 ) -> None:
     """Upload MODEL_DIR (weights, config, model card) in one commit; print the commit sha."""
     from ..zoo.hub import note, push, registry_snippet
@@ -131,7 +134,8 @@ def zoo_push(
         model_dir, repo_id, private=private, revision=revision, overwrite_card=overwrite_card
     )
     note(f"pushed to {result.repo_id}@{result.revision}; pin it in registry.yaml:")
-    click.echo(registry_snippet(zoo_name or repo_id.split("/")[1], result), err=True)
+    name = zoo_name or repo_id.split("/")[1]
+    click.echo(registry_snippet(name, result, model_dir, licence), err=True)
     click.echo(result.commit)
 
 

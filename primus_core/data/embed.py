@@ -1,5 +1,6 @@
 """Embedding IMU arrays with an encoder: input reading (.npy/.npz/.csv), checks, resampling,
-windowing and batched no-grad inference."""
+windowing and batched no-grad inference; ``embed`` is the one-call Python form
+(``primus_core.embed``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import math
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +122,7 @@ def prepare_windows(
     if array.shape[-2] != channels:
         raise DataError(
             f"input has {array.shape[-2]} channels (shape {array.shape}); "
-            f"the model expects {channels}"
+            f"the model expects {channels}{transposed_hint(array, channels)}"
         )
     check_finite(array, "input has")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -185,3 +187,73 @@ def embed_windows(
             "check the input's scale and units"
         )
     return vectors
+
+
+def transposed_hint(array: np.ndarray, channels: int) -> str:
+    """A hint when a 2-D array looks like (T, C) instead of (C, T)."""
+    if array.ndim == 2 and array.shape[-1] == channels and array.shape[-2] != channels:
+        return (
+            f"; it looks like (T, C) = {array.shape}: transpose it (layout='TC' in "
+            "primus_core.embed, array.T with numpy)"
+        )
+    return ""
+
+
+def rate_hint(array: np.ndarray, window: int, rate_hz: float) -> str | None:
+    """When (N, C, T) windows are longer or shorter than the model's, the length suggests another
+    rate (a 5 s window at 100 Hz has 500 samples where the model wants 250 at 50 Hz)."""
+    if array.ndim != 3 or array.shape[-1] == window:
+        return None
+    guess = rate_hz * array.shape[-1] / window
+    return (
+        f"the input windows have {array.shape[-1]} samples but the model's have {window} at "
+        f"{rate_hz:g} Hz ({window / rate_hz:g} s); if they span {window / rate_hz:g} s, the "
+        f"input is at {guess:g} Hz: pass --rate {guess:g} (rate_hz={guess:g} in Python) to "
+        "resample instead of keeping the first samples"
+    )
+
+
+def embed(
+    model: Any,
+    array: Any,
+    *,
+    rate_hz: float | None = None,
+    layout: str = "CT",
+    head: str = "mmcl",
+    stride: int | None = None,
+    batch_size: int = 256,
+    device: str | None = None,
+) -> np.ndarray:
+    """Embed IMU data with ``model`` (an encoder, a model directory, a zoo name or an
+    ``hf-hub:ORG/NAME[@REV]`` id): ``array`` is (C, T) or (T, C) per ``layout`` for one
+    recording (resampled from ``rate_hz`` to the model's rate, cut into windows every ``stride``
+    samples, by default one window apart), or (N, C, T) windows; returns (N, D) float32 vectors
+    of ``head`` ("emb", "ssl" or "mmcl")."""
+    import warnings
+
+    if layout not in ("CT", "TC"):
+        raise DataError(
+            f"layout must be 'CT' (channels, time) or 'TC' (time, channels), not {layout!r}"
+        )
+    if isinstance(model, (str, Path)):
+        from ..zoo.hub import load_pretrained
+
+        model = load_pretrained(model, device=device)
+    array = np.asarray(array)
+    if layout == "TC":
+        array = np.swapaxes(array, -1, -2)
+    contract = model.imu_contract
+    if rate_hz is None:
+        hint = rate_hint(array, contract.window_samples, contract.rate_hz)
+        if hint:
+            warnings.warn(hint, stacklevel=2)
+    windows = prepare_windows(
+        array,
+        channels=contract.num_channels,
+        window=contract.window_samples,
+        rate_hz=contract.rate_hz,
+        input_rate_hz=rate_hz,
+        stride=stride,
+    )
+    dev = torch.device(device) if device is not None and device != "auto" else None
+    return embed_windows(model, windows, head=head, batch_size=batch_size, device=dev)

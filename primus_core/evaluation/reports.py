@@ -60,6 +60,11 @@ def summarise(
 
 
 # ---------------------------------------------------------------------------- tables
+def spread(row: dict[str, Any], metric: str) -> float | None:
+    """The std to show next to a mean: none for a single seed (not "± 0.000")."""
+    return None if row.get("n") == 1 else row.get(f"{metric}_std")
+
+
 def cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "-"
@@ -89,7 +94,7 @@ def markdown_table(
         cells = []
         for c in cols:
             r = lookup.get((name, c))
-            cells.append(cell(r.get(f"{metric}_mean"), r.get(f"{metric}_std")) if r else "-")
+            cells.append(cell(r.get(f"{metric}_mean"), spread(r, metric)) if r else "-")
         lines.append("| " + " | ".join([str(name), *cells]) + " |")
     return "\n".join(lines)
 
@@ -121,7 +126,7 @@ def eval_markdown(result: dict[str, Any]) -> str:
     }  # the same test sets at every k
     if zs:
         lines = [
-            f"- {name}: {cell(r['zeroshot_accuracy_mean'], r['zeroshot_accuracy_std'])}"
+            f"- {name}: {cell(r['zeroshot_accuracy_mean'], spread(r, 'zeroshot_accuracy'))}"
             for name, r in reversed(zs.items())
         ]
         parts.append(

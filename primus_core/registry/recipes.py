@@ -6,51 +6,48 @@ import copy
 import difflib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..components import KINDS, format_validation_error, get_component, has_component
-from ..config import ComponentRef, Recipe
+from ..config import PRIMUS_CHANNELS, ComponentRef, Recipe
 from ..errors import ComponentError, RecipeError
+from .layers import Layers, load_layers, read_yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def registry_path() -> Path:
-    """registry.yaml: $PRIMUS_REGISTRY, else the one at the root of this source tree."""
-    env = os.environ.get("PRIMUS_REGISTRY")
-    return Path(env) if env else REPO_ROOT / "registry.yaml"
+log = logging.getLogger("primus.registry")
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return read_yaml(path)
+
+
+def report_problems(layers: Layers) -> None:
+    """One warning per skipped file or entry (the other entries stay usable)."""
+    for problem in layers.problems:
+        log.warning("skipped: %s", problem)
 
 
 def load_registry(path: Path | None = None) -> dict[str, Any]:
-    path = path or registry_path()
-    data = _read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping with 'recipes' and 'zoo'")
-    recipes = data.get("recipes") or {}
-    if not isinstance(recipes, dict):
-        raise RecipeError(f"{path}: 'recipes' must be a mapping of name -> recipe")
-    return data
+    """``{"recipes": {name: body}, "zoo": {name: body}}``: one file when ``path`` is given,
+    else every layer merged."""
+    if path is not None:
+        data = read_yaml(path) or {}
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: expected a mapping with 'recipes' and 'zoo'")
+        if not isinstance(data.get("recipes") or {}, dict):
+            raise RecipeError(f"{path}: 'recipes' must be a mapping of name -> recipe")
+        return data
+    layers = load_layers()
+    return {
+        "recipes": {name: e.body for name, e in layers.recipes.items()},
+        "zoo": {name: e.body for name, e in layers.zoo.items()},
+    }
 
 
 def recipe_names() -> list[str]:
@@ -170,7 +167,8 @@ def _looks_like_path(name_or_path: str | os.PathLike) -> bool:
 
 
 def resolve_recipe(name_or_path: str | os.PathLike, overrides=()) -> LoadedRecipe:
-    recipes = load_registry().get("recipes") or {}
+    layers = load_layers()
+    recipes = {name: e.body for name, e in layers.recipes.items()}
     if _looks_like_path(name_or_path):
         path = Path(name_or_path)
         body = _read_yaml(path)
@@ -179,6 +177,9 @@ def resolve_recipe(name_or_path: str | os.PathLike, overrides=()) -> LoadedRecip
         data = _extend(body, recipes, (path.stem,))
         data.setdefault("name", path.stem)
     else:
+        problem = layers.broken.get(("recipes", str(name_or_path)))
+        if problem is not None:
+            raise RecipeError(problem)
         data = _resolve(str(name_or_path), recipes)
         data.setdefault("name", str(name_or_path))
     for text in overrides:
@@ -210,7 +211,8 @@ def component_refs(recipe: Recipe) -> list[tuple[str, str, ComponentRef]]:
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
-    """Problems that stop a recipe from being built: missing components and bad parameters."""
+    """Problems that stop a recipe from being built: missing components, bad parameters, and
+    an encoder that does not meet the contract with its losses, teachers and datasets."""
     problems = []
     for path, kind, ref in component_refs(recipe):
         if not has_component(kind, ref.type):
@@ -223,6 +225,8 @@ def check_recipe(recipe: Recipe) -> list[str]:
             get_component(kind, ref.type).config.model_validate(ref.params)
         except ValidationError as exc:
             problems.append(format_validation_error(path, exc))
+    if not problems:  # the contract is checked on components that exist and validate
+        problems += check_contract(recipe)
     return problems
 
 
@@ -235,3 +239,64 @@ def build_component(kind: str, ref: ComponentRef, path: str, **extra: Any) -> An
     except ValidationError as exc:
         raise ComponentError(format_validation_error(path, exc)) from None
     return comp.factory(config)
+
+
+# ---------------------------------------------------------------- the encoder contract
+DECLARED = ("channels", "rate_hz", "window_samples")
+
+
+def encoder_heads(config: BaseModel, gets_mmcl: bool) -> set[str]:
+    """The heads an encoder config declares: ``emb`` always, and each ``<head>_dim`` field > 0
+    (``mmcl`` too when the trainer will set ``mmcl_dim`` from the teachers)."""
+    heads = {"emb"}
+    for name, value in config:
+        if name.endswith("_dim") and isinstance(value, int) and value > 0:
+            heads.add(name[: -len("_dim")])
+    if gets_mmcl:
+        heads.add("mmcl")
+    return heads
+
+
+def check_contract(recipe: Recipe) -> list[str]:
+    """The recipe's encoder against its losses, teachers and datasets, before anything is built
+    (CONTRIBUTING.md, "The encoder contract")."""
+    etype = recipe.encoder.type
+    config = get_component("encoder", etype).config.model_validate(recipe.encoder.params)
+    fields = type(config).model_fields
+    problems = [
+        f"encoder: '{etype}' must declare '{name}' in its config (the encoder contract)"
+        for name in DECLARED
+        if name not in fields
+    ]
+    injected = bool(recipe.teachers) and "mmcl_dim" not in recipe.encoder.params
+    if injected and "mmcl_dim" not in fields:
+        problems.append(
+            f"encoder: '{etype}' has no 'mmcl_dim' parameter, which the trainer sets to the "
+            "teachers' output size; declare `mmcl_dim: int` (0: no head) in its config"
+        )
+    heads = encoder_heads(config, injected and "mmcl_dim" in fields)
+    for i, ref in enumerate(recipe.losses):
+        loss = get_component("loss", ref.type).config.model_validate(ref.params)
+        needed = getattr(loss, "required_heads", None)
+        missing = sorted(set(needed()) - heads) if callable(needed) else []
+        if missing:
+            problems.append(
+                f"losses.{i}: loss '{ref.type}' needs the encoder head(s) {', '.join(missing)}; "
+                f"encoder '{etype}' has {', '.join(sorted(heads))} (set "
+                f"{', '.join(f'{h}_dim' for h in missing)} > 0)"
+            )
+    channels = getattr(config, "channels", None)
+    if isinstance(channels, list):
+        for path, kind, ref in component_refs(recipe):
+            if kind != "dataset":
+                continue
+            info = getattr(get_component("dataset", ref.type).factory, "info", None)
+            known = set(getattr(info, "channels", [])) | set(PRIMUS_CHANNELS)
+            unknown = [c for c in channels if c not in known]
+            if unknown:
+                problems.append(
+                    f"{path}: dataset '{ref.type}' has no channel {', '.join(unknown)} of encoder "
+                    f"'{etype}' (channel names use the contract vocabulary: "
+                    f"{', '.join(PRIMUS_CHANNELS)})"
+                )
+    return problems

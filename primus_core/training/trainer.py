@@ -24,11 +24,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..components import provenance
 from ..config import Recipe
 from ..device import resolve_device
 from ..errors import PrimusError
 from ..paths import write_json
-from ..registry.recipes import LoadedRecipe, build_component, data_hash, resolve_recipe
+from ..registry.recipes import (
+    LoadedRecipe,
+    build_component,
+    check_recipe,
+    component_refs,
+    data_hash,
+    resolve_recipe,
+)
 from ..version import __version__
 from ..zoo.modeldir import model_card, save_model_dir
 from .batch import StepBatch
@@ -673,6 +681,16 @@ class Trainer:
                             {k: f"{v:.3f}" for k, v in values.items() if "/" not in k}
                             | {"win/s": f"{rate:.0f}"}
                         )
+                        if not self.progress and self.run.d.main:  # no bar: the loss in the log
+                            log.info(
+                                "step %d epoch %d: %s, %.0f windows/s",
+                                self.step,
+                                self.epoch,
+                                ", ".join(
+                                    f"{k} {v:.4f}" for k, v in values.items() if "/" not in k
+                                ),
+                                rate,
+                            )
                     bar.update(1)
                     if self.step % self.cfg.checkpoint_every == 0:
                         self.save()
@@ -730,11 +748,18 @@ class Trainer:
             },
             "validation": {"loss": self.best_val, "step": self.step},
             "switches": switches(run.recipe, run.d),
+            "provenance": [
+                provenance(kind, ref.type) for _, kind, ref in component_refs(run.recipe)
+            ],
         }
         card = model_card(
             {
                 **config,
-                "encoder": {"type": run.recipe.encoder.type, "params": encoder.primus_params},
+                "encoder": {
+                    "type": run.recipe.encoder.type,
+                    "params": encoder.primus_params,
+                    "provenance": provenance("encoder", run.recipe.encoder.type),
+                },
                 "imu_contract": encoder.imu_contract.model_dump(),
                 "output_sizes": encoder.output_sizes,
             },
@@ -784,6 +809,9 @@ def train(
     import yaml
 
     loaded = resolve_recipe(recipe, overrides)
+    problems = check_recipe(loaded.recipe)
+    if problems:  # before any data is read or model built
+        raise PrimusError(f"recipe '{loaded.recipe.name}': " + "; ".join(problems))
     cfg = loaded.recipe.train
     dev = resolve_device(device or cfg.device)
     d = init_distributed(dev)

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from ..errors import PrimusError
 from ..paths import plain_modes, primus_home, remove_dead_temps, sha256_file
@@ -53,6 +61,9 @@ class ZooError(PrimusError):
 
 class HubUnreachable(ZooError):
     """The Hub cannot be reached (or offline mode), and the files are not in its cache."""
+
+
+log = logging.getLogger("primus.zoo")
 
 
 def note(message: str) -> None:
@@ -121,6 +132,9 @@ class ZooEntry(BaseModel):
     licence: str
     citation: str | None = None
     homepage: str | None = None
+    # the folder relative ``shipped:`` paths resolve against (the declaring file's), and its layer
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _layer: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _check_files(self) -> ZooEntry:
@@ -151,40 +165,51 @@ def check_repo_id(repo_id: str, error: type[Exception] = ZooError) -> str:
     return repo_id
 
 
-def registry_dir() -> Path:
-    from ..registry.recipes import registry_path
-
-    return registry_path().resolve().parent
-
-
 def zoo_entries() -> dict[str, ZooEntry]:
-    """Every zoo entry of registry.yaml (validated)."""
-    from ..components import format_validation_error
-    from ..registry.recipes import load_registry, registry_path
+    """Every usable zoo entry of the layered registry (validated); a bad entry is reported with
+    its file and dotted path and skipped."""
+    return _load_entries()[0]
 
-    raw = load_registry().get("zoo") or {}
-    if not isinstance(raw, dict):
-        raise ZooError(f"{registry_path()}: 'zoo' must be a mapping of name -> entry")
+
+def _load_entries() -> tuple[dict[str, ZooEntry], dict[str, str]]:
+    """(usable entries, name -> the problem of each skipped one)."""
+    from ..components import format_validation_error
+    from ..registry.layers import load_layers
+
+    layers = load_layers()
+    broken = {name: problem for (section, name), problem in layers.broken.items() if section == "zoo"}
+    problems = list(layers.problems)
     entries = {}
-    for name, data in raw.items():
-        if not isinstance(name, str) or not ZOO_NAME_RE.fullmatch(name):
-            raise ZooError(
-                f"{registry_path()}: zoo name {name!r} is not a safe name (letters, digits, "
-                "'-', '_' and single '.', starting with a letter or digit, at most 100 characters)"
+    for name, raw in layers.zoo.items():
+        problem = None
+        if not ZOO_NAME_RE.fullmatch(name):
+            problem = (
+                f"{raw.source}: zoo name {name!r} is not a safe name (letters, digits, '-', '_' "
+                "and single '.', starting with a letter or digit, at most 100 characters)"
             )
-        try:
-            entries[name] = ZooEntry.model_validate(data or {})
-        except ValidationError as exc:
-            raise ZooError(
-                f"{registry_path()}: {format_validation_error(f'zoo.{name}', exc)}"
-            ) from None
-    return entries
+        else:
+            try:
+                entry = ZooEntry.model_validate(raw.body)
+            except ValidationError as exc:
+                problem = f"{raw.source}: {format_validation_error(f'zoo.{name}', exc)}"
+        if problem is not None:
+            broken[name] = problem
+            problems.append(problem)
+            continue
+        entry._base_dir = raw.base_dir
+        entry._layer = raw.layer
+        entries[name] = entry
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    return entries, broken
 
 
 def get_entry(name: str) -> ZooEntry:
-    entries = zoo_entries()
+    entries, broken = _load_entries()
     if name in entries:
         return entries[name]
+    if name in broken:
+        raise ZooError(broken[name])
     known = ", ".join(sorted(entries)) or "(none)"
     close = difflib.get_close_matches(name, list(entries), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -256,14 +281,16 @@ def hub_endpoint() -> str:
 
 
 def hub_cache_dir() -> Path:
-    """huggingface_hub's cache (HF_HUB_CACHE, else HF_HOME/hub), read at call time."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
+    """huggingface_hub's cache, read at call time the way huggingface_hub reads it at import
+    (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub), without
+    importing it: ``zoo list`` must answer at once."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path(constants.HF_HUB_CACHE)
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "huggingface" / "hub"
 
 
 def offline_from_env() -> bool:
@@ -363,24 +390,29 @@ def hub_error(exc: BaseException, repo_id: str, revision: str, filename: str) ->
 
 
 # ---------------------------------------------------------------- Hub pulls
+def cached_hub_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
+    """A file in huggingface_hub's cache (``models--ORG--NAME/snapshots/COMMIT/FILE``, a branch
+    or tag resolved through ``refs/``), or None; read without importing huggingface_hub."""
+    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    commit = revision or "main"
+    ref = repo / "refs" / commit
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+    path = repo / "snapshots" / commit / filename
+    return path if path.is_file() else None
+
+
 def cached_hub_snapshot(entry: ZooEntry, revision: str | None = None) -> Path | None:
     """The snapshot folder holding every file of ``entry`` in the Hub cache, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
     source = entry.source
     if source.hub is None:
         return None
     paths = []
     for filename in entry.ordered_files():
-        found = try_to_load_from_cache(
-            source.hub,
-            filename,
-            cache_dir=str(hub_cache_dir()),
-            revision=revision or source.revision,
-        )
-        if not isinstance(found, str):
+        found = cached_hub_file(source.hub, filename, revision or source.revision)
+        if found is None:
             return None
-        paths.append(Path(found))
+        paths.append(found)
     folders = {p.parent for p in paths}
     return folders.pop() if len(folders) == 1 else None
 
@@ -518,7 +550,7 @@ def pull_shipped(name: str, entry: ZooEntry) -> Path:
     if installed(name, entry, target):
         return target
     assert entry.source.shipped is not None
-    shipped = registry_dir() / entry.source.shipped
+    shipped = entry._base_dir / entry.source.shipped
     if not shipped.is_dir():
         raise ZooError(f"{name}: the shipped copy {shipped} is missing")
     staging = _staging_dir(target)
@@ -653,10 +685,80 @@ def pull_url(name: str, entry: ZooEntry, offline: bool, keep_original: bool) -> 
 
 
 # ---------------------------------------------------------------- public API
+HUB_PREFIX = "hf-hub:"
+
+
+def parse_hub_id(text: str) -> tuple[str, str | None] | None:
+    """``hf-hub:ORG/NAME[@REVISION]`` -> (repo id, revision or None); None for anything else."""
+    if not isinstance(text, str) or not text.startswith(HUB_PREFIX):
+        return None
+    repo_id, _, revision = text[len(HUB_PREFIX) :].partition("@")
+    check_repo_id(repo_id)
+    if "@" in text[len(HUB_PREFIX) :] and not revision:
+        raise ZooError(f"{text}: empty revision after '@'")
+    return repo_id, revision or None
+
+
+def pull_hub_id(repo_id: str, revision: str | None, offline: bool) -> Path:
+    """A model directory straight from the Hub: the revision (default ``main``) resolved to a
+    commit and reported, config.json, model.safetensors and the card downloaded into the Hub
+    cache; checked against sha256 digests where a zoo entry pins this repo at this commit."""
+    from huggingface_hub import hf_hub_download
+
+    label = f"hf-hub:{repo_id}"
+    revision = revision or "main"
+    if offline:
+        found = [cached_hub_file(repo_id, f, revision) for f in (WEIGHTS, CONFIG)]
+        if None in found:
+            raise HubUnreachable(f"offline, and {label}@{revision} is not in the Hub cache")
+        return found[0].parent
+    commit = _probe_hub(repo_id, revision, CONFIG)
+    if commit != revision:
+        note(f"{label}: revision {revision} resolved to commit {commit}")
+    pinned = next(
+        (
+            e
+            for e in zoo_entries().values()
+            if e.source.hub == repo_id and e.source.revision == commit
+        ),
+        None,
+    )
+    if pinned is None:
+        note(f"{label}@{commit[:12]}: no zoo entry pins this commit; files are not hash-checked")
+    folder = None
+    for filename in (WEIGHTS, CARD, CONFIG):
+        try:
+            path = Path(
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=commit,
+                    cache_dir=str(hub_cache_dir()),
+                    endpoint=hub_endpoint(),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001
+            if filename == CARD:  # a repo without a model card still loads
+                continue
+            raise hub_error(exc, repo_id, commit, filename) from None
+        if pinned is not None and filename in pinned.files:
+            check_file(path, pinned.files[filename], f"{label}: {filename}")
+        folder = path.parent
+    assert folder is not None
+    return folder
+
+
 def pull(
     name: str, *, revision: str | None = None, offline: bool = False, keep_original: bool = False
 ) -> Path:
-    """The local model directory of zoo model ``name``, downloaded and checked if needed."""
+    """The local model directory of zoo model ``name`` (or of a Hub id ``hf-hub:ORG/NAME[@REV]``),
+    downloaded and checked if needed."""
+    hub_id = parse_hub_id(name)
+    if hub_id is not None:
+        repo_id, pinned = hub_id
+        if revision is not None and pinned is not None and revision != pinned:
+            raise ZooError(f"{name}: --revision {revision} contradicts the id's @{pinned}")
+        return pull_hub_id(repo_id, revision or pinned, offline or offline_from_env())
     entry = get_entry(name)
     source = entry.source
     offline = offline or offline_from_env()
@@ -684,7 +786,8 @@ def _pull_locked(
 
 
 def resolve_model_dir(name: str) -> Path:
-    """For ``load_pretrained(NAME)``: the checked model directory, pulled when needed."""
+    """For ``load_pretrained(NAME)``: the checked model directory (a zoo name or an
+    ``hf-hub:ORG/NAME[@REV]`` id), pulled when needed."""
     return pull(name)
 
 
@@ -757,6 +860,7 @@ def describe(name: str, entry: ZooEntry) -> dict:
         "headline_value": entry.metrics.get(headline) if headline else None,
         "cached": path is not None,
         "path": str(path) if path else None,
+        "layer": entry._layer,
     }
 
 
@@ -813,17 +917,28 @@ def push(
     return PushResult(repo_id, branch, info.oid, files, CARD in names)
 
 
-def registry_snippet(name: str, result: PushResult) -> str:
-    """The registry.yaml lines that pin what was pushed."""
-    lines = [
-        f"  {name}:",
-        "    source:",
-        f"      hub: {result.repo_id}",
-        f"      revision: {result.commit}",
-        "    files:",
-        *[f"      {n}: {d}" for n, d in result.files.items()],
-    ]
-    return "\n".join(lines)
+def registry_snippet(
+    name: str, result: PushResult, model_dir: str | Path | None = None, licence: str | None = None
+) -> str:
+    """The registry.yaml lines that pin what was pushed: a complete zoo entry that validates
+    (description, training data and recipe from the model's config.json when it has them)."""
+    import yaml
+
+    config: dict = {}
+    if model_dir is not None and (Path(model_dir) / CONFIG).is_file():
+        config = json.loads((Path(model_dir) / CONFIG).read_text(encoding="utf-8"))
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    entry = {
+        "description": recipe.get("description") or f"{result.repo_id} on the Hub",
+        "source": {"hub": result.repo_id, "revision": result.commit},
+        "files": dict(result.files),
+        "training_data": list(config.get("training_data") or []),
+        "licence": licence or "unspecified",
+    }
+    if recipe.get("name"):
+        entry["recipe"] = recipe["name"]
+    ZooEntry.model_validate(entry)  # what is printed is what the registry accepts
+    return yaml.safe_dump({"zoo": {name: entry}}, sort_keys=False).rstrip("\n")
 
 
 def load_pretrained(name_or_dir: str | Path, device: str | None = None):

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..version import __version__
-from ..components import create
+from ..components import create, provenance
 from ..errors import ComponentError, ModelDirError, PrimusError
 from ..paths import plain_modes
 
@@ -73,9 +73,14 @@ def save_model_dir(
 ) -> Path:
     """Write ``encoder`` as a model directory, atomically."""
     out_dir = Path(out_dir)
+    extra_config = dict(extra_config or {})
     config = {
         "format": FORMAT,
-        "encoder": {"type": encoder_type, "params": encoder_params},
+        "encoder": {
+            "type": encoder_type,
+            "params": encoder_params,
+            "provenance": provenance("encoder", encoder_type),
+        },
         "imu_contract": encoder.imu_contract.model_dump(),
         "output_sizes": dict(encoder.output_sizes),
         "primus_version": __version__,
@@ -124,7 +129,7 @@ def model_card(
         "",
         body or "An IMU encoder in the primus model-directory format.",
         "",
-        f"- encoder: `{encoder['type']}` {json.dumps(encoder['params'])}",
+        f"- encoder: `{encoder['type']}` {json.dumps(encoder['params'])}{_origin(encoder)}",
         f"- input: {len(contract['channels'])} channels ({', '.join(contract['channels'])}), "
         f"{contract['rate_hz']:g} Hz, {contract['window_samples']} samples",
         f"- outputs: {', '.join(f'{k} ({v})' for k, v in config['output_sizes'].items())}",
@@ -157,6 +162,13 @@ def model_card(
         "",
     ]
     return "\n".join(front + [""] + lines)
+
+
+def _origin(encoder: dict[str, Any]) -> str:
+    origin = encoder.get("provenance") or {}
+    if not origin.get("distribution"):
+        return ""
+    return f", from the plugin `{origin['plugin']}` ({origin['distribution']} {origin['version']})"
 
 
 # ---------------------------------------------------------------- reading
@@ -199,7 +211,7 @@ def load_model_dir(path: str | Path, device: str | torch.device | None = None) -
             "encoder", config["encoder"]["type"], **config["encoder"].get("params", {})
         )
     except ComponentError as exc:
-        raise ModelDirError(f"{path / CONFIG}: {exc}") from None
+        raise ModelDirError(f"{path / CONFIG}: {exc}{install_hint(config)}") from None
     check_declared(encoder, config, path / CONFIG)
     try:
         state = load_file(str(weights))
@@ -210,6 +222,25 @@ def load_model_dir(path: str | Path, device: str | torch.device | None = None) -
     encoder.load_state_dict(state)
     encoder.eval()
     return encoder.to(device) if device is not None else encoder
+
+
+def install_hint(config: dict[str, Any]) -> str:
+    """What to install when the plugin that provided the encoder is missing (from config.json's
+    provenance)."""
+    from ..components import has_component
+
+    encoder = config["encoder"]
+    origin = encoder.get("provenance")
+    if not isinstance(origin, dict) or has_component("encoder", encoder["type"]):
+        return ""
+    dist, version = origin.get("distribution"), origin.get("version")
+    if not dist:
+        return f" (it came from the plugin '{origin.get('plugin')}')"
+    pin = f"=={version}" if version else ""
+    return (
+        f". It is provided by the plugin distribution '{dist}' (version {version or '?'}): "
+        f"pip install '{dist}{pin}'"
+    )
 
 
 def check_declared(encoder: torch.nn.Module, config: dict[str, Any], source: Path) -> None:
