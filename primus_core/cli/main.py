@@ -184,6 +184,14 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--key", help="Array name inside an .npz file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="Inference precision: bf16 weights and activations, or int8 dynamic quantisation of "
+    "the GRU and Linear layers (CPU).",
+)
 def embed(
     model: str,
     input_path: Path,
@@ -194,6 +202,7 @@ def embed(
     key: str | None,
     batch_size: int,
     device: str,
+    dtype: str,
 ) -> None:
     """Embed IMU windows with MODEL (a model directory or zoo name)."""
     import numpy as np
@@ -215,7 +224,7 @@ def embed(
     )
     start = time.perf_counter()
     vectors = embed_windows(
-        encoder, windows, head=head, batch_size=batch_size, device=dev, progress=True
+        encoder, windows, head=head, batch_size=batch_size, device=dev, progress=True, dtype=dtype
     )
     seconds = time.perf_counter() - start
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,98 @@
+"""A one-layer, batch-first GRU whose backward pass is written by hand (the training path on the
+CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with:
+- the input projection of every step in one matrix product (forward and backward);
+- per step, one product with W_hh forward and one backward, and a few fused element-wise ops
+  (sigmoid on r and z together, addcmul, tanh, lerp);
+- the W_hh gradient in one product over all steps;
+- only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
+  about three times as much).
+
+Gates follow torch.nn.GRU (r, z, n order):
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(... z ...)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h = lerp(n, h, z)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _GRUSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
+        batch, steps, _ = x.shape
+        hidden = h0.shape[1]
+        gi = torch.addmm(b_ih, x.reshape(batch * steps, -1), w_ih.t()).view(batch, steps, -1)
+        gi = gi.transpose(0, 1).contiguous()  # (steps, batch, 3H)
+        hs = x.new_empty(steps + 1, batch, hidden)  # hs[t] is the state before step t
+        rz = x.new_empty(steps, batch, 2 * hidden)
+        ns = x.new_empty(steps, batch, hidden)
+        hn = x.new_empty(steps, batch, hidden)
+        hs[0] = h0
+        w_hh_t = w_hh.t()
+        for t in range(steps):
+            gh = torch.addmm(b_hh, hs[t], w_hh_t)
+            torch.add(gi[t, :, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
+            hn[t] = gh[:, 2 * hidden :]
+            r, z = rz[t, :, :hidden], rz[t, :, hidden:]
+            torch.addcmul(gi[t, :, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
+            torch.lerp(ns[t], hs[t], z, out=hs[t + 1])
+        ctx.save_for_backward(x, w_ih, w_hh, hs, rz, ns, hn)
+        out = hs[1:].transpose(0, 1)
+        return out, hs[steps].clone()
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_last):
+        x, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
+        steps, batch, hidden = ns.shape
+        grad_gates = x.new_empty(steps, batch, 3 * hidden)  # d(pre-activation) of r, z, n
+        dgh = x.new_empty(steps, batch, 3 * hidden)  # d(W_hh h + b_hh)
+        dh = grad_last.clone() if grad_last is not None else x.new_zeros(batch, hidden)
+        grad_out = None if grad_out is None else grad_out.transpose(0, 1)
+        for t in range(steps - 1, -1, -1):
+            if grad_out is not None:
+                dh += grad_out[t]
+            r, z = rz[t, :, :hidden], rz[t, :, hidden:]
+            n, h = ns[t], hs[t]
+            dn = dh * (1 - z)
+            dn.mul_(1 - n * n)  # through tanh
+            dz = dh * (h - n)
+            dz.mul_(z * (1 - z))
+            dr = dn * hn[t]
+            dr.mul_(r * (1 - r))
+            grad_gates[t, :, :hidden] = dr
+            grad_gates[t, :, hidden : 2 * hidden] = dz
+            grad_gates[t, :, 2 * hidden :] = dn
+            dgh[t, :, : 2 * hidden] = grad_gates[t, :, : 2 * hidden]
+            torch.mul(dn, r, out=dgh[t, :, 2 * hidden :])
+            dh = torch.addmm(dh * z, dgh[t], w_hh)
+        flat_gates = grad_gates.transpose(0, 1).reshape(batch * steps, 3 * hidden)
+        flat_x = x.reshape(batch * steps, -1)
+        flat_dgh = dgh.view(steps * batch, 3 * hidden)
+        grad_x = (flat_gates @ w_ih).view(batch, steps, -1)
+        grad_w_ih = flat_gates.t() @ flat_x
+        grad_w_hh = flat_dgh.t() @ hs[:-1].reshape(steps * batch, hidden)
+        grad_b_ih = flat_gates.sum(0)
+        grad_b_hh = flat_dgh.sum(0)
+        return grad_x, dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+
+
+def gru_sequence(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output (batch, steps, hidden), h_n (1, batch, hidden)) of a one-layer, unidirectional,
+    batch-first ``gru`` with biases, starting from zeros; same values as ``gru(x)``."""
+    h0 = x.new_zeros(x.shape[0], gru.hidden_size)
+    out, last = _GRUSequence.apply(
+        x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+    )
+    return out, last.unsqueeze(0)
+
+
+def supports_fused(gru: nn.GRU) -> bool:
+    return (
+        gru.num_layers == 1
+        and not gru.bidirectional
+        and gru.batch_first
+        and gru.bias
+        and gru.proj_size == 0
+    )
