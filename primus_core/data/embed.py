@@ -188,11 +188,15 @@ def for_inference(
         return InferenceEncoder(copy.deepcopy(encoder).to(torch.bfloat16), torch.bfloat16).eval()
     if device.type != "cpu":
         raise DataError(f"dtype int8 (dynamic quantisation) runs on the CPU, not on {device}")
+    import warnings
+
     from torch.ao.quantization import quantize_dynamic
 
-    quantised = quantize_dynamic(
-        copy.deepcopy(encoder), {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
-    )
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        quantised = quantize_dynamic(
+            copy.deepcopy(encoder), {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
+        )
     return InferenceEncoder(quantised, torch.float32).eval()
 
 

@@ -697,7 +697,7 @@ class Trainer:
                                 "step": self.step,
                                 "epoch": self.epoch,
                                 **values,
-                                "lr": self.scheduler.get_last_lr()[0],
+                                "lr": float(self.scheduler.get_last_lr()[0]),
                                 "windows_per_s": round(rate, 1),
                             },
                         )
