@@ -23,8 +23,8 @@ class _GRUSequence(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
         batch, steps, _ = x.shape
         hidden = h0.shape[1]
-        gi = torch.addmm(b_ih, x.reshape(batch * steps, -1), w_ih.t()).view(batch, steps, -1)
-        gi = gi.transpose(0, 1).contiguous()  # (steps, batch, 3H)
+        x_steps = x.transpose(0, 1).reshape(steps * batch, -1)  # time-major, small
+        gi = torch.addmm(b_ih, x_steps, w_ih.t()).view(steps, batch, 3 * hidden)
         hs = x.new_empty(steps + 1, batch, hidden)  # hs[t] is the state before step t
         rz = x.new_empty(steps, batch, 2 * hidden)
         ns = x.new_empty(steps, batch, hidden)
@@ -38,43 +38,40 @@ class _GRUSequence(torch.autograd.Function):
             r, z = rz[t, :, :hidden], rz[t, :, hidden:]
             torch.addcmul(gi[t, :, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
             torch.lerp(ns[t], hs[t], z, out=hs[t + 1])
-        ctx.save_for_backward(x, w_ih, w_hh, hs, rz, ns, hn)
-        out = hs[1:].transpose(0, 1)
-        return out, hs[steps].clone()
+        ctx.save_for_backward(x_steps, w_ih, w_hh, hs, rz, ns, hn)
+        return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        x, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
+        x_steps, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
         steps, batch, hidden = ns.shape
-        grad_gates = x.new_empty(steps, batch, 3 * hidden)  # d(pre-activation) of r, z, n
-        dgh = x.new_empty(steps, batch, 3 * hidden)  # d(W_hh h + b_hh)
-        dh = grad_last.clone() if grad_last is not None else x.new_zeros(batch, hidden)
+        # d(pre-activation) of r, z, n; the r and z parts are also d(W_hh h + b_hh)
+        grad_gates = x_steps.new_empty(steps, batch, 3 * hidden)
+        grad_hn = x_steps.new_empty(steps, batch, hidden)  # d(W_hn h + b_hn)
+        dh = grad_last.clone() if grad_last is not None else x_steps.new_zeros(batch, hidden)
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
+        w_hrz, w_hn = w_hh[: 2 * hidden], w_hh[2 * hidden :]
         for t in range(steps - 1, -1, -1):
             if grad_out is not None:
                 dh += grad_out[t]
             r, z = rz[t, :, :hidden], rz[t, :, hidden:]
             n, h = ns[t], hs[t]
-            dn = dh * (1 - z)
-            dn.mul_(1 - n * n)  # through tanh
-            dz = dh * (h - n)
-            dz.mul_(z * (1 - z))
-            dr = dn * hn[t]
-            dr.mul_(r * (1 - r))
-            grad_gates[t, :, :hidden] = dr
-            grad_gates[t, :, hidden : 2 * hidden] = dz
-            grad_gates[t, :, 2 * hidden :] = dn
-            dgh[t, :, : 2 * hidden] = grad_gates[t, :, : 2 * hidden]
-            torch.mul(dn, r, out=dgh[t, :, 2 * hidden :])
-            dh = torch.addmm(dh * z, dgh[t], w_hh)
-        flat_gates = grad_gates.transpose(0, 1).reshape(batch * steps, 3 * hidden)
-        flat_x = x.reshape(batch * steps, -1)
-        flat_dgh = dgh.view(steps * batch, 3 * hidden)
-        grad_x = (flat_gates @ w_ih).view(batch, steps, -1)
-        grad_w_ih = flat_gates.t() @ flat_x
-        grad_w_hh = flat_dgh.t() @ hs[:-1].reshape(steps * batch, hidden)
+            dr, dz, dn = grad_gates[t].split(hidden, dim=1)
+            torch.mul(dh, 1 - z, out=dn).mul_(1 - n * n)  # through the lerp, then tanh
+            torch.mul(dh, h - n, out=dz).mul_(z * (1 - z))
+            torch.mul(dn, hn[t], out=dr).mul_(r * (1 - r))
+            torch.mul(dn, r, out=grad_hn[t])
+            dh = torch.addmm(dh * z, grad_gates[t, :, : 2 * hidden], w_hrz)
+            dh.addmm_(grad_hn[t], w_hn)
+        flat_gates = grad_gates.view(steps * batch, 3 * hidden)
+        h_prev = hs[:-1].reshape(steps * batch, hidden)
+        grad_x = (flat_gates @ w_ih).view(steps, batch, -1).transpose(0, 1)
+        grad_w_ih = flat_gates.t() @ x_steps
+        grad_w_hh = torch.cat(
+            [flat_gates[:, : 2 * hidden].t() @ h_prev, grad_hn.view(-1, hidden).t() @ h_prev]
+        )
         grad_b_ih = flat_gates.sum(0)
-        grad_b_hh = flat_dgh.sum(0)
+        grad_b_hh = torch.cat([grad_b_ih[: 2 * hidden], grad_hn.view(-1, hidden).sum(0)])
         return grad_x, dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
