@@ -3,7 +3,7 @@ CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with
 - the input projection of every step in one matrix product (forward and backward);
 - per step, one product with W_hh forward and one backward, and a few fused element-wise ops
   (sigmoid on r and z together, addcmul, tanh, lerp);
-- the W_hh gradient in one product over all steps;
+- the weight gradients in one product per chunk of 8 steps (only a chunk's gate gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
   about three times as much).
 
@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+CHUNK_STEPS = 8  # steps whose gate gradients are held at once (weight gradients per chunk)
 
 
 class _GRUSequence(torch.autograd.Function):
@@ -45,34 +48,45 @@ class _GRUSequence(torch.autograd.Function):
     def backward(ctx, grad_out, grad_last):
         x_steps, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
         steps, batch, hidden = ns.shape
-        # d(pre-activation) of r, z, n; the r and z parts are also d(W_hh h + b_hh)
-        grad_gates = x_steps.new_empty(steps, batch, 3 * hidden)
-        grad_hn = x_steps.new_empty(steps, batch, hidden)  # d(W_hn h + b_hn)
+        chunk = min(steps, CHUNK_STEPS)
+        # per chunk of steps: d(pre-activation) of r, z, n (the r and z parts are also
+        # d(W_hh h + b_hh)) and d(W_hn h + b_hn); the weight gradients are summed chunk by chunk
+        gates = x_steps.new_empty(chunk, batch, 3 * hidden)
+        grad_hn = x_steps.new_empty(chunk, batch, hidden)
+        grad_x = x_steps.new_empty(steps, batch, x_steps.shape[1])
+        grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
+        grad_b_ih = w_ih.new_zeros(3 * hidden)
+        grad_b_hn = w_ih.new_zeros(hidden)
         dh = grad_last.clone() if grad_last is not None else x_steps.new_zeros(batch, hidden)
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
         w_hrz, w_hn = w_hh[: 2 * hidden], w_hh[2 * hidden :]
-        for t in range(steps - 1, -1, -1):
-            if grad_out is not None:
-                dh += grad_out[t]
-            r, z = rz[t, :, :hidden], rz[t, :, hidden:]
-            n, h = ns[t], hs[t]
-            dr, dz, dn = grad_gates[t].split(hidden, dim=1)
-            torch.mul(dh, 1 - z, out=dn).mul_(1 - n * n)  # through the lerp, then tanh
-            torch.mul(dh, h - n, out=dz).mul_(z * (1 - z))
-            torch.mul(dn, hn[t], out=dr).mul_(r * (1 - r))
-            torch.mul(dn, r, out=grad_hn[t])
-            dh = torch.addmm(dh * z, grad_gates[t, :, : 2 * hidden], w_hrz)
-            dh.addmm_(grad_hn[t], w_hn)
-        flat_gates = grad_gates.view(steps * batch, 3 * hidden)
-        h_prev = hs[:-1].reshape(steps * batch, hidden)
-        grad_x = (flat_gates @ w_ih).view(steps, batch, -1).transpose(0, 1)
-        grad_w_ih = flat_gates.t() @ x_steps
-        grad_w_hh = torch.cat(
-            [flat_gates[:, : 2 * hidden].t() @ h_prev, grad_hn.view(-1, hidden).t() @ h_prev]
-        )
-        grad_b_ih = flat_gates.sum(0)
-        grad_b_hh = torch.cat([grad_b_ih[: 2 * hidden], grad_hn.view(-1, hidden).sum(0)])
-        return grad_x, dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+        for end in range(steps, 0, -chunk):
+            begin = max(end - chunk, 0)
+            for t in range(end - 1, begin - 1, -1):
+                if grad_out is not None:
+                    dh += grad_out[t]
+                r, z = rz[t, :, :hidden], rz[t, :, hidden:]
+                n, h, i = ns[t], hs[t], t - begin
+                dr, dz, dn = gates[i].split(hidden, dim=1)
+                torch.mul(dh, 1 - z, out=dn).mul_(1 - n * n)  # through the lerp, then tanh
+                torch.mul(dh, h - n, out=dz).mul_(z * (1 - z))
+                torch.mul(dn, hn[t], out=dr).mul_(r * (1 - r))
+                torch.mul(dn, r, out=grad_hn[i])
+                dh = torch.addmm(dh * z, gates[i, :, : 2 * hidden], w_hrz)
+                dh.addmm_(grad_hn[i], w_hn)
+            rows = (end - begin) * batch
+            flat = gates[: end - begin].view(rows, 3 * hidden)
+            flat_hn = grad_hn[: end - begin].view(rows, hidden)
+            h_prev = hs[begin:end].reshape(rows, hidden)
+            x_rows = x_steps[begin * batch : end * batch]
+            torch.mm(flat, w_ih, out=grad_x[begin:end].view(rows, -1))
+            grad_w_ih.addmm_(flat.t(), x_rows)
+            grad_w_hh[: 2 * hidden].addmm_(flat[:, : 2 * hidden].t(), h_prev)
+            grad_w_hh[2 * hidden :].addmm_(flat_hn.t(), h_prev)
+            grad_b_ih += flat.sum(0)
+            grad_b_hn += flat_hn.sum(0)
+        grad_b_hh = torch.cat([grad_b_ih[: 2 * hidden], grad_b_hn])
+        return grad_x.transpose(0, 1), dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
 def gru_sequence(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
