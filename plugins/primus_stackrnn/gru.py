@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 CHUNK_STEPS = 8  # steps whose gate gradients are held at once (weight gradients per chunk)
 
 
