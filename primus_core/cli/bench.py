@@ -35,7 +35,10 @@ def bench_plan(device_type: str, quality: bool) -> list[tuple[str, int, str]]:
     help="Measure the cost of bf16/int8 inference (cosine distance, 5-shot accuracy change).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(device: str, seconds: float, quality: bool, as_json: bool) -> None:
+@click.option(
+    "--markdown", is_flag=True, help="Also print the README speed table's header and this row."
+)
+def bench(device: str, seconds: float, quality: bool, as_json: bool, markdown: bool) -> None:
     """Throughput of the full PRIMUS training step (SS + MM + NN, cached teachers) at batch 16
     and 256 with its profile, of inference at batch 256 in fp32, bf16 and int8 (with their cost
     in cosine distance and 5-shot accuracy), and of data loading; peak memory, the ratio to the
@@ -86,6 +89,49 @@ def bench(device: str, seconds: float, quality: bool, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(report(summary))
+    if markdown:
+        click.echo("\n" + MARKDOWN_HEADER + "\n" + markdown_row(summary))
+
+
+MARKDOWN_HEADER = (
+    "| device (what ran `primus bench`) | step, batch 16 | step, batch 256 | share of bound (256) "
+    "| peak above imports, step 256 | inference fp32 / bf16 / int8, batch 256 | loading |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+def markdown_row(summary: dict) -> str:
+    """One row of the README's speed table from a bench summary (``primus bench --json``)."""
+    defaults = {"step": "eager", "inference": "fp32"}  # rows of bench runs before variants
+    rows = {
+        (r["measure"], r["batch"], r.get("variant") or defaults.get(r["measure"], "")): r
+        for r in summary["rows"]
+    }
+
+    def rate(key) -> str:
+        return f"{rows[key]['windows_per_s']:,.0f}" if key in rows else "-"
+
+    step = rows[("step", 256, "eager")]
+    bound = step.get("of_compute_bound")
+    graph = rows.get(("step", 16, "graph"))
+    device = summary["gpu"] or f"{summary['threads']} CPU threads"
+    fp32 = rows.get(("inference", 256, "fp32"))
+    ratios = [
+        f"{rows[('inference', 256, v)]['windows_per_s'] / fp32['windows_per_s']:.1f}x"
+        for v in ("bf16", "int8")
+        if fp32 and ("inference", 256, v) in rows
+    ]
+    inference = " / ".join(rate(("inference", 256, v)) for v in ("fp32", "bf16", "int8"))
+    share = f"{bound:.0%} of {summary['step_ceiling_windows_per_s']:,.0f}" if bound else "-"
+    return (
+        f"| {device}, {summary['matmul_gflops']:.0f} GFLOP/s matmul "
+        f"| {rate(('step', 16, 'eager'))}"
+        + (f" (graph: {graph['windows_per_s']:,.0f})" if graph else "")
+        + f" | {rate(('step', 256, 'eager'))} | {share} "
+        f"| {step['peak_mib'] - step.get('baseline_mib', 0):,.0f} MiB "
+        f"| {inference} ({', '.join(ratios) or '-'} of fp32) "
+        f"| {rate(('loading', 256, ''))} |"
+    )
 
 
 def report(summary: dict) -> str:
