@@ -44,8 +44,11 @@ class StaticStep:
         """Forward, losses, backward, optimiser step on the input buffers (no host sync)."""
         b = self.inputs
         assert b is not None
-        with torch.autocast(
-            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        with torch.autocast(  # no weight-cast cache: a captured graph must recast every replay
+            self.device.type,
+            dtype=self.amp_dtype,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=not self.graph,
         ):
             total, terms = self.model(
                 b["x"], b["x_aug"], b["teachers"], b["masks"], b["labels"], False
