@@ -21,11 +21,11 @@ gen = torch.Generator().manual_seed(0)
 
 
 def step():
-    x, t, m, l = source.batch(torch.randint(0, len(source), (batch,)))
+    x, teachers, masks, labels = source.batch(torch.randint(0, len(source), (batch,)))
     xa = x
     for a in augs:
         xa = a(xa, gen)
-    total, _ = model(x, xa, t, m, l, gather=False)
+    total, _ = model(x, xa, teachers, masks, labels, gather=False)
     opt.zero_grad(set_to_none=True)
     total.backward()
     opt.step()
@@ -51,7 +51,7 @@ print(
             "step_s": times,
             "median_s": med,
             "torch_over_fused_median": med["torch"] / med["fused"],
-            "paired_ratios": [a / b for a, b in zip(times["torch"], times["fused"])],
+            "paired_ratios": [a / b for a, b in zip(times["torch"], times["fused"], strict=True)],
             "matmul_gflops_between_rounds": gf,
         }
     )
