@@ -120,6 +120,11 @@ class TrainConfig(BaseModel):
     amp: bool = Field(False, description="bf16 autocast on CUDA (fp16 where bf16 is missing)")
     tf32: bool = Field(False, description="TF32 matmuls and convolutions on CUDA")
     compile: bool = False
+    step: Literal["eager", "static", "graph"] = Field(
+        "eager",
+        description="the training step: eager, static (fixed shapes, no host sync, NN queues "
+        "updated inside) or graph (the static step captured in a CUDA graph; CUDA only)",
+    )
     warmup_steps: int = Field(0, ge=0)
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(10, gt=0)

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# GPU check (issue 7): `primus bench` on the GPU and, for comparison, on 2 pinned CPU cores of the
-# same machine; then a short AMP training run of the PRIMUS recipe on the offline HAPT data.
-# Figures go to stdout and to $OUT (bench_gpu.json, bench_cpu2.json, train_metrics.jsonl).
+# GPU check (issues 7 and 15): `primus bench` on the GPU (eager and CUDA-graph steps at batch 16
+# and 256, bf16 inference and its cost) and, for comparison, on 2 pinned CPU cores of the same
+# machine; the real trainer with train.step=graph at the paper's batch of 16 against the eager
+# step (same losses within tolerance, windows/s, the EgoExo4D epoch and 15-epoch wall time); then a
+# short AMP training run of the PRIMUS recipe on the offline HAPT data.
+# Figures go to stdout and to $OUT (bench_gpu.json, bench_cpu2.json, graph_*.jsonl,
+# train_metrics.jsonl). SECTIONS="gpu graph" is the short check of issue 15 (a few minutes).
 #
 # Run it where primus is installed, or on a bare CUDA image with PyTorch: then it installs primus
 # with pip --no-deps (and wheels from .whl/ for what the image lacks, e.g. pydantic). With
@@ -29,12 +33,40 @@ if [ -n "${MINILM_CACHE_VERSION:-}" ]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-SECTIONS=${SECTIONS:-"gpu cpu train"}  # add "diversity" for the diversity-vs-size experiment
+SECTIONS=${SECTIONS:-"gpu graph cpu train"}  # add "diversity" for the diversity-vs-size experiment
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if has gpu; then
 echo "== bench on the GPU"
 $PY -m primus_core bench --device cuda --json > "$OUT/bench_gpu.json" || echo "FAILED: bench cuda"
 cat "$OUT/bench_gpu.json"
+fi
+if has graph; then
+echo "== the trainer at batch 16: eager vs train.step=graph (CUDA graph), fp32 then bf16 amp"
+for amp in false true; do
+  for step in eager graph; do
+    rm -rf /tmp/primus-graph-$step
+    $PY -m primus_core train primus-hapt --device cuda --out /tmp/primus-graph-$step \
+      --max-steps ${GRAPH_STEPS:-3000} --set train.step=$step --set train.batch_size=16 \
+      --set train.amp=$amp --set train.log_every=100 --set train.checkpoint_every=100000 \
+      --set data.pretrain.hapt.stride_seconds=null --no-progress > /dev/null || echo "FAILED: train $step"
+    cp /tmp/primus-graph-$step/metrics.jsonl "$OUT/graph_${step}_amp_$amp.jsonl"
+  done
+  $PY - /tmp/primus-graph-eager/metrics.jsonl /tmp/primus-graph-graph/metrics.jsonl $amp <<'PY'
+import json, sys
+def rows(path):
+    return [json.loads(l) for l in open(path) if '"loss"' in l]
+eager, graph, amp = rows(sys.argv[1]), rows(sys.argv[2]), sys.argv[3]
+def rate(rs):  # windows/s after the first logged interval (capture and warm-up excluded)
+    rs = [r["windows_per_s"] for r in rs[2:]]
+    return sum(rs) / max(len(rs), 1)
+for name, rs in (("eager", eager), ("graph", graph)):
+    w = rate(rs)
+    print(f"amp={amp} {name}: {w:,.0f} windows/s at batch 16; EgoExo4D epoch (195,000 windows) "
+          f"{195000 / max(w, 1e-9):.1f} s, 15 epochs {15 * 195000 / max(w, 1e-9) / 60:.1f} min")
+diff = max(abs(a["loss"] - b["loss"]) / max(abs(a["loss"]), 1e-6) for a, b in zip(eager, graph))
+print(f"amp={amp} largest relative loss difference graph vs eager over {len(eager)} logged steps: {diff:.2e}")
+PY
+done
 fi
 if has cpu; then
 echo "== bench on 2 CPU cores of this machine (taskset -c 0,1)"

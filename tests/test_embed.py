@@ -271,3 +271,17 @@ def test_model_folder_modes_follow_the_umask(model_dir):
     assert stat.S_IMODE(os.stat(model_dir).st_mode) == 0o777 & ~mask
     for name in ("model.safetensors", "config.json", "README.md"):
         assert stat.S_IMODE(os.stat(model_dir / name).st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_embed_dtype_option(cli, model_dir, tmp_path, dtype):
+    windows = np.random.default_rng(2).normal(size=(4, 6, 250)).astype(np.float32)
+    np.save(tmp_path / "x.npy", windows)
+    out = tmp_path / f"{dtype}.npy"
+    cli("embed", model_dir, tmp_path / "x.npy", "--out", out, "--dtype", dtype)
+    got, ref = np.load(out), reference_embedding(model_dir, windows)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    cosine = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > 0.95
+    result = cli("embed", model_dir, tmp_path / "x.npy", "--out", out, "--dtype", "fp8", expect=2)
+    assert "fp8" in result.err

@@ -283,3 +283,33 @@ def test_bad_recipe_values_are_one_error_line(cli, tmp_path, setting, message):
     assert line.startswith("error:") and "Traceback" not in result.err
     assert message.split(".")[0] in line, line
     assert not (tmp_path / "r").exists()
+
+
+def test_static_step_matches_the_eager_step(tmp_path):
+    """train.step=static (the code path a CUDA graph captures: fixed shapes, no host sync, the NN
+    queues written inside the step) gives the eager step's losses and weights."""
+    settings = [*SMALL, "train.log_every=2"]
+    eager = train("primus-hapt", settings, tmp_path / "eager", max_steps=5, progress=False)
+    static = train(
+        "primus-hapt",
+        [*settings, "train.step=static"],
+        tmp_path / "static",
+        max_steps=5,
+        progress=False,
+    )
+    assert static.losses == pytest.approx(eager.losses, rel=1e-5, abs=1e-6)
+    assert all(isinstance(v, float) for v in static.losses)
+    assert step_losses(tmp_path / "static") == pytest.approx(step_losses(tmp_path / "eager"))
+    a = torch.load(tmp_path / "eager" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "static" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-5, atol=1e-6), key
+    assert int(b["losses.nn.queue_ptr"]) == (5 * 32) % 64  # queues written inside the step
+
+
+def test_graph_step_needs_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(PrimusError, match="CUDA graph"):
+        train("primus-hapt", [*SMALL, "train.step=graph"], tmp_path / "g", max_steps=1)

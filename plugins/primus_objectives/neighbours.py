@@ -116,7 +116,8 @@ class NearestNeighbourLoss(nn.Module):
     @torch.no_grad()
     def lookup(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(nn index (B,), found (B,) bool) for the whole batch: per lookup modality, in order of
-        preference, one matrix product of the rows still without a neighbour against the queue."""
+        preference, one matrix product of the batch against the queue; rows that already found a
+        neighbour keep it. Static shapes, no host sync (the step can be captured in a CUDA graph)."""
         rows = batch.size
         device = self.queue_count.device
         index = torch.zeros(rows, dtype=torch.long, device=device)
@@ -129,13 +130,11 @@ class NearestNeighbourLoss(nn.Module):
             row_has = batch.teacher_mask.get(modality)
             if row_has is None:
                 row_has = torch.ones(rows, dtype=torch.bool, device=device)
-            todo = (row_has.to(device=device, dtype=torch.bool) & ~found).nonzero().squeeze(1)
-            if todo.numel() == 0 or not bool(usable.any()):
-                continue
-            query = F.normalize(batch.teachers[modality].detach().to(device).float()[todo], dim=1)
+            take = row_has.to(device=device, dtype=torch.bool) & ~found & usable.any()
+            query = F.normalize(batch.teachers[modality].detach().to(device).float(), dim=1)
             sim = (query @ self.queue(modality).T).masked_fill(~usable, float("-inf"))
-            index[todo] = sim.argmax(dim=1)
-            found[todo] = True
+            index = torch.where(take, sim.argmax(dim=1), index)
+            found = found | take
         return index, found
 
     # ------------------------------------------------------------ update

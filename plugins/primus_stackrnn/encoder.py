@@ -9,6 +9,7 @@ from torch import nn
 from primus_core.config import IMUContract
 
 from .config import IMU2CLIPConfig, StackedRNNConfig, _conv_out, conv_length, time_bins
+from .gru import gru_sequence, supports_fused
 
 __all__ = ["IMU2CLIPConfig", "StackedRNNConfig", "StackedRNNEncoder", "conv_length", "time_bins"]
 
@@ -59,7 +60,11 @@ class StackedRNNEncoder(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, samples) -> (batch, hidden) GRU last hidden state."""
         features = self.backbone[:5](x)  # (batch, conv_channels, time_bins)
-        _, h_n = self.backbone[5](features)  # the GRU scans the conv channels (reference quirk)
+        gru = self.backbone[5]  # the GRU scans the conv channels (reference quirk)
+        if features.device.type == "cpu" and torch.is_grad_enabled() and supports_fused(gru):
+            _, h_n = gru_sequence(gru, features)  # training on a CPU: hand-written backward
+        else:
+            _, h_n = gru(features)
         return h_n[0]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -130,6 +130,14 @@ def eval_options(func):
             help="YAML/JSON file: class name -> list of prompts, replacing the dataset's own.",
         ),
         click.option("--device", type=DEVICE, help="cpu, cuda, ... [auto]"),
+        click.option(
+            "--dtype",
+            type=click.Choice(["fp32", "bf16", "int8"]),
+            default="fp32",
+            show_default=True,
+            help="Precision of the frozen embeddings (linear, knn, zeroshot): bf16, or int8 "
+            "dynamic quantisation of the GRU and Linear layers (CPU).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -158,6 +166,7 @@ def settings_from(dataset: str, kw: dict):
         knn_k=kw["knn_k"],
         teacher=kw["teacher"],
         device=kw["device"],
+        dtype=kw["dtype"],
     )
 
 

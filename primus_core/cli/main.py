@@ -207,6 +207,14 @@ def recipes_show(name: str, overrides: tuple[str, ...], as_json: bool) -> None:
     show_default=True,
     help="Processes on this machine for a folder or list INPUT (launches torchrun).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="Inference precision: bf16 weights and activations, or int8 dynamic quantisation of "
+    "the GRU and Linear layers (CPU).",
+)
 def embed(
     model: str,
     input_path: Path,
@@ -218,6 +226,7 @@ def embed(
     batch_size: int,
     device: str,
     nproc: int,
+    dtype: str,
 ) -> None:
     """Embed IMU windows with MODEL (a model directory or zoo name). INPUT is one file, or a
     folder / .txt list of files embedded one output each, sharded over torchrun ranks."""
@@ -253,6 +262,7 @@ def embed(
             input_rate_hz=rate,
             stride=stride,
             ranks=ranks,
+            dtype=dtype,
         )
         shard.leave(ranks)
         if ranks.main:
@@ -278,7 +288,7 @@ def embed(
     )
     start = time.perf_counter()
     vectors = embed_windows(
-        encoder, windows, head=head, batch_size=batch_size, device=dev, progress=True
+        encoder, windows, head=head, batch_size=batch_size, device=dev, progress=True, dtype=dtype
     )
     seconds = time.perf_counter() - start
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -152,6 +152,56 @@ def check_finite(array: np.ndarray, what: str) -> None:
         raise DataError(f"{what} {int(bad.sum())} NaN/inf values (first at index {first})")
 
 
+INFERENCE_DTYPES = ("fp32", "bf16", "int8")
+
+
+class InferenceEncoder(torch.nn.Module):
+    """An encoder run in another precision: inputs cast to ``dtype`` on the way in, every output
+    back to float32 on the way out; the encoder's contract and output sizes are kept."""
+
+    def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.encoder = encoder
+        self.dtype = dtype
+        self.output_sizes = encoder.output_sizes
+        self.imu_contract = getattr(encoder, "imu_contract", None)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.encoder(x.to(self.dtype))
+        return {k: v.float() for k, v in out.items()}
+
+
+def for_inference(
+    encoder: torch.nn.Module, dtype: str = "fp32", device: torch.device | None = None
+) -> torch.nn.Module:
+    """The encoder in eval mode on ``device``, in the precision ``dtype``: ``fp32`` (itself),
+    ``bf16`` (a bfloat16 copy: weights and activations) or ``int8`` (a copy with the GRU and
+    Linear layers dynamically quantised to int8, torch.ao.quantization.quantize_dynamic; CPU
+    only). The caller's encoder is left unchanged."""
+    import copy
+
+    if dtype not in INFERENCE_DTYPES:
+        raise DataError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)} (got {dtype!r})")
+    device = device or next(encoder.parameters()).device
+    encoder = encoder.to(device).eval()
+    if dtype == "fp32":
+        return encoder
+    if dtype == "bf16":
+        return InferenceEncoder(copy.deepcopy(encoder).to(torch.bfloat16), torch.bfloat16).eval()
+    if device.type != "cpu":
+        raise DataError(f"dtype int8 (dynamic quantisation) runs on the CPU, not on {device}")
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        quantised = quantize_dynamic(
+            copy.deepcopy(encoder), {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
+        )
+    return InferenceEncoder(quantised, torch.float32).eval()
+
+
 @torch.no_grad()
 def embed_windows(
     encoder: torch.nn.Module,
@@ -160,14 +210,16 @@ def embed_windows(
     batch_size: int = 256,
     device: torch.device | None = None,
     progress: bool = False,
+    dtype: str = "fp32",
 ) -> np.ndarray:
-    """Batched inference: (N, C, T) -> (N, D) float32 outputs of ``head``."""
+    """Batched inference: (N, C, T) -> (N, D) float32 outputs of ``head``, computed in
+    ``dtype`` (fp32, bf16 or int8; see ``for_inference``)."""
     if head not in encoder.output_sizes:
         raise DataError(f"the model has no head '{head}' (has: {', '.join(encoder.output_sizes)})")
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1 (got {batch_size})")
     device = device or next(encoder.parameters()).device
-    encoder = encoder.to(device).eval()
+    encoder = for_inference(encoder, dtype, device)
     from tqdm.auto import tqdm
 
     out = []
@@ -223,12 +275,14 @@ def embed(
     stride: int | None = None,
     batch_size: int = 256,
     device: str | None = None,
+    dtype: str = "fp32",
 ) -> np.ndarray:
     """Embed IMU data with ``model`` (an encoder, a model directory, a zoo name or an
     ``hf-hub:ORG/NAME[@REV]`` id): ``array`` is (C, T) or (T, C) per ``layout`` for one
     recording (resampled from ``rate_hz`` to the model's rate, cut into windows every ``stride``
     samples, by default one window apart), or (N, C, T) windows; returns (N, D) float32 vectors
-    of ``head`` ("emb", "ssl" or "mmcl")."""
+    of ``head`` ("emb", "ssl" or "mmcl"), computed in ``dtype`` ("fp32", "bf16", or "int8":
+    dynamic quantisation of the GRU and Linear layers, CPU only)."""
     import warnings
 
     if layout not in ("CT", "TC"):
@@ -256,4 +310,4 @@ def embed(
         stride=stride,
     )
     dev = torch.device(device) if device is not None and device != "auto" else None
-    return embed_windows(model, windows, head=head, batch_size=batch_size, device=dev)
+    return embed_windows(model, windows, head=head, batch_size=batch_size, device=dev, dtype=dtype)

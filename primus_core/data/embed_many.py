@@ -65,6 +65,7 @@ def embed_files(
     stride: int | None = None,
     ranks: shard.Ranks | None = None,
     progress: bool = True,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Embed this rank's share of the inputs of ``source`` into ``out_dir``; returns the summary
     of all ranks: files, embedded now, already done, windows embedded now, seconds, windows/s."""
@@ -98,7 +99,9 @@ def embed_files(
                 message = str(exc)
                 where = message if message.startswith(str(path)) else f"{path}: {message}"
                 raise DataError(where) from None
-            vectors = embed_windows(encoder, array, head=head, batch_size=batch_size, device=device)
+            vectors = embed_windows(
+                encoder, array, head=head, batch_size=batch_size, device=device, dtype=dtype
+            )
             target = out_dir / name
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npy")

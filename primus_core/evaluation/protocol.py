@@ -98,8 +98,17 @@ class EvalSettings:
     prompts: str | None = None  # YAML/JSON file: class name -> prompts (replaces the dataset's)
     device: str | None = None
     seed_offset: int = 0
+    dtype: str = "fp32"  # precision of the frozen embeddings: fp32 | bf16 | int8
 
     def check(self) -> None:
+        from ..data.embed import INFERENCE_DTYPES
+
+        if self.dtype not in INFERENCE_DTYPES:
+            raise EvalError(
+                f"--dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {self.dtype!r}"
+            )
+        if self.dtype != "fp32" and self.mode == "finetune":
+            raise EvalError("--dtype bf16/int8 is for frozen embeddings; finetune runs in fp32")
         if self.protocol not in PROTOCOLS:
             raise EvalError(
                 f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
@@ -280,10 +289,18 @@ def choose_head(encoder: nn.Module, head: str | None) -> str:
 
 @torch.no_grad()
 def embed_all(
-    encoder: nn.Module, imu: np.ndarray, head: str, device: torch.device, batch_size: int = 512
+    encoder: nn.Module,
+    imu: np.ndarray,
+    head: str,
+    device: torch.device,
+    batch_size: int = 512,
+    dtype: str = "fp32",
 ) -> torch.Tensor:
-    """(N, D) float32 embeddings of every window (encoder frozen, eval mode), on the CPU."""
-    encoder = encoder.to(device).eval()
+    """(N, D) float32 embeddings of every window (encoder frozen, eval mode, computed in
+    ``dtype``: see data.embed.for_inference), on the CPU."""
+    from ..data.embed import for_inference
+
+    encoder = for_inference(encoder, dtype, device)
     parts = []
     for start in range(0, len(imu), batch_size):
         x = torch.from_numpy(np.array(imu[start : start + batch_size], np.float32))
@@ -729,7 +746,7 @@ class EncoderSystem(System):
         self.info = info or {}
         self.features: torch.Tensor | None = None
         if mode != "finetune":
-            self.features = embed_all(encoder, ws.imu, head, device)
+            self.features = embed_all(encoder, ws.imu, head, device, dtype=s.dtype)
 
     def describe(self) -> dict[str, Any]:
         return {

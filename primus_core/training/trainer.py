@@ -445,6 +445,21 @@ def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype
     return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def check_step_mode(cfg, run: Run) -> None:
+    """train.step static/graph: one process, no fp16 loss scaling; graph needs CUDA."""
+    if cfg.step == "eager":
+        return
+    if run.d.enabled:
+        raise PrimusError(f"train.step={cfg.step} runs in one process; use eager under torchrun")
+    if cfg.step == "graph" and run.device.type != "cuda":
+        raise PrimusError(
+            f"train.step=graph captures the step in a CUDA graph; the device is {run.device} "
+            "(use train.step=static there)"
+        )
+    if amp_settings(run.device, cfg.amp)[1] == torch.float16:
+        raise PrimusError(f"train.step={cfg.step} does not support fp16 loss scaling")
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step."""
 
@@ -502,7 +517,13 @@ class Trainer:
             self.forward_model = torch.compile(self.model)
         params = [p for p in run.model.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        graph = cfg.step == "graph"
+        check_step_mode(cfg, run)
+        # a captured step reads lr and the step count from device tensors (capturable)
+        lr = torch.tensor(cfg.lr, device=run.device) if graph else cfg.lr
+        self.optimizer = opt_cls(
+            params, lr=lr, weight_decay=cfg.weight_decay, **({"capturable": True} if graph else {})
+        )
         warmup = cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
@@ -512,6 +533,13 @@ class Trainer:
             "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
         )
         self.aug_gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 7919 * run.d.rank)
+        self.static_step = None
+        if cfg.step != "eager":
+            from .static_step import StaticStep
+
+            self.static_step = StaticStep(
+                self.forward_model, self.optimizer, run.device, self.amp_dtype, graph
+            )
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_val: float | None = None
         self.losses: list[float] = []
@@ -547,6 +575,7 @@ class Trainer:
 
     # -------------------------------------------------- state
     def state(self) -> dict[str, Any]:
+        self.read_losses()
         rng = {"torch": torch.get_rng_state(), "aug": self.aug_gen.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -596,6 +625,10 @@ class Trainer:
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         x, teachers, masks, labels = self.run.train_source.batch(idx)
         x_aug = self.augment(x, self.aug_gen) if self.run.needs_aug else None
+        if self.static_step is not None:  # no host sync: the loop reads the values in bulk
+            values = self.static_step(x, x_aug, teachers, masks, labels)
+            self.scheduler.step()
+            return {k: v.clone() for k, v in values.items()}
         gather = self.run.d.enabled and self.cfg.gather_negatives
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             total, terms = self.forward_model(x, x_aug, teachers, masks, labels, gather)
@@ -658,12 +691,11 @@ class Trainer:
                     self.batch_in_epoch += 1
                     self.losses.append(values["loss"])
                     seen += self.global_batch
-                    if not math.isfinite(values["loss"]):
-                        raise PrimusError(
-                            f"loss became {values['loss']} at step {self.step}; "
-                            "lower train.lr or disable amp"
-                        )
-                    if self.step % self.cfg.log_every == 0 or self.step == 1:
+                    log_now = self.step % self.cfg.log_every == 0 or self.step == 1
+                    if self.static_step is None or log_now:
+                        self.read_losses()
+                        values = {k: float(v) for k, v in values.items()}
+                    if log_now:
                         now = time.perf_counter()
                         rate = seen / max(now - tick, 1e-9)
                         seen, tick = 0, now
@@ -673,7 +705,7 @@ class Trainer:
                                 "step": self.step,
                                 "epoch": self.epoch,
                                 **values,
-                                "lr": self.scheduler.get_last_lr()[0],
+                                "lr": float(self.scheduler.get_last_lr()[0]),
                                 "windows_per_s": round(rate, 1),
                             },
                         )
@@ -693,6 +725,7 @@ class Trainer:
                             )
                     bar.update(1)
                     if self.step % self.cfg.checkpoint_every == 0:
+                        self.read_losses()
                         self.save()
                     if stop.requested:
                         break
@@ -703,12 +736,30 @@ class Trainer:
         bar.close()
         return stop.requested
 
+    def read_losses(self) -> None:
+        """Turn the losses still held as device tensors (static step) into floats, in one
+        transfer, and stop at the first that is not finite."""
+        pending = [i for i, v in enumerate(self.losses) if isinstance(v, torch.Tensor)]
+        if pending:
+            values = torch.stack([self.losses[i] for i in pending]).tolist()
+            for i, value in zip(pending, values, strict=True):
+                self.losses[i] = value
+        first_step = self.step - len(self.losses) + 1
+        start = pending[0] if pending else len(self.losses) - 1
+        for i in range(max(start, 0), len(self.losses)):
+            if not math.isfinite(self.losses[i]):
+                raise PrimusError(
+                    f"loss became {self.losses[i]} at step {first_step + i}; "
+                    "lower train.lr or disable amp"
+                )
+
     def end_of_epoch(self, metrics) -> None:
         self.after_validation(metrics)
         self.epoch += 1
         self.batch_in_epoch = 0
 
     def after_validation(self, metrics) -> None:
+        self.read_losses()
         val = self.validate()
         score = val if val is not None else (self.losses[-1] if self.losses else None)
         self.log(metrics, {"step": self.step, "epoch": self.epoch, "val_loss": val})
