@@ -239,42 +239,6 @@ def measure_inference(batch: int, device: torch.device, seconds: float, variant:
     return {"windows_per_s": batch / per_call, "variant": variant}
 
 
-QUALITY_MODEL = "primus-hapt-stackrnn"  # a shipped zoo model: no download
-QUALITY_DATASET = "watch-exercises"
-
-
-def measure_quality(batch: int, device: torch.device, seconds: float, variant: str) -> dict:
-    """The cost of a faster inference path: max and mean cosine distance of its embeddings to
-    fp32 on every window of watch-exercises, and the change in its 5-shot linear accuracy (same
-    seeds and splits), with the shipped primus-hapt-stackrnn model."""
-    from ..data.embed import embed_windows
-    from ..evaluation.protocol import EvalSettings, evaluate, load_model, prepare_dataset
-
-    loaded = load_model(QUALITY_MODEL)
-    ws = prepare_dataset(QUALITY_DATASET, loaded.encoder.imu_contract, False)
-    ref = torch.from_numpy(embed_windows(loaded.encoder, ws.imu, batch_size=batch, device=device))
-    got = torch.from_numpy(
-        embed_windows(loaded.encoder, ws.imu, batch_size=batch, device=device, dtype=variant)
-    )
-    distance = 1 - torch.nn.functional.cosine_similarity(ref, got, dim=1)
-    accuracy = {}
-    for dtype in ("fp32", variant):
-        settings = EvalSettings(
-            dataset=QUALITY_DATASET, shots=[5], seeds=3, device=str(device), dtype=dtype
-        )
-        result = evaluate(loaded, settings, baselines=(), progress=False, windows=ws)
-        accuracy[dtype] = float(result.summary[0]["accuracy_mean"])
-    return {
-        "variant": variant,
-        "windows": len(ws),
-        "max_cosine_distance": float(distance.max()),
-        "mean_cosine_distance": float(distance.mean()),
-        "accuracy_5shot": accuracy[variant],
-        "accuracy_5shot_fp32": accuracy["fp32"],
-        "accuracy_5shot_change": accuracy[variant] - accuracy["fp32"],
-    }
-
-
 def measure_loading(batch: int, device: torch.device, seconds: float, variant: str = "") -> dict:
     """Batches of real prepared HAPT windows (memory-mapped cache) onto the device."""
     from ..config import IMUContract
@@ -296,7 +260,9 @@ MEASURES = {
     "step": measure_step,
     "inference": measure_inference,
     "loading": measure_loading,
-    "quality": measure_quality,
+    # the cost of a faster inference path is an evaluation (5-shot accuracy): it lives in
+    # primus_core.evaluation, which builds on training, so it is named here and imported on use
+    "quality": "primus_core.evaluation.quality:measure_quality",
 }
 
 
@@ -327,7 +293,13 @@ def child(kind: str, batch: int, device: str, seconds: float, variant: str = "")
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     args = (variant,) if variant else ()
-    result = MEASURES[kind](batch, dev, seconds, *args)
+    measure = MEASURES[kind]
+    if isinstance(measure, str):
+        import importlib
+
+        module, _, name = measure.partition(":")
+        measure = getattr(importlib.import_module(module), name)
+    result = measure(batch, dev, seconds, *args)
     result["peak_mib"] = peak_memory_mib(dev)
     result["baseline_mib"] = baseline
     if dev.type == "cuda":
