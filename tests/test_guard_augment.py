@@ -11,7 +11,14 @@ from pydantic import ValidationError
 
 from conftest import REPO
 from primus_core.errors import DataError
-from primus_objectives.augment import AUGMENTATIONS
+from primus_objectives import AUGMENTATIONS as NAMED_AUGMENTATIONS
+from primus_objectives import augment as augment_module
+
+# name -> (class, config class): the plugin registers its classes as "module:attr" names
+AUGMENTATIONS = {
+    name: (getattr(augment_module, factory.split(":")[1]), config)
+    for name, (factory, config) in NAMED_AUGMENTATIONS.items()
+}
 
 
 def documented_defaults() -> dict[str, dict[str, object]]:

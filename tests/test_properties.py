@@ -18,7 +18,15 @@ from hypothesis.extra import numpy as hnp
 from primus_core.data.embed import embed_windows, prepare_windows
 from primus_core.data.windows import gather_windows, resample, resampled_length, sliding_windows
 from primus_core.errors import DataError
-from primus_objectives.augment import AUGMENTATIONS, permutation_indices, warp_positions
+from primus_objectives import AUGMENTATIONS as NAMED_AUGMENTATIONS
+from primus_objectives import augment as augment_module
+from primus_objectives.augment import permutation_indices, warp_positions
+
+# name -> (class, config class): the plugin registers its classes as "module:attr" names
+AUGMENTATIONS = {
+    name: (getattr(augment_module, factory.split(":")[1]), config)
+    for name, (factory, config) in NAMED_AUGMENTATIONS.items()
+}
 
 # scripts/mutation.sh lowers the example count: it runs these tests once per mutant
 EXAMPLES = int(os.environ.get("PRIMUS_HYPOTHESIS_EXAMPLES", "40"))
