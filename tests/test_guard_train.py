@@ -96,8 +96,10 @@ def test_two_process_ddp_weights_match_one_process_after_several_steps(tmp_path)
     )
     one, _ = final_weights(tmp_path / "one", "imu2clip-hapt", DDP)
     two, _ = final_weights(tmp_path / "two", "imu2clip-hapt", DDP)
-    assert_same_weights(two, one, atol=2e-5)
-    # the weights moved: each step's loss differs (so 2e-5 is far below one step's change);
+    # 1e-4: Adam at lr 1e-2 turns float round-off of the half-batch gradients (the CPU GRU's
+    # chunked sums differ with the batch) into up to ~4e-5; one step moves weights by ~1e-2
+    assert_same_weights(two, one, atol=1e-4)
+    # the weights moved: each step's loss differs (so 1e-4 is far below one step's change);
     # without the all-reduce each rank steps on its own half batch and this fails (checked by
     # hand: benchmarks/mutation.md)
     losses = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]

@@ -64,17 +64,26 @@ def fake_hub_snapshot(cache: Path, repo: str, files: dict[str, str]) -> Path:
 def hub_entry(tmp_path, monkeypatch):
     """A Hub-sourced zoo entry whose pinned snapshot is already in a private Hub cache."""
     files = registry_zoo()[SHIPPED]["files"]
-    entry = ZooEntry.model_validate(
-        {
-            "description": "cached hub copy",
-            "source": {"hub": "org/cached-model", "revision": COMMIT},
-            "files": files,
-            "licence": "cc-by-4.0",
-        }
-    )
+    entry = {
+        "description": "cached hub copy",
+        "source": {"hub": "org/cached-model", "revision": COMMIT},
+        "files": files,
+        "licence": "cc-by-4.0",
+    }
+    ZooEntry.model_validate(entry)
+    registry_layer(tmp_path / "layer", monkeypatch, {"cached": entry})
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(zoo, "zoo_entries", lambda: {"cached": entry})
     return fake_hub_snapshot(tmp_path / "hub", "org/cached-model", files)
+
+
+def registry_layer(folder: Path, monkeypatch, entries: dict) -> Path:
+    """A user's registry file with these zoo entries, layered on the built-in one through
+    PRIMUS_REGISTRY (relative shipped: paths resolve against its folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "registry.yaml"
+    path.write_text(yaml.safe_dump({"zoo": entries}))
+    monkeypatch.setenv("PRIMUS_REGISTRY", str(path))
+    return path
 
 
 def test_a_cached_hub_snapshot_is_rehashed_before_use(hub_entry):
@@ -116,7 +125,7 @@ def test_a_corrupt_shipped_source_is_never_installed(tmp_path, monkeypatch):
     fake_registry = tmp_path / "registry"
     shutil.copytree(REPO / "zoo" / SHIPPED, fake_registry / "zoo" / SHIPPED)
     flip_last_byte(fake_registry / "zoo" / SHIPPED / "config.json")
-    monkeypatch.setattr(zoo, "registry_dir", lambda: fake_registry)
+    registry_layer(fake_registry, monkeypatch, {SHIPPED: registry_zoo()[SHIPPED]})
     with pytest.raises(ZooError, match="checksum mismatch"):
         zoo.pull(SHIPPED)
     assert not (tmp_path / "home" / "zoo" / "models" / SHIPPED).exists()
