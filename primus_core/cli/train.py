@@ -11,21 +11,6 @@ import click
 from .params import DEVICE, OUTPUT_DIR
 
 
-def torchrun_command(nproc: int, args: list[str]) -> list[str]:
-    """``primus train ARGS`` under torchrun with ``nproc`` processes on this machine."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "primus_core",
-        "train",
-        *args,
-    ]
-
-
 @click.command()
 @click.argument("recipe")
 @click.option(
@@ -68,7 +53,9 @@ def train(
         args += [f"--max-steps={max_steps}"] * bool(max_steps) + [f"--device={device}"] * bool(
             device
         )
-        sys.exit(subprocess.call(torchrun_command(nproc, args)))
+        from ..data.shard import torchrun_command
+
+        sys.exit(subprocess.call(torchrun_command(nproc, ["train", *args])))
     from ..training.trainer import train as run_train
 
     result = run_train(

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..components import provenance
 from ..config import Recipe
+from ..data.shard import Ranks
 from ..device import resolve_device
 from ..errors import PrimusError
 from ..paths import write_json
@@ -48,19 +49,7 @@ RESUMABLE_FIELDS = ("max_steps", "device", "checkpoint_every", "log_every", "epo
 
 
 # ---------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+Dist = Ranks  # this process's place in the torchrun job (rank 0 of 1 without torchrun)
 
 
 def init_distributed(device: torch.device) -> Dist:
