@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,19 +42,10 @@ def train(
     """Pretrain RECIPE (a registry name or a recipe file) and write the best encoder as a model
     directory (OUT/model), ready for `primus zoo push`."""
     if nproc > 1:
-        args = [recipe, *(f"--set={o}" for o in overrides)]
-        args += [f"--out={out or Path('runs') / Path(recipe).stem}"]
-        args += (
-            ["--resume"] * resume
-            + ["--tensorboard"] * tensorboard
-            + ["--no-progress"] * no_progress
-        )
-        args += [f"--max-steps={max_steps}"] * bool(max_steps) + [f"--device={device}"] * bool(
-            device
-        )
-        from ..data.shard import torchrun_command
+        from ..data import shard
 
-        sys.exit(subprocess.call(torchrun_command(nproc, ["train", *args])))
+        if not shard.under_torchrun():
+            shard.relaunch(nproc)  # this command again under torchrun, one process per rank
     from ..training.trainer import train as run_train
 
     result = run_train(
