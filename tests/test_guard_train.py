@@ -96,9 +96,20 @@ def test_two_process_ddp_weights_match_one_process_after_several_steps(tmp_path)
     )
     one, _ = final_weights(tmp_path / "one", "imu2clip-hapt", DDP)
     two, _ = final_weights(tmp_path / "two", "imu2clip-hapt", DDP)
-    # 1e-4: Adam at lr 1e-2 turns float round-off of the half-batch gradients (the CPU GRU's
-    # chunked sums differ with the batch) into up to ~4e-5; one step moves weights by ~1e-2
-    assert_same_weights(two, one, atol=1e-4)
+    # Adam's update is about lr * sign(gradient): float round-off of the half-batch gradients
+    # (the CPU GRU's chunked sums differ with the batch) can flip the sign of a near-zero
+    # gradient and move that one weight by up to ~2e-2, so compare how many weights disagree:
+    # with the all-reduce almost none do; without it each rank's half batch gives many weights
+    # another sign
+    assert [k for k in one if one[k].is_floating_point() != two[k].is_floating_point()] == []
+    differ = sum(
+        int(((one[k] - two[k]).abs() > 1e-4).sum()) for k in one if one[k].is_floating_point()
+    )
+    total = sum(one[k].numel() for k in one if one[k].is_floating_point())
+    assert differ <= total * 1e-3, f"{differ} of {total} weights differ by more than 1e-4"
+    for key in one:
+        if not one[key].is_floating_point():
+            assert torch.equal(one[key], two[key]), key
     # the weights moved: each step's loss differs (so 1e-4 is far below one step's change);
     # without the all-reduce each rank steps on its own half batch and this fails (checked by
     # hand: benchmarks/mutation.md)
