@@ -33,7 +33,7 @@ FACTORY_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 class NoParams(BaseModel):
     """Config of a component that takes no parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,13 @@ def get_component(kind: str, name: str) -> Component:
         message += f"; did you mean '{hint[0]}'?"
     message += f" Registered {kind}s: {', '.join(known) if known else '(none)'}"
     raise ComponentError(message)
+
+
+def dataset_info(component: Component):
+    """What a registered dataset reads (a ``DatasetInfo``): its config's ``INFO`` class attribute
+    when declared (the adapter module is then not imported), else its adapter's ``info``."""
+    info = getattr(component.config, "INFO", None)
+    return info if info is not None else getattr(component.factory, "info", None)
 
 
 def has_component(kind: str, name: str) -> bool:

@@ -13,7 +13,7 @@ PRIMUS_UNITS = ["m/s^2"] * 3 + ["rad/s"] * 3
 class IMUContract(BaseModel):
     """What an encoder expects of a window: channels (names and units), rate and length."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     channels: list[str] = Field(default_factory=lambda: list(PRIMUS_CHANNELS))
     units: list[str] = Field(default_factory=lambda: list(PRIMUS_UNITS))
@@ -46,7 +46,7 @@ class IMUContract(BaseModel):
 class ComponentRef(BaseModel):
     """``{type: <registered name>, ...params}``: the parameters are validated by the component."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     type: str
 
@@ -56,7 +56,7 @@ class ComponentRef(BaseModel):
 
 
 class LossRef(ComponentRef):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(defer_build=True, extra="allow", allow_inf_nan=False)
 
     weight: float = Field(1.0, ge=0, description="factor of this loss in the total (0 = off)")
 
@@ -65,7 +65,7 @@ SHARED_LOCATIONS = ("root", "imu_dir")
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(defer_build=True, extra="forbid", allow_inf_nan=False)
 
     pretrain: list[ComponentRef] = Field(default_factory=list)
     validation: list[ComponentRef] | None = Field(
@@ -104,7 +104,7 @@ class DataConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Training settings; the defaults are the reference's (docs/fidelity.md)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(defer_build=True, extra="forbid", allow_inf_nan=False)
 
     batch_size: int = Field(16, gt=0)
     batch_size_per: Literal["device", "global"] = Field(
@@ -141,7 +141,7 @@ class TrainConfig(BaseModel):
 class Recipe(BaseModel):
     """A named composition of components and training settings (see registry.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: str
     description: str = ""

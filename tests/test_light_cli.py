@@ -1,6 +1,6 @@
 """The commands that only read (help, version, plugins, components, recipes, zoo entries, data)
-answer without importing torch or any model library: plugins register their components lazily
-("module:attr" factories, torch-free configs). Timing is measured by
+answer without importing torch, numpy or any model library: plugins register their components lazily
+("module:attr" factories, torch-free configs; dataset configs carry their ``INFO``). Timing is measured by
 benchmarks/light_commands.py, not here."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ LIGHT = [
     ["zoo", "info", "primus-hapt-stackrnn"],
     ["data", "list"],
 ]
-HEAVY = ["torch", "torchvision", "transformers", "timm", "huggingface_hub", "safetensors"]
+# numpy too: dataset adapters and the data pipeline import it, the listings must not need them
+HEAVY = ["torch", "torchvision", "transformers", "timm", "huggingface_hub", "safetensors", "numpy"]
 
 SCRIPT = """
 import json, sys

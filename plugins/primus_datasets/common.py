@@ -14,7 +14,7 @@ from primus_core.errors import DataError
 class WindowingConfig(BaseModel):
     """Windowing options shared by every dataset."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     stride_seconds: float | None = Field(
         None, gt=0, description="hop between windows in seconds (default: the window length)"

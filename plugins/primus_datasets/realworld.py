@@ -17,15 +17,12 @@ import math
 import re
 import zipfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from primus_core.config import IMUContract
 from primus_core.data.windows import (
     DatasetAdapter,
-    DatasetInfo,
     Recording,
     WindowSet,
     check_finite,
@@ -37,19 +34,8 @@ from primus_core.data.windows import (
 )
 from primus_core.errors import DataError
 
-from .common import RootConfig
-from .egocentric import SIX, SIX_UNITS
+from .info import INFOS, REALWORLD_ACTIVITIES, SIX, SIX_UNITS
 
-REALWORLD_ACTIVITIES = [
-    "climbingdown",
-    "climbingup",
-    "jumping",
-    "lying",
-    "running",
-    "sitting",
-    "standing",
-    "walking",
-]
 REALWORLD_PHRASES = [
     "climbing down the stairs",
     "climbing up the stairs",
@@ -64,35 +50,8 @@ POSITIONS = ["chest", "forearm", "head", "shin", "thigh", "upperarm", "waist"]
 CSV_COLUMNS = ["id", "attr_time", "attr_x", "attr_y", "attr_z"]
 
 
-class RealWorldConfig(RootConfig):
-    """RealWorld HAR: 15 subjects, 7 body positions, acc + gyro, 50 Hz, 8 activities."""
-
-    position: Literal["chest", "forearm", "head", "shin", "thigh", "upperarm", "waist"] = Field(
-        "head", description="body position of the sensor"
-    )
-    max_member_mb: float = Field(
-        256, gt=0, description="largest archive member read (uncompressed MB); larger is an error"
-    )
-
-
 class RealWorld(DatasetAdapter):
-    info = DatasetInfo(
-        name="realworld",
-        description="RealWorld HAR (Mannheim): 15 subjects, 8 activities, smartphones/watch on "
-        "7 body positions (one chosen by `position`)",
-        placement="one of chest, forearm, head, shin, thigh, upperarm, waist",
-        native_rate_hz=50.0,
-        channels=SIX,
-        units=SIX_UNITS,
-        licence="free for research use (University of Mannheim, see the dataset page)",
-        citation="Sztyler, Stuckenschmidt. On-body Localization of Wearable Devices: An "
-        "Investigation of Position-Aware Activity Recognition. PerCom 2016",
-        url="https://www.uni-mannheim.de/dws/research/projects/activity-recognition/"
-        "dataset/dataset-realworld/",
-        labelled=True,
-        classes=REALWORLD_ACTIVITIES,
-        gated=True,
-    )
+    info = INFOS["realworld"]
     version = "2"
     fingerprint_patterns = ("**/proband*/data/acc_*_csv.zip", "**/proband*/data/gyr_*_csv.zip")
 

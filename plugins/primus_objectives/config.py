@@ -16,7 +16,7 @@ TemperatureParam = Literal["tau", "log_tau"]
 class InfoNCEConfig(BaseModel):
     """Symmetric InfoNCE (both directions summed) with a learnable temperature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     temperature: float = Field(0.1, gt=0, description="initial temperature tau")
     learn_temperature: bool = Field(True, description="train tau")
     temperature_param: TemperatureParam = Field(
@@ -33,7 +33,7 @@ class InfoNCEConfig(BaseModel):
 
 
 class ContrastiveConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     ssl_coeff: float = Field(0.5, ge=0, le=1, description="c: SS terms weigh c, multimodal 1 - c")
     temperature: float = Field(0.1, gt=0, description="initial InfoNCE temperature")
     learn_temperature: bool = Field(True, description="train the temperature")
@@ -96,7 +96,7 @@ class MMConfig(ModalitiesConfig):
 class SupervisedConfig(BaseModel):
     """Cross-entropy of a linear classifier on an encoder output against the labels (-1 ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     num_classes: int = Field(..., ge=2, description="number of classes")
     in_features: int = Field(512, gt=0, description="size of the encoder output used")
     head: str = Field("emb", description="encoder output the classifier reads")
@@ -118,7 +118,7 @@ class NNConfig(ModalitiesConfig):
 class ScaleConfig(BaseModel):
     """Multiply the window by factors drawn from N(1, sigma)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     sigma: float = Field(0.25, ge=0, description="std of the multiplicative factor")
 
 
@@ -135,21 +135,21 @@ class ScalePerChannelConfig(ScaleConfig):
 class PermuteConfig(BaseModel):
     """Cut each window at random points and shuffle the segments (same order for all channels)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     segments: int = Field(5, ge=1, description="number of segments (segments - 1 random cuts)")
 
 
 class JitterConfig(BaseModel):
     """Add Gaussian noise N(0, sigma) to every value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     sigma: float = Field(0.1, ge=0, description="std of the additive noise")
 
 
 class RotateConfig(BaseModel):
     """Apply one random 3-D rotation per window to every channel triple (acc and gyro alike)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     groups: list[list[int]] = Field(
         default_factory=lambda: [[0, 1, 2], [3, 4, 5]],
         description="channel triples (x, y, z) that rotate together",
@@ -169,7 +169,7 @@ class RotateConfig(BaseModel):
 class ProbabilityConfig(BaseModel):
     """Per-window probability of applying the transform."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     p: float = Field(1.0, ge=0, le=1, description="probability per window")
 
 
@@ -188,6 +188,6 @@ class ChannelShuffleConfig(ProbabilityConfig):
 class TimeWarpConfig(BaseModel):
     """Resample each window along a smooth random monotone time warp (speed N(1, sigma) at knots)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     sigma: float = Field(0.2, ge=0, description="std of the local speed at the knots")
     knots: int = Field(4, ge=1, description="interior knots of the speed curve")

@@ -13,7 +13,7 @@ from primus_core.config import PRIMUS_CHANNELS, PRIMUS_UNITS
 class StackedRNNConfig(BaseModel):
     """Parameters of the stacked-RNN encoder; the defaults are PRIMUS's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     channels: list[str] = Field(
         default_factory=lambda: list(PRIMUS_CHANNELS), description="channel names, in input order"

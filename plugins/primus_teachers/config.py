@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class TeacherConfig(BaseModel):
     """Settings every teacher takes."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(defer_build=True, extra="forbid", protected_namespaces=())
 
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda:0'")
     batch_size: int = Field(64, gt=0, description="inputs per forward pass")

@@ -8,20 +8,11 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import yaml
 
+from ..components import dataset_info
 from ..config import ComponentRef, IMUContract
-from ..data.windows import (
-    cache_path,
-    create_adapter,
-    default_cache_dir,
-    folder_bytes,
-    list_prepared,
-    open_cache,
-    prepare,
-    read_meta,
-)
+from ..data.catalog import default_cache_dir, folder_bytes, list_prepared, read_meta
 from ..errors import DataError
 from .params import FOLDER, POSITIVE_FLOAT
 
@@ -180,7 +171,7 @@ def data_list(as_json: bool, cache_dir: Path | None) -> None:
     prepared = list_prepared(cache_dir)
     rows = []
     for comp in list_components("dataset"):
-        info = getattr(comp.factory, "info", None)
+        info = dataset_info(comp)
         caches = [p for p in prepared if p["dataset"] == comp.name]
         rows.append(
             {
@@ -214,6 +205,10 @@ def data_list(as_json: bool, cache_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def data_info(name, root, sets, rate_hz, window_samples, cache_dir, as_json) -> None:
     """Windows, classes, subjects, rate and size on disk of dataset NAME (prepared if needed)."""
+    import numpy as np
+
+    from ..data.windows import cache_path, create_adapter, open_cache, prepare
+
     ref = dataset_ref(name, root, sets)
     contract = _contract(rate_hz, window_samples)
     adapter = create_adapter(ref)

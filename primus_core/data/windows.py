@@ -20,7 +20,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -31,9 +31,9 @@ from pydantic import BaseModel
 
 from ..config import ComponentRef, IMUContract
 from ..errors import DataError
-from ..paths import primus_home, remove_dead_temps, sha256_file
+from ..paths import remove_dead_temps, sha256_file
+from .catalog import CACHE_FORMAT, DatasetInfo, default_cache_dir, read_meta
 
-CACHE_FORMAT = 1
 STANDARD_GRAVITY = 9.80665
 
 # unit -> (canonical unit, factor): value_in_canonical = value * factor
@@ -47,25 +47,6 @@ UNIT_FACTORS: dict[str, tuple[str, float]] = {
 
 
 # ---------------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a dataset adapter reads: shown by ``primus data list|info``."""
-
-    name: str
-    description: str
-    placement: str
-    native_rate_hz: float
-    channels: list[str]
-    units: list[str]
-    licence: str
-    citation: str
-    url: str
-    labelled: bool
-    classes: list[str] = field(default_factory=list)
-    gated: bool = False  # needs a local copy obtained under a licence agreement
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -633,10 +614,6 @@ def few_shot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- prepared cache
-def default_cache_dir() -> Path:
-    return primus_home() / "data"
-
-
 ARRAYS = ("imu", "labels", "subjects")
 
 
@@ -859,21 +836,6 @@ def _write_cache(
     }
 
 
-def read_meta(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / "meta.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{folder}: not a prepared dataset (no meta.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"{path}: corrupt metadata ({exc}); delete {folder} and prepare again"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or "files" not in meta:
-        raise DataError(f"{path}: unknown cache format; delete {folder} and prepare again")
-    return meta
-
-
 def verify_cache(
     folder: Path, meta: dict[str, Any] | None = None, *, checksums: bool = True
 ) -> None:
@@ -934,34 +896,6 @@ def load_windows(
     """The windows of a dataset from its prepared cache (prepared first when missing)."""
     folder = prepare(ref, contract, cache_dir, progress=progress)
     return open_cache(folder, verify=verify)
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
-
-
-def list_prepared(cache_dir: Path | str | None = None) -> list[dict[str, Any]]:
-    """Every prepared cache under ``cache_dir``: folder, dataset, windows, params, bytes."""
-    root = Path(cache_dir or default_cache_dir())
-    rows = []
-    if not root.is_dir():
-        return rows
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            meta = read_meta(folder)
-        except DataError:
-            continue
-        rows.append(
-            {
-                "folder": str(folder),
-                "dataset": meta["dataset"],
-                "windows": meta["windows"],
-                "params": meta["params"],
-                "contract": meta["contract"],
-                "bytes": folder_bytes(folder),
-            }
-        )
-    return rows
 
 
 def iter_batches(ws: WindowSet, batch_size: int) -> Iterable[np.ndarray]:

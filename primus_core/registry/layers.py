@@ -11,6 +11,7 @@ its file and dotted path and skipped; it is an error only when that entry is use
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,15 +59,27 @@ class Layers:
             self.broken[(section, name)] = problem
 
 
+# libyaml's parser when PyYAML was built with it (about 10x faster), else the pure-Python one
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# (path, size, mtime) -> parsed document: a command resolves several recipes, each reading the
+# same layers; callers get a copy, so that changing an entry never changes the cache
+_PARSED: dict[tuple[str, int, int], Any] = {}
+
+
 def read_yaml(path: Path) -> Any:
     try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in _PARSED:
+            return copy.deepcopy(_PARSED[key])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such file") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        _PARSED[key] = yaml.load(text, Loader=SAFE_LOADER)
+        return copy.deepcopy(_PARSED[key])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

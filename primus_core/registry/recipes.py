@@ -15,7 +15,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..components import KINDS, format_validation_error, get_component, has_component
+from ..components import (
+    KINDS,
+    dataset_info,
+    format_validation_error,
+    get_component,
+    has_component,
+)
 from ..config import PRIMUS_CHANNELS, ComponentRef, Recipe
 from ..errors import ComponentError, RecipeError
 from .layers import Layers, load_layers, read_yaml
@@ -290,8 +296,9 @@ def check_contract(recipe: Recipe) -> list[str]:
         for path, kind, ref in component_refs(recipe):
             if kind != "dataset":
                 continue
-            info = getattr(get_component("dataset", ref.type).factory, "info", None)
-            known = set(getattr(info, "channels", [])) | set(PRIMUS_CHANNELS)
+            known = set(
+                getattr(dataset_info(get_component("dataset", ref.type)), "channels", [])
+            ) | set(PRIMUS_CHANNELS)
             unknown = [c for c in channels if c not in known]
             if unknown:
                 problems.append(

@@ -76,7 +76,7 @@ class ZooSource(BaseModel):
     """Where a model comes from: ``hub`` + ``revision`` (optionally with a ``shipped`` fallback),
     ``url`` + ``size`` + ``md5`` (a reference checkpoint, converted on pull), or ``shipped``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     hub: str | None = Field(None, description="Hub repo id ORG/NAME")
     revision: str | None = Field(None, description="pinned 40-hex commit sha")
@@ -119,7 +119,7 @@ class ZooSource(BaseModel):
 class ZooEntry(BaseModel):
     """One named model of registry.yaml's ``zoo:`` mapping."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     description: str
     source: ZooSource
