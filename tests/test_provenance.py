@@ -4,7 +4,13 @@ one without that plugin says what to install."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
 import types
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +67,86 @@ def test_built_in_components_record_their_distribution(tmp_path):
     out = save_model_dir(encoder, tmp_path / "m", encoder_type="stacked-rnn", encoder_params=SMALL)
     origin = json.loads((out / "config.json").read_text())["encoder"]["provenance"]
     assert origin["plugin"] == "stackrnn" and origin["distribution"] == "primus-zoo"
+
+
+PLUGIN = """
+import primus_core
+
+@primus_core.hookimpl
+def register_encoders(register):
+    from primus_stackrnn import StackedRNNConfig
+
+    register("pip-rnn", "primus_stackrnn.encoder:StackedRNNEncoder", config=StackedRNNConfig)
+"""
+SAVE = f"""
+import sys, primus_core
+from primus_core.zoo.modeldir import save_model_dir
+small = {SMALL!r}
+encoder = primus_core.create("encoder", "pip-rnn", **small)
+save_model_dir(encoder, sys.argv[1], encoder_type="pip-rnn", encoder_params=small)
+"""
+LOAD = (
+    "import sys; from primus_core.zoo.modeldir import load_model_dir; load_model_dir(sys.argv[1])"
+)
+
+
+def test_provenance_with_a_plugin_pip_installed_then_pip_uninstalled(tmp_path):
+    """The whole round trip with pip itself: a plugin distribution installed into a virtual
+    environment layered on this one, a model saved with its encoder, the distribution
+    uninstalled, and the model loaded again."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # this environment's packages (primus and its editable finder included) under the new one
+    (Path(purelib) / "parent_env.pth").write_text(
+        f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n"
+    )
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "primus_pip_rnn.py").write_text(PLUGIN)
+    (package / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "primus-pip-rnn"
+        version = "2.0.1"
+        [project.entry-points.primus]
+        piprnn = "primus_pip_rnn"
+        [tool.setuptools]
+        py-modules = ["primus_pip_rnn"]
+        """)
+    )
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "-q"]
+    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", package], check=True)
+
+    def run(script: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PRIMUS_STRICT_PLUGINS": "1"}
+        return subprocess.run(
+            [python, "-c", script, tmp_path / "m"], capture_output=True, text=True, env=env
+        )
+
+    saved = run(SAVE)
+    assert saved.returncode == 0, saved.stderr
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["encoder"]["provenance"] == {
+        "kind": "encoder",
+        "name": "pip-rnn",
+        "plugin": "piprnn",
+        "distribution": "primus-pip-rnn",
+        "version": "2.0.1",
+    }
+    assert run(LOAD).returncode == 0
+
+    subprocess.run([*pip, "uninstall", "-y", "primus-pip-rnn"], check=True)
+    assert not (Path(purelib) / "primus_pip_rnn.py").exists()
+    loaded = run(LOAD)
+    assert loaded.returncode != 0
+    assert "pip install 'primus-pip-rnn==2.0.1'" in loaded.stderr
