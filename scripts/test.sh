@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest -q "$@"
+# one pytest worker per core (pytest-xdist); PRIMUS_TEST_WORKERS=0 runs in this process
+.venv/bin/python -m pytest -q -n "${PRIMUS_TEST_WORKERS:-auto}" "$@"
