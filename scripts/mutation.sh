@@ -67,10 +67,14 @@ for m in "${modules[@]}"; do
     "$PY" scripts/mutation_scope.py "${FILES[$m]}" "${SCOPE[$m]}" --keep
     extra=(--use-coverage)
   fi
-  echo "== $m: ${FILES[$m]} against: ${args[*]}"
-  "$PY" -m mutmut run --paths-to-mutate "${FILES[$m]}" --runner "$runner" \
-    --tests-dir tests --test-time-base 20 --test-time-multiplier 3 --no-progress \
-    "${extra[@]}" || true  # mutmut exits non-zero when mutants survive
+  # one mutmut run per file: mutmut 2 crashes ("Mutant.line is required") on some multi-file runs
+  IFS=, read -r -a files <<< "${FILES[$m]}"
+  for f in "${files[@]}"; do
+    echo "== $m: $f against: ${args[*]}"
+    "$PY" -m mutmut run --paths-to-mutate "$f" --runner "$runner" \
+      --tests-dir tests --test-time-base 20 --test-time-multiplier 3 --no-progress \
+      "${extra[@]}" || true  # mutmut exits non-zero when mutants survive
+  done
 done
 "$PY" -m mutmut results > summary.txt || true
 cat summary.txt

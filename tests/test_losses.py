@@ -291,6 +291,84 @@ def test_supervised_cross_entropy_ignores_unknown_labels():
         primus_core.create("loss", "supervised", num_classes=3)(StepBatch(imu=imu, labels=labels))
 
 
+def test_mm_skips_a_missing_first_modality_and_still_uses_the_next():
+    imu, text = outputs(4, 60), rand(4, 4, seed=61)
+    loss = primus_core.create("loss", "mm", modalities=["video", "text"], ssl_coeff=0.25)
+    total, terms = loss(StepBatch(imu=imu, teachers={"text": text}))
+    expected = np_reference_infonce(imu["mmcl"], text)
+    assert num(total) == pytest.approx(0.75 * expected, rel=1e-5)
+    assert set(terms) == {"text", "tau"}
+
+
+def test_losses_log_their_terms_and_temperature():
+    imu, aug = outputs(4, 70), outputs(4, 71)
+    _, ss_terms = primus_core.create("loss", "ss")(StepBatch(imu=imu, imu_aug=aug))
+    _, mm_terms = primus_core.create("loss", "mm")(
+        StepBatch(imu=imu, teachers={"text": rand(4, 4, seed=72)})
+    )
+    for terms in (ss_terms, mm_terms):
+        assert num(terms["tau"]) == pytest.approx(0.1, rel=1e-6)  # the reference's initial tau
+
+
+def test_supervised_accuracy_counts_only_known_labels_by_hand():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    loss = primus_core.create("loss", "supervised", num_classes=2, in_features=2)
+    with torch.no_grad():  # class c scores feature c: the prediction is the larger feature
+        loss.classifier.weight.copy_(torch.eye(2))
+        loss.classifier.bias.zero_()
+    imu = {"emb": features}
+    # predictions 0, 1, 0, 1; labels: right, wrong, unknown, right -> 2 of 3 known rows
+    _, terms = loss(StepBatch(imu=imu, labels=torch.tensor([0, 0, -1, 1])))
+    assert num(terms["accuracy"]) == pytest.approx(2 / 3)
+    lse = math.log(1 + math.e)
+    assert num(terms["ce"]) == pytest.approx((2 * (lse - 1) + lse) / 3, rel=1e-6)
+    # one known row, predicted right: accuracy 1 (not 1/2)
+    _, terms = loss(StepBatch(imu=imu, labels=torch.tensor([-1, 1, -1, -1])))
+    assert num(terms["accuracy"]) == 1.0
+    _, terms = loss(StepBatch(imu=imu, labels=torch.tensor([-1, 0, -1, -1])))
+    assert num(terms["accuracy"]) == 0.0
+
+
+def test_loss_errors_name_the_loss_the_head_and_the_sizes():
+    imu = outputs(3, 80)
+    without_ssl = {"emb": imu["emb"], "mmcl": imu["mmcl"]}
+    messages = {
+        "loss 'ss' needs the encoder head 'ssl' (outputs: emb, mmcl)": lambda: primus_core.create(
+            "loss", "ss"
+        )(StepBatch(imu=without_ssl, imu_aug=without_ssl)),
+        "loss 'ss' needs the augmented view (batch.imu_aug is None)": lambda: primus_core.create(
+            "loss", "ss"
+        )(StepBatch(imu=imu)),
+        "loss 'mm' needs the encoder head 'mmcl' (outputs: emb)": lambda: primus_core.create(
+            "loss", "mm"
+        )(StepBatch(imu={"emb": imu["emb"]})),
+        "loss 'mm': the mmcl head is 4-d but the text teacher gives 7-d embeddings; set the "
+        "encoder's mmcl_dim to the teacher's size": lambda: primus_core.create("loss", "mm")(
+            StepBatch(imu=imu, teachers={"text": rand(3, 7)})
+        ),
+        "loss 'supervised' needs the encoder head 'ssl' (outputs: none)": lambda: (
+            primus_core.create("loss", "supervised", head="ssl", num_classes=2, in_features=4)(
+                StepBatch(imu={}, labels=torch.zeros(3))
+            )
+        ),
+        "loss 'supervised' needs labels (batch.labels is None)": lambda: primus_core.create(
+            "loss", "supervised", num_classes=2, in_features=4
+        )(StepBatch(imu=imu)),
+        "loss 'supervised': in_features is 5 but the encoder's 'emb' is 4-d": lambda: (
+            primus_core.create("loss", "supervised", num_classes=2, in_features=5)(
+                StepBatch(imu=imu, labels=torch.zeros(3))
+            )
+        ),
+        "loss 'supervised': a label is >= num_classes (2)": lambda: primus_core.create(
+            "loss", "supervised", num_classes=2, in_features=4
+        )(StepBatch(imu=imu, labels=torch.tensor([0, 2, 1]))),
+    }
+    for message, call in messages.items():
+        with pytest.raises((ComponentError, DataError)) as caught:
+            call()
+        assert str(caught.value) == message
+
+
 # ---------------------------------------------------------------- nn: queues and lookup
 def nn_batch(rows: int, seed: int, video_mask=None, text_mask=None, dim: int = 4) -> StepBatch:
     teachers = {"text": rand(rows, dim, seed=seed + 100), "video": rand(rows, dim, seed=seed + 200)}
