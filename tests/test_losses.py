@@ -208,6 +208,38 @@ def test_infonce_rejects_bad_input():
         primus_core.create("loss", "infonce", temperature=0)
 
 
+def test_infonce_function_defaults_to_the_reference_and_one_set_row_is_its_own_mean():
+    from primus_objectives.infonce import info_nce
+
+    q, k = rand(4, 3, seed=90), rand(4, 3, seed=91)
+    assert num(info_nce(q, k, 0.1)) == pytest.approx(np_reference_infonce(q, k), rel=1e-5)
+    one = torch.tensor([False, False, True, False])
+    for masked_rows, oracle in (("negatives", np_reference_infonce), ("removed", np_infonce)):
+        value = info_nce(q, k, 0.1, one, masked_rows=masked_rows)
+        assert num(value) == pytest.approx(oracle(q, k, mask=one), rel=1e-5)
+    loss = InfoNCE()
+    assert loss.modalities == () and not loss.needs_augmented_view and not loss.needs_labels
+
+
+def test_infonce_errors_say_what_was_given():
+    from primus_objectives.infonce import info_nce
+
+    q = rand(4, 3)
+    cases = {
+        "infonce: query and key must both be (N, D) of the same shape, got (4, 3) and (3, 3)": (
+            lambda: info_nce(q, q[:3], 0.1)
+        ),
+        "infonce: masked_rows must be 'negatives' or 'removed', not 'dropped'": (
+            lambda: info_nce(q, q, 0.1, masked_rows="dropped")
+        ),
+        "infonce: mask has 3 rows, the batch 4": lambda: info_nce(q, q, 0.1, torch.ones(3)),
+    }
+    for message, call in cases.items():
+        with pytest.raises(ComponentError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
 # ---------------------------------------------------------------- ss, mm, supervised
 def outputs(rows: int, seed: int, dim: int = 4) -> dict[str, torch.Tensor]:
     return {name: rand(rows, dim, seed=seed + i) for i, name in enumerate(("emb", "ssl", "mmcl"))}
