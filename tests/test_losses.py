@@ -218,7 +218,8 @@ def test_infonce_function_defaults_to_the_reference_and_one_set_row_is_its_own_m
         value = info_nce(q, k, 0.1, one, masked_rows=masked_rows)
         assert num(value) == pytest.approx(oracle(q, k, mask=one), rel=1e-5)
     loss = InfoNCE()
-    assert loss.modalities == () and not loss.needs_augmented_view and not loss.needs_labels
+    assert loss.modalities == () and loss.needs_augmented_view is False
+    assert loss.needs_labels is False
 
 
 def test_infonce_errors_say_what_was_given():
@@ -233,6 +234,8 @@ def test_infonce_errors_say_what_was_given():
             lambda: info_nce(q, q, 0.1, masked_rows="dropped")
         ),
         "infonce: mask has 3 rows, the batch 4": lambda: info_nce(q, q, 0.1, torch.ones(3)),
+        "'infonce' is a building block called as loss(query, key, mask); in a recipe use the "
+        "objectives 'ss', 'mm' or 'nn'": lambda: InfoNCE()(q),
     }
     for message, call in cases.items():
         with pytest.raises(ComponentError) as caught:
