@@ -427,6 +427,46 @@ def test_nn_with_an_empty_queue_is_zero_then_fills_the_queue():
     assert loss.queue("imu").shape == (16, 4) and loss.queue("video").shape == (16, 4)
 
 
+def test_nn_looks_up_by_text_when_the_batch_has_no_video_and_no_masks():
+    loss = primus_core.create("loss", "nn", queue_size=8)  # looks up by video first, then text
+    text = rand(4, 4, seed=300)
+    loss.train()
+    loss(StepBatch(imu=outputs(4, 301), teachers={"text": text}))  # fills slots 0-3, no masks
+    order = torch.tensor([2, 0, 3, 1])
+    index, found = loss.lookup(StepBatch(imu=outputs(4, 302), teachers={"text": text[order]}))
+    assert found.all() and index.tolist() == order.tolist()  # each text finds itself
+
+
+def test_nn_queues_are_shaped_in_place_and_refuse_a_changed_width():
+    loss = primus_core.create("loss", "nn", queue_size=8)
+    held = loss.queue("imu")  # what a DDP wrapper holds from construction on
+    loss.train()
+    loss(nn_batch(2, 310))
+    assert loss.queue("imu") is held and held.shape == (8, 4)
+    wider = nn_batch(2, 311, dim=5)
+    for call, name in ((loss.enqueue, "queue_imu"), (loss.lookup, "queue_video")):
+        with pytest.raises(ComponentError) as caught:
+            call(wider)
+        assert str(caught.value) == (
+            f"loss 'nn': {name} is (8, 4) but this batch needs (8, 5) (embedding sizes changed)"
+        )
+    # an empty buffer on another device is replaced by one of the right shape there
+    other = primus_core.create("loss", "nn", queue_size=8)
+    other._allocate("queue_text", (8, 3), torch.device("meta"))
+    assert other.queue("text").shape == (8, 3) and other.queue("text").device.type == "meta"
+
+
+def test_nn_loads_a_checkpoint_that_lacks_some_queues():
+    text_only = primus_core.create("loss", "nn", queue_size=8, modalities=["text"])
+    text_only.train()
+    text_only(StepBatch(imu=outputs(3, 320), teachers={"text": rand(3, 4, seed=321)}))
+    both = primus_core.create("loss", "nn", queue_size=8)
+    missing, unexpected = both.load_state_dict(text_only.state_dict(), strict=False)
+    assert sorted(missing) == ["has_video", "queue_video"] and unexpected == []
+    assert torch.equal(both.queue("text"), text_only.queue("text"))
+    assert int(both.queue_count) == 3
+
+
 def test_nn_queue_is_fifo_and_wraps_around():
     loss = NearestNeighbourLoss(
         primus_core.components.validate_params("loss", "nn", {"queue_size": 5})

@@ -100,6 +100,14 @@ class NearestNeighbourLoss(nn.Module):
         else:
             self._buffers[name] = torch.zeros(shape, dtype=buf.dtype, device=device)
 
+    def _check_width(self, name: str, width: int) -> None:
+        buf = self._buffers[name]
+        if buf.shape[1] != width:
+            raise ComponentError(
+                f"loss 'nn': {name} is {tuple(buf.shape)} but this batch needs "
+                f"{(buf.shape[0], width)} (embedding sizes changed)"
+            )
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in self._resizable:
             incoming = state_dict.get(prefix + name)
@@ -132,6 +140,7 @@ class NearestNeighbourLoss(nn.Module):
                 row_has = torch.ones(rows, dtype=torch.bool, device=device)
             take = row_has.to(device=device, dtype=torch.bool) & ~found & usable.any()
             query = F.normalize(batch.teachers[modality].detach().to(device).float(), dim=1)
+            self._check_width(f"queue_{modality}", query.shape[1])
             sim = (query @ self.queue(modality).T).masked_fill(~usable, float("-inf"))
             index = torch.where(take, sim.argmax(dim=1), index)
             found = found | take
