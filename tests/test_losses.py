@@ -371,6 +371,9 @@ def test_loss_errors_name_the_loss_the_head_and_the_sizes():
         "loss 'ss' needs the encoder head 'ssl' (outputs: emb, mmcl)": lambda: primus_core.create(
             "loss", "ss"
         )(StepBatch(imu=without_ssl, imu_aug=without_ssl)),
+        "loss 'ss' needs the encoder head 'ssl' (outputs: emb, mmcl) [augmented view]": lambda: (
+            primus_core.create("loss", "ss")(StepBatch(imu=imu, imu_aug=without_ssl))
+        ),
         "loss 'ss' needs the augmented view (batch.imu_aug is None)": lambda: primus_core.create(
             "loss", "ss"
         )(StepBatch(imu=imu)),
@@ -401,7 +404,7 @@ def test_loss_errors_name_the_loss_the_head_and_the_sizes():
     for message, call in messages.items():
         with pytest.raises((ComponentError, DataError)) as caught:
             call()
-        assert str(caught.value) == message
+        assert str(caught.value) == message.removesuffix(" [augmented view]")
 
 
 # ---------------------------------------------------------------- nn: queues and lookup
