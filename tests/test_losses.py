@@ -470,6 +470,55 @@ def test_nn_loads_a_checkpoint_that_lacks_some_queues():
     assert int(both.queue_count) == 3
 
 
+def test_nn_overwritten_slots_lose_a_modality_the_new_batch_lacks():
+    loss = primus_core.create("loss", "nn", queue_size=4)
+    loss.train()
+    loss(nn_batch(4, 330))  # every slot has text and video
+    loss(StepBatch(imu=outputs(2, 331), teachers={"text": rand(2, 4, seed=332)}))  # slots 0, 1
+    assert loss.has("video").tolist() == [False, False, True, True]
+    assert loss.has("text").tolist() == [True, True, True, True]
+
+
+def test_nn_uses_a_later_modality_when_an_earlier_queue_was_never_filled():
+    loss = primus_core.create("loss", "nn", queue_size=8)  # modalities text, video
+    loss.train()
+    video_only = StepBatch(imu=outputs(3, 340), teachers={"video": rand(3, 4, seed=341)})
+    loss(video_only)  # the text queue stays unallocated
+    _, terms = loss(video_only)
+    assert "video" in terms and "text" not in terms and num(terms["found"]) == 1.0
+
+
+def test_nn_errors_name_the_loss():
+    loss = primus_core.create("loss", "nn", queue_size=8)
+    loss.train()
+    loss(nn_batch(3, 350))
+    imu = outputs(3, 351)
+    wide = {**imu, "mmcl": rand(3, 5, seed=352)}
+    cases = [
+        (
+            "loss 'nn' needs the encoder head 'mmcl' (outputs: emb, ssl)",
+            lambda: loss(StepBatch(imu={"emb": imu["emb"], "ssl": imu["ssl"]})),
+        ),
+        (
+            "loss 'nn' needs the encoder head 'ssl' (outputs: emb, mmcl)",
+            lambda: loss(StepBatch(imu={"emb": imu["emb"], "mmcl": imu["mmcl"]})),
+        ),
+        (
+            "loss 'nn' needs the encoder head 'ssl' (outputs: emb)",
+            lambda: loss.enqueue(StepBatch(imu={"emb": imu["emb"]})),
+        ),
+        (
+            "loss 'nn': the mmcl head is 5-d but the text teacher gives 4-d embeddings; set the "
+            "encoder's mmcl_dim to the teacher's size",
+            lambda: loss(StepBatch(imu=wide, teachers=nn_batch(3, 353).teachers)),
+        ),
+    ]
+    for message, call in cases:
+        with pytest.raises(ComponentError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
 def test_nn_queue_is_fifo_and_wraps_around():
     loss = NearestNeighbourLoss(
         primus_core.components.validate_params("loss", "nn", {"queue_size": 5})
