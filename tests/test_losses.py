@@ -519,6 +519,19 @@ def test_nn_errors_name_the_loss():
         assert str(caught.value) == message
 
 
+def test_nn_looks_up_by_text_before_a_modality_of_its_own():
+    loss = primus_core.create("loss", "nn", queue_size=2, modalities=["audio", "text"])
+    text, audio = rand(2, 4, seed=360), rand(2, 4, seed=361)
+    loss.train()
+    loss(StepBatch(imu=outputs(2, 362), teachers={"text": text, "audio": audio}))
+    # text points at slot 0, audio at slot 1: video, text, then the others in config order
+    query = StepBatch(imu=outputs(1, 363), teachers={"text": text[:1], "audio": audio[1:]})
+    index, found = loss.lookup(query)
+    assert found.tolist() == [True] and index.tolist() == [0]
+    index, _ = loss.lookup(StepBatch(imu=outputs(1, 364), teachers={"audio": audio[1:]}))
+    assert index.tolist() == [1]
+
+
 def test_nn_queue_is_fifo_and_wraps_around():
     loss = NearestNeighbourLoss(
         primus_core.components.validate_params("loss", "nn", {"queue_size": 5})
