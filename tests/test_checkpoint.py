@@ -134,3 +134,35 @@ def test_metrics_are_cut_back_to_the_checkpoint(tmp_path):
     before = path.stat().st_mtime_ns
     assert trim_metrics(path, 4, 4) == 4 and path.stat().st_mtime_ns == before  # not rewritten
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+class Payload:
+    """Not a tensor, not a container: weights-only unpickling must refuse it."""
+
+
+def test_a_checkpoint_holding_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": "primus-train-checkpoint/1", "compat": "abc", "x": Payload()}, path)
+    with pytest.raises(CheckpointError, match="corrupt or unreadable checkpoint"):
+        load_checkpoint(path, "abc")
+
+
+def test_the_temporary_is_named_for_dead_writer_cleanup(tmp_path, monkeypatch):
+    """A killed writer's temporary must match what prepare_run_dir removes and reuse cleans."""
+    names = []
+    real_save = torch.save
+
+    def spy(obj, handle):
+        names.append(os.path.basename(handle.name))
+        real_save(obj, handle)
+
+    monkeypatch.setattr(torch, "save", spy)
+    save_checkpoint({"compat": "abc"}, tmp_path / "checkpoint.pt")
+    assert names == [f".checkpoint.pt.tmp-{os.getpid()}"]
+
+
+def test_a_live_writers_temporary_in_a_folder_without_checkpoint_is_a_run_file(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / f".checkpoint.pt.tmp-{os.getpid()}").write_bytes(b"partial")
+    assert prepare_run_dir(out, resume=False) == [f".checkpoint.pt.tmp-{os.getpid()}"]
