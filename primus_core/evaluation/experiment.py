@@ -496,6 +496,7 @@ def run_diversity_vs_size(s: DiversitySettings, out: Path, progress: bool = True
         "results": results,
         "pretraining": {c.key: read_marker(out / "runs" / c.key) for c in corpora},
         "loss_curves": {c.key: loss_curve(out / "runs" / c.key) for c in corpora},
+        "model_steps": {c.key: model_step(out / "runs" / c.key) for c in corpora},
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
         "pretraining_seconds": round(
@@ -794,6 +795,9 @@ def diversity_markdown(report: dict[str, Any]) -> str:
             f"over corpora; range {100 * min(changes):+.1f} to {100 * max(changes):+.1f} %) "
             "against the fifth before.",
         ]
+    chosen = model_steps_line(report)
+    if chosen:
+        lines += ["", chosen]
     lines += ["", "**Verdict.** " + report["verdict"]["text"], ""]
     lines += analysis_markdown(report)
     if report["notes"]:
@@ -935,6 +939,38 @@ def loss_curve(run: Path) -> list[tuple[int, float]]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss") is not None]
+
+
+def model_step(run: Path) -> int | None:
+    """The step at which the evaluated model was written: the trainer keeps the checkpoint with
+    the lowest validation loss (the lowest training loss at an epoch end without validation)."""
+    path = run / "model" / "config.json"
+    if not path.is_file():
+        return None
+    step = (json.loads(path.read_text()).get("validation") or {}).get("step")
+    return int(step) if step is not None else None
+
+
+def model_steps_line(report: dict[str, Any]) -> str | None:
+    """Markdown: at which steps the evaluated models were written, per corpus size."""
+    steps = report.get("model_steps") or {}
+    sizes: dict[int, list[int]] = {}
+    for corpus in report["corpora"]:
+        step = steps.get(corpus["key"])
+        if step is not None:
+            sizes.setdefault(corpus["size"], []).append(step)
+    if not sizes:
+        return None
+    parts = [
+        f"{size} windows: median step {int(np.median(v))} (range {min(v)}-{max(v)})"
+        for size, v in sorted(sizes.items())
+    ]
+    return (
+        "The model evaluated for each corpus is its best checkpoint (lowest validation loss on "
+        "held-out subjects, or lowest training loss at an epoch end when fewer validation windows "
+        f"than one batch are held out), written at: {'; '.join(parts)}, of "
+        f"{report['settings']['steps']} steps."
+    )
 
 
 def flatness(curve: list[tuple[int, float]]) -> float | None:
