@@ -69,7 +69,8 @@ def test_a_folder_left_before_the_first_checkpoint_is_emptied_of_the_run_files_o
         "tensorboard",
     ]
     assert list(out.iterdir()) == []
-    assert prepare_run_dir(tmp_path / "new", resume=False) == [] and (tmp_path / "new").is_dir()
+    nested = tmp_path / "new" / "run"
+    assert prepare_run_dir(nested, resume=False) == [] and nested.is_dir()
 
 
 def test_a_folder_with_anything_else_is_never_touched(tmp_path):
