@@ -171,3 +171,65 @@ def test_sliding_windows_default_min_fill_is_half_a_window():
     x = np.ones((15, 1))
     assert len(sliding_windows(x, 10, 10)[1]) == 2  # a 5-sample tail is half a window: padded
     assert len(sliding_windows(np.ones((14, 1)), 10, 10)[1]) == 1
+
+
+def test_a_missing_channel_in_the_middle_is_filled_and_the_rest_still_converted():
+    from primus_core.data.windows import to_contract_channels
+    from primus_core.errors import DataError
+
+    channels = ["acc_x", "acc_y", "acc_z", "gyro_y", "gyro_z"]  # no gyro_x
+    data = np.arange(10.0).reshape(2, 5)
+    out = to_contract_channels(
+        data, channels, ["g"] * 3 + ["rad/s"] * 2, IMUContract(), fill_missing=True
+    )
+    np.testing.assert_allclose(out[:, :3], data[:, :3] * G)
+    np.testing.assert_allclose(out[:, 3], 0.0)
+    np.testing.assert_allclose(out[:, 4:], data[:, 3:])
+    with pytest.raises(DataError) as caught:
+        to_contract_channels(
+            data, channels, ["g"] * 3 + ["rad/s"] * 2, IMUContract(), source="r.csv"
+        )
+    assert str(caught.value) == (
+        "r.csv: has no channel 'gyro_x' (has: acc_x, acc_y, acc_z, gyro_y, gyro_z)"
+    )
+
+
+def test_short_signals_and_tiny_tails_by_hand():
+    from primus_core.data.windows import label_runs, sliding_windows
+
+    def starts(n, window, stride, min_fill=0.5):
+        return sliding_windows(np.ones((n, 1)), window, stride, min_fill)[1].tolist()
+
+    assert starts(49, 100, 50) == []  # under half a window: nothing
+    assert starts(50, 100, 50) == [0]  # exactly half: one padded window, at 0
+    assert starts(10, 100, 50, min_fill=0.1) == [0]
+    assert starts(101, 100, 100, min_fill=0.01) == [0, 100]  # a 1-sample tail is enough here
+    assert starts(102, 100, 1) == [0, 1, 2]
+    assert label_runs(np.array([3])) == [(0, 1, 3)]
+    assert label_runs(np.array([-1])) == []
+    assert label_runs(np.array([], np.int64)) == []
+
+
+def test_recording_length_rules_at_the_native_rate():
+    from primus_core.errors import DataError
+
+    contract = IMUContract()  # 250 samples at 50 Hz: half a window is 250 samples at 100 Hz
+
+    def rec(n, rate=100.0):
+        return Recording(
+            np.ones((n, 6)), rate, list(contract.channels), list(contract.units), 1, "r"
+        )
+
+    with pytest.raises(DataError) as caught:
+        recording_windows(rec(249), contract)
+    assert str(caught.value) == (
+        "r: recording has 249 samples (2.49 s at 100 Hz), shorter than the 0.5 of a 5 s window "
+        "needed"
+    )
+    imu, _ = recording_windows(rec(250), contract)  # exactly half a window: one padded window
+    assert imu.shape == (1, 6, 250)
+    one = recording_windows(rec(1, 50.0), IMUContract(window_samples=50), min_fill=0.01)[0]
+    assert one.shape == (1, 6, 50)
+    # stride_s of one sample: a window at every sample
+    imu, _ = recording_windows(rec(252, 50.0), contract, stride_s=0.02, min_fill=1.0)
+    assert imu.shape[0] == 3
