@@ -11,6 +11,7 @@ would test every mutant again; this tests only the ones the new tests are meant 
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import sqlite3
@@ -30,6 +31,11 @@ def survivors(mutdir: Path, filename: str) -> list[tuple[int, str, int, int]]:
         "where s.filename = ? and m.status = 'bad_survived' order by m.id",
         (filename,),
     ).fetchall()
+
+
+def line_at(source: str, number: int) -> str | None:
+    lines = source.splitlines()
+    return lines[number] if 0 <= number < len(lines) else None
 
 
 def mutated_source(source: str, filename: str, line: str, number: int, index: int) -> str | None:
@@ -53,6 +59,7 @@ def mutated_source(source: str, filename: str, line: str, number: int, index: in
 def main() -> None:
     mutdir, filename, tests = Path(sys.argv[1]), sys.argv[2], sys.argv[3:] or ["tests"]
     original = (REPO / filename).read_text()
+    unparsed = ast.unparse(ast.parse(original)) + "\n"
     with tempfile.TemporaryDirectory(prefix="primus-recheck-") as tmp:
         copy = Path(tmp) / "tree"
         shutil.copytree(
@@ -66,7 +73,13 @@ def main() -> None:
             sys.exit("the tests fail without any mutation: fix them first")
         killed = survived = missing = 0
         for mutant_id, line, number, index in survivors(mutdir, filename):
-            source = mutated_source(original, filename, line, number, index)
+            # modules scoped by mutation_scope.py were mutated in their ast.unparse form: use the
+            # form whose line at the recorded number is the mutant's line, else the nearest match
+            exact = [s for s in (original, unparsed) if line_at(s, number) == line]
+            forms = exact or [original, unparsed]
+            source = next(
+                (m for f in forms if (m := mutated_source(f, filename, line, number, index))), None
+            )
             if source is None:
                 print(f"#{mutant_id}: line no longer in {filename}: {line.strip()}")
                 missing += 1

@@ -144,3 +144,26 @@ def test_metrics_of_a_single_window():
         "macro_f1": 1.0,
         "mean_class_accuracy": 1.0,
     }
+
+
+def test_warmup_of_a_short_schedule_is_one_step_at_full_rate():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = warmup_cosine(opt, steps=10, warmup_fraction=0.1)  # 1 warm-up step
+    lrs = []
+    for _ in range(3):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.5 * (1 + np.cos(np.pi / 9))])
+
+
+def test_a_head_from_random_depends_on_its_seed_only():
+    features, labels = separable()
+    s = EvalSettings(dataset="toy", lr=1e-2, min_steps=20, batch_size=4)
+    heads = []
+    for global_seed, seed in ((0, 7), (1, 7), (0, 8)):
+        torch.manual_seed(global_seed)  # the global generator must not matter
+        head = fit_head(features, labels, 3, None, s, seed=seed, device=torch.device("cpu"))
+        heads.append(head.linear.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
