@@ -167,3 +167,35 @@ def test_a_head_from_random_depends_on_its_seed_only():
         head = fit_head(features, labels, 3, None, s, seed=seed, device=torch.device("cpu"))
         heads.append(head.linear.weight.detach().clone())
     assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+
+
+def test_each_pass_over_the_data_covers_every_index_once():
+    gen = torch.Generator().manual_seed(3)
+    batches = list(batch_indices(8, 4, 6, gen))
+    for first in (0, 2, 4):  # three passes of two batches
+        assert sorted(torch.cat(batches[first : first + 2]).tolist()) == list(range(8))
+
+
+def test_knn_is_cosine_nearest_neighbours_as_numpy_computes_them():
+    rng = np.random.default_rng(5)
+    scale = np.exp(rng.normal(size=(1, 5)) * 1.5)  # columns of very different scales
+    train = rng.normal(size=(30, 5)) * scale * np.exp(rng.normal(size=(30, 1)))
+    test = rng.normal(size=(20, 5)) * scale * np.exp(rng.normal(size=(20, 1)))
+    labels = rng.integers(0, 4, size=30)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    nearest = labels[(unit(test) @ unit(train).T).argmax(1)]
+    as_f32 = {"dtype": torch.float32}
+    got = knn_predict(torch.tensor(train, **as_f32), labels, torch.tensor(test, **as_f32), 1, 4)
+    assert got.tolist() == nearest.tolist()
+
+
+def test_a_single_step_probe_still_steps():
+    features, labels = separable()
+    start = torch.eye(8)[[1, 2, 0]]
+    s = EvalSettings(dataset="toy", lr=1e-1, epochs=1, min_steps=0, batch_size=256)
+    assert training_steps(len(features), s) == 1
+    head = fit_head(features, labels, 3, start.clone(), s, seed=0, device=torch.device("cpu"))
+    assert not torch.equal(head.linear.weight.detach(), start)
