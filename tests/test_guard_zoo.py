@@ -130,3 +130,32 @@ def test_a_corrupt_shipped_source_is_never_installed(tmp_path, monkeypatch):
         zoo.pull(SHIPPED)
     assert not (tmp_path / "home" / "zoo" / "models" / SHIPPED).exists()
     assert list((tmp_path / "home" / "zoo" / "models").iterdir()) == []  # no staging left
+
+
+def test_staging_and_aside_folders_are_named_for_the_dead_writer_cleanup(tmp_path, monkeypatch):
+    """A pull killed mid-install leaves `.NAME.tmp-PID-*` folders that the next pull removes
+    (clean_stale_staging); the folders an install creates must carry that name."""
+    import os
+
+    target = tmp_path / "home" / "zoo" / "model"  # neither folder exists yet
+    staging = zoo._staging_dir(target)
+    assert staging.parent == target.parent
+    assert staging.name.startswith(f".model.tmp-{os.getpid()}-")
+    (staging / "weights").write_text("new")
+    old = zoo._staging_dir(target)
+    (old / "weights").write_text("old")
+    zoo._install(old, target)  # an earlier install in place
+    moves = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        moves.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    zoo._install(staging, target)
+    aside = moves[0][1]
+    assert moves[0][0] == target and aside.name == "old"
+    assert aside.parent.name.startswith(f".model.tmp-{os.getpid()}-")
+    assert (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # nothing left aside
