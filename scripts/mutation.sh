@@ -28,7 +28,7 @@ declare -A TESTS=(
   [objectives]="tests/test_losses.py"
   [evaluate]="tests/test_guard_eval.py"
   [data]="tests/test_guard_data.py $P::test_resampled_length_is_the_ceiling_of_n_times_the_ratio $P::test_constants_and_trends_survive_resampling_up_to_the_edges $P::test_no_energy_above_the_new_nyquist $P::test_tones_below_both_nyquists_keep_their_amplitude $P::test_sliding_windows_count_placement_and_padding $P::test_gather_windows_is_slicing_with_zero_padding"
-  [zoo]="tests/test_guard_zoo.py"
+  [zoo]="tests/test_guard_zoo.py tests/test_zoo.py"
   [safe_pickle]="tests/test_guard_pickle.py"
   [checkpoint]="tests/test_checkpoint.py tests/test_guard_train.py::test_resume_restores_weights_optimiser_and_step_counter tests/test_train.py::test_exact_resume tests/test_train.py::test_resume_from_an_earlier_checkpoint_does_not_repeat_steps"
 )
