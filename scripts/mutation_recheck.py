@@ -52,14 +52,31 @@ def mutated_source(source: str, filename: str, line: str, number: int, index: in
         mutation_id=RelativeMutationID(line, index, nearest),
         dict_synonyms=[],
     )
-    mutated, count = mutate(ctx)
+    try:
+        mutated, count = mutate(ctx)
+    except Exception:  # noqa: BLE001 - parso cannot read this form of the module
+        return None
     return mutated if count else None
+
+
+def apply_mutant(
+    original: str, filename: str, line: str, number: int, index: int
+) -> tuple[str, str] | None:
+    """(the form mutated, the mutant) of a recorded mutation, or None when its line is gone.
+    Modules scoped by mutation_scope.py were mutated in their ast.unparse form: use the form
+    whose line at the recorded number is the mutant's line, else the nearest match."""
+    forms = [original, ast.unparse(ast.parse(original)) + "\n"]
+    exact = [f for f in forms if line_at(f, number) == line]
+    for form in exact or forms:
+        mutated = mutated_source(form, filename, line, number, index)
+        if mutated is not None:
+            return form, mutated
+    return None
 
 
 def main() -> None:
     mutdir, filename, tests = Path(sys.argv[1]), sys.argv[2], sys.argv[3:] or ["tests"]
     original = (REPO / filename).read_text()
-    unparsed = ast.unparse(ast.parse(original)) + "\n"
     with tempfile.TemporaryDirectory(prefix="primus-recheck-") as tmp:
         copy = Path(tmp) / "tree"
         shutil.copytree(
@@ -73,13 +90,8 @@ def main() -> None:
             sys.exit("the tests fail without any mutation: fix them first")
         killed = survived = missing = 0
         for mutant_id, line, number, index in survivors(mutdir, filename):
-            # modules scoped by mutation_scope.py were mutated in their ast.unparse form: use the
-            # form whose line at the recorded number is the mutant's line, else the nearest match
-            exact = [s for s in (original, unparsed) if line_at(s, number) == line]
-            forms = exact or [original, unparsed]
-            source = next(
-                (m for f in forms if (m := mutated_source(f, filename, line, number, index))), None
-            )
+            applied = apply_mutant(original, filename, line, number, index)
+            source = applied[1] if applied else None
             if source is None:
                 print(f"#{mutant_id}: line no longer in {filename}: {line.strip()}")
                 missing += 1

@@ -9,7 +9,6 @@ mutated copy and, during a run, corrupts the cache ("Attribute Mutant.line is re
 
 from __future__ import annotations
 
-import ast
 import difflib
 import sqlite3
 import sys
@@ -54,7 +53,7 @@ def main(mutdir: Path, show: bool) -> None:
 
 
 def diff_of(db: sqlite3.Connection, mutant_id: int, filename: str) -> str:
-    from mutmut import Context, RelativeMutationID, mutate
+    from mutation_recheck import apply_mutant  # this folder is on sys.path when run as a script
 
     line, number, index = db.execute(
         "select l.line, l.line_number, m.`index` from Mutant m join Line l on m.line = l.id "
@@ -62,25 +61,16 @@ def diff_of(db: sqlite3.Connection, mutant_id: int, filename: str) -> str:
         (mutant_id,),
     ).fetchone()
     original = (Path(__file__).resolve().parent.parent / filename).read_text()
-    for source in (original, ast.unparse(ast.parse(original)) + "\n"):
-        ctx = Context(
-            source=source,
-            filename=filename,
-            mutation_id=RelativeMutationID(line, index, number),
-            dict_synonyms=[],
-        )
-        try:
-            mutated, count = mutate(ctx)
-        except Exception:  # noqa: BLE001 - parso cannot read the original: try the unparsed copy
-            continue
-        if count:
-            changed = [
-                x[1:].strip()
-                for x in difflib.unified_diff(source.splitlines(), mutated.splitlines(), n=0)
-                if x[:1] in "+-" and x[:3] not in ("+++", "---")
-            ]
-            return " / ".join(changed)[:220]
-    return "(source changed since the run)"
+    applied = apply_mutant(original, filename, line, number, index)
+    if applied is None:
+        return "(source changed since the run)"
+    source, mutated = applied
+    changed = [
+        x[1:].strip()
+        for x in difflib.unified_diff(source.splitlines(), mutated.splitlines(), n=0)
+        if x[:1] in "+-" and x[:3] not in ("+++", "---")
+    ]
+    return " / ".join(changed)[:220]
 
 
 if __name__ == "__main__":

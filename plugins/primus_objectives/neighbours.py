@@ -91,21 +91,19 @@ class NearestNeighbourLoss(nn.Module):
         if tuple(buf.shape) == shape:
             return
         if buf.numel() != 0:
-            raise ComponentError(
-                f"loss 'nn': {name} is {tuple(buf.shape)} but this batch needs "
-                f"{shape} (embedding sizes changed)"
-            )
+            self._check_shape(name, shape)
         if buf.device == device:
             buf.resize_(shape).zero_()
         else:
             self._buffers[name] = torch.zeros(shape, dtype=buf.dtype, device=device)
 
-    def _check_width(self, name: str, width: int) -> None:
-        buf = self._buffers[name]
-        if buf.shape[1] != width:
+    def _check_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        """A filled buffer keeps its shape: a batch that needs another is one clear error."""
+        have = tuple(self._buffers[name].shape)
+        if have != shape:
             raise ComponentError(
-                f"loss 'nn': {name} is {tuple(buf.shape)} but this batch needs "
-                f"{(buf.shape[0], width)} (embedding sizes changed)"
+                f"loss 'nn': {name} is {have} but this batch needs {shape} "
+                "(embedding sizes changed)"
             )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -140,8 +138,9 @@ class NearestNeighbourLoss(nn.Module):
                 row_has = torch.ones(rows, dtype=torch.bool, device=device)
             take = row_has.to(device=device, dtype=torch.bool) & ~found & usable.any()
             query = F.normalize(batch.teachers[modality].detach().to(device).float(), dim=1)
-            self._check_width(f"queue_{modality}", query.shape[1])
-            sim = (query @ self.queue(modality).T).masked_fill(~usable, float("-inf"))
+            queue = self.queue(modality)
+            self._check_shape(f"queue_{modality}", (queue.shape[0], query.shape[1]))
+            sim = (query @ queue.T).masked_fill(~usable, float("-inf"))
             index = torch.where(take, sim.argmax(dim=1), index)
             found = found | take
         return index, found
