@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (mutmut 2) of the core modules (training checkpoints, data windowing, zoo
+# Mutation testing (mutmut 2) of the core modules (training loop and checkpoints, data windowing, zoo
 # verification, evaluation probes, objectives, augmentations, the restricted unpickler), each against its fast test subset.
 #   bash scripts/mutation.sh [MODULE...]     # default: every module below
 # mutmut 2 rewrites the mutated file in place, so it runs in a copy of the tree (MUTDIR, default
@@ -19,6 +19,8 @@ tar --exclude=./.venv --exclude=./.git --exclude=./runs --exclude='*.pyc' -cf - 
 cd "$MUTDIR"
 export PYTHONPATH="$MUTDIR:$MUTDIR/plugins"
 export PRIMUS_HYPOTHESIS_EXAMPLES=${PRIMUS_HYPOTHESIS_EXAMPLES:-10}  # per mutant: fewer examples
+export PRIMUS_TEST_HOME="$MUTDIR/home"  # one PRIMUS_HOME (teacher cache) for every mutant's tests
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SOCK=$(mktemp -u /tmp/primus-mutation.XXXXXX)
 
 # module -> its tests (pytest arguments; hypothesis properties picked by node id)
@@ -31,6 +33,7 @@ declare -A TESTS=(
   [zoo]="tests/test_guard_zoo.py tests/test_zoo.py"
   [safe_pickle]="tests/test_guard_pickle.py"
   [checkpoint]="tests/test_checkpoint.py tests/test_guard_train.py::test_resume_restores_weights_optimiser_and_step_counter tests/test_train.py::test_exact_resume tests/test_train.py::test_resume_from_an_earlier_checkpoint_does_not_repeat_steps"
+  [trainer]="tests/test_trainer.py"
 )
 declare -A FILES=(
   [augment]="plugins/primus_objectives/augment.py"
@@ -40,16 +43,18 @@ declare -A FILES=(
   [zoo]="primus_core/zoo/hub.py"
   [safe_pickle]="plugins/primus_datasets/safe_pickle.py"
   [checkpoint]="primus_core/training/checkpoint.py"
+  [trainer]="primus_core/training/trainer.py"
 )
 # large modules: only the functions the issue names (scripts/mutation_scope.py)
 declare -A SCOPE=(
   [evaluate]="metrics,training_steps,warmup_cosine,CosineHead,head_lr,fit_head,batch_indices,knn_predict,split_for_seed,shot_indices"
   [data]="resample,resampled_length,sliding_windows,gather_windows,centred_starts,label_runs,recording_windows,to_contract_channels,unit_factor,check_finite,check_columns"
+  [trainer]="Pretrainer,BatchSource,epoch_order,compat_hash,build_encoder,select_corpus,teacher_targets,share_temperatures,switches,build_run,amp_settings,check_step_mode,StopRequest,Trainer"
   [zoo]="check_file,cached_hub_snapshot,pull_hub,expected_local_files,installed,check_local_dir,_install,_staging_dir,pull_shipped,pull,cached_dir,verify,_complete"
 )
 
 modules=("$@")
-[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint)
+[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer)
 
 "$PY" scripts/mutation_runner.py serve "$SOCK" &
 server=$!

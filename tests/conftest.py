@@ -15,6 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def primus_home(tmp_path_factory) -> Path:
+    # PRIMUS_TEST_HOME keeps one home (and its teacher-embedding cache) across test sessions:
+    # scripts/mutation.sh runs a session per mutant
+    kept = os.environ.get("PRIMUS_TEST_HOME")
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
     return tmp_path_factory.mktemp("primus_home")
 
 

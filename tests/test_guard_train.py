@@ -116,3 +116,15 @@ def test_two_process_ddp_weights_match_one_process_after_several_steps(tmp_path)
     losses = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     values = [row["loss"] for row in losses if "loss" in row]
     assert len(values) == 3 and len(set(values)) == 3
+    # the first step (before any optimiser step): the same loss, negatives gathered from both
+    rows = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert next(r["loss"] for r in rows if "loss" in r) == pytest.approx(values[0], rel=1e-5)
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
+    # every switch that ran is recorded, in the run directory and in the model's config
+    switches = json.loads((tmp_path / "two" / "switches.json").read_text())
+    assert switches["train"]["batch_per_device"] == 8 and switches["train"]["global_batch"] == 16
+    assert switches["train"]["precision"] == "fp32"
+    assert switches["train"]["temperatures"] == "shared"
+    assert switches["losses"][0]["masked_rows"] == "negatives"
+    config = json.loads((tmp_path / "two" / "model" / "config.json").read_text())
+    assert config["switches"] == switches

@@ -157,56 +157,6 @@ def _compat():
     return compat_hash(resolve_recipe("primus-hapt", SMALL))
 
 
-def test_two_process_gloo_ddp_matches_one_process(tmp_path):
-    # one global batch of 32 contrasted across both processes equals one process's batch of 32
-    recipe = [
-        "encoder.hidden_size=64",
-        "train.batch_size=32",
-        "train.log_every=1",
-        "train.batch_size_per=global",
-        "train.gather_negatives=true",
-    ]
-    sets = [x for s in recipe for x in ("--set", s)]
-    run_primus(
-        "train",
-        "imu2clip-hapt",
-        *sets,
-        "--out",
-        tmp_path / "one",
-        "--max-steps",
-        "1",
-        "--no-progress",
-    )
-    run_primus(
-        "train",
-        "imu2clip-hapt",
-        *sets,
-        "--out",
-        tmp_path / "two",
-        "--max-steps",
-        "1",
-        "--no-progress",
-        "--nproc",
-        "2",
-        "--device",
-        "cpu",
-    )
-    one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
-    assert two[1] == pytest.approx(one[1], rel=1e-5)
-    env = json.loads((tmp_path / "two" / "env.json").read_text())
-    assert env["world_size"] == 2
-    assert (tmp_path / "two" / "model" / "model.safetensors").exists()
-    # every switch that ran is recorded, in the run directory and in the model's config
-    switches = json.loads((tmp_path / "two" / "switches.json").read_text())
-    assert switches["train"]["batch_per_device"] == 16 and switches["train"]["global_batch"] == 32
-    assert (
-        switches["train"]["precision"] == "fp32" and switches["train"]["temperatures"] == "shared"
-    )
-    assert switches["losses"][0]["masked_rows"] == "negatives"
-    config = json.loads((tmp_path / "two" / "model" / "config.json").read_text())
-    assert config["switches"] == switches
-
-
 # ---------------------------------------------------------------- issue 13 (items 5, 7, 8)
 def dead_pid() -> int:
     proc = subprocess.run(
