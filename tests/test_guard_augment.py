@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -111,3 +112,40 @@ def test_noise_is_exactly_the_documented_formula():
         got = cls(config())(x, torch.Generator().manual_seed(9))
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(9))
         torch.testing.assert_close(got, combine(x, noise))
+
+
+def test_time_warp_is_exactly_the_documented_formula():
+    """The docs' recipe written out in numpy: knots + 2 speeds from N(1, sigma) spread evenly over
+    [0, T-1], linear between them, clamped at 1e-2; positions = the running sum from 0, rescaled
+    to end at T-1; x linearly interpolated there (so the first and last samples stay put)."""
+    batch, channels, samples, sigma, knots = 4, 3, 37, 0.6, 3
+    x = torch.randn(batch, channels, samples, generator=torch.Generator().manual_seed(2))
+    cls, config = AUGMENTATIONS["time-warp"]
+    got = cls(config(sigma=sigma, knots=knots))(x, torch.Generator().manual_seed(5))
+    draws = torch.randn((batch, 1, knots + 2), generator=torch.Generator().manual_seed(5))
+    speeds = 1.0 + sigma * draws.numpy()[:, 0].astype(np.float64)
+    t = np.arange(samples)
+    want = np.empty((batch, channels, samples))
+    clamped = 0
+    for b in range(batch):
+        speed = np.interp(t, np.linspace(0, samples - 1, knots + 2), speeds[b])
+        clamped += int((speed < 1e-2).sum())
+        speed = np.maximum(speed, 1e-2)
+        position = np.cumsum(speed) - speed[0]
+        position = position / position[-1] * (samples - 1)
+        for c in range(channels):
+            want[b, c] = np.interp(position, t, x[b, c].numpy())
+    assert clamped > 0  # sigma 0.6 draws some negative speeds: the clamp is exercised
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-4)  # float32 sums
+    torch.testing.assert_close(got[..., [0, -1]], x[..., [0, -1]])
+
+
+def test_rotate_refuses_a_group_naming_a_channel_the_input_lacks():
+    cls, config = AUGMENTATIONS["rotate"]
+    rotate = cls(config(groups=[[0, 1, 2], [3, 4, 5]]))
+    with pytest.raises(DataError) as caught:
+        rotate(torch.zeros(2, 5, 10), torch.Generator().manual_seed(0))  # channel 5 of 0..4
+    assert str(caught.value) == (
+        "augmentation 'rotate': channel 5 named in groups, but the input has 5 channels"
+    )
+    assert rotate(torch.zeros(2, 6, 10), torch.Generator()).shape == (2, 6, 10)  # 0..5 is fine

@@ -17,6 +17,7 @@ import torch
 
 import primus_core
 from conftest import run_primus
+from primus_core.training.trainer import train as primus_train
 from primus_core.zoo.modeldir import save_model_dir
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun's default per rank; the same for 1 process
@@ -32,15 +33,35 @@ def teacher_tree(root: Path) -> dict[str, bytes]:
     return tree(folder)
 
 
+@pytest.fixture
+def one_thread():
+    """This process computes with one torch thread, as each torchrun rank does (the bytes of
+    a float computation may depend on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- cache build
+CACHE_BUILD = ["cache", "build", "primus-hapt", "--batch-size", "16", "--json"]
+
+
 def build(root: Path, *extra: str) -> dict:
-    args = ["cache", "build", "primus-hapt", "--root", root, "--batch-size", "16", "--json"]
-    (row,) = json.loads(run_primus(*args, *extra, env=ONE_THREAD).stdout)
+    """`primus cache build` with torchrun ranks (--nproc) in fresh interpreters."""
+    (row,) = json.loads(run_primus(*CACHE_BUILD, "--root", root, *extra, env=ONE_THREAD).stdout)
     return row
 
 
-def test_sharded_cache_build_equals_one_process_and_resumes(tmp_path):
-    one = build(tmp_path / "one")
+def build_here(cli, root: Path) -> dict:
+    """`primus cache build` in this process (one process)."""
+    (row,) = json.loads(cli(*CACHE_BUILD, "--root", root).out)
+    return row
+
+
+def test_sharded_cache_build_equals_one_process_and_resumes(cli, one_thread, tmp_path):
+    one = build_here(cli, tmp_path / "one")
+    assert one["processes"] == 1
     two = build(tmp_path / "two", "--nproc", "2")
     assert two["processes"] == 2 and two["computed"] == one["computed"] == one["distinct"] > 16
     expected = teacher_tree(tmp_path / "one")
@@ -59,7 +80,7 @@ def test_sharded_cache_build_equals_one_process_and_resumes(tmp_path):
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept} == kept
     final = {k: v for k, v in teacher_tree(tmp_path / "two").items() if not k.endswith(".tmp")}
     assert final == expected
-    assert build(tmp_path / "two", "--nproc", "2")["computed"] == 0
+    assert build_here(cli, tmp_path / "two")["computed"] == 0  # one process reads the shards
 
 
 # ---------------------------------------------------------------- data prepare
@@ -90,14 +111,16 @@ def model_dir(tmp_path_factory):
     return save_model_dir(encoder, path, encoder_type="stacked-rnn", encoder_params={})
 
 
-def test_embed_a_folder_sharded_over_two_processes_and_resumed(model_dir, tmp_path):
+def test_embed_a_folder_sharded_over_two_processes_and_resumed(
+    cli, one_thread, model_dir, tmp_path
+):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "in"
     for i in range(5):
         (inputs / f"s{i % 2}").mkdir(parents=True, exist_ok=True)
         np.save(inputs / f"s{i % 2}" / f"rec{i}.npy", rng.normal(size=(6, 250 * (i + 2))))
     args = ["embed", model_dir, inputs, "--device", "cpu"]
-    one = run_primus(*args, "--out", tmp_path / "one", env=ONE_THREAD).stdout
+    one = cli(*args, "--out", tmp_path / "one").out
     assert "5 files (5 embedded, 0 already done), 20 windows" in one
     two = run_primus(*args, "--out", tmp_path / "two", "--nproc", "2", env=ONE_THREAD).stdout
     assert "5 files (5 embedded" in two and "2 process(es)" in two
@@ -112,7 +135,7 @@ def test_embed_a_folder_sharded_over_two_processes_and_resumed(model_dir, tmp_pa
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
     # a .txt list of inputs (relative to the list) gives one output per name
     (tmp_path / "list.txt").write_text("in/s0/rec0.npy\n# a comment\nin/s1/rec1.npy\n")
-    run_primus("embed", model_dir, tmp_path / "list.txt", "--out", tmp_path / "l", env=ONE_THREAD)
+    cli("embed", model_dir, tmp_path / "list.txt", "--out", tmp_path / "l")
     assert sorted(tree(tmp_path / "l")) == ["rec0.npy", "rec1.npy"]
     assert (tmp_path / "l" / "rec1.npy").read_bytes() == tree(tmp_path / "one")["s1/rec1.npy"]
 
@@ -140,7 +163,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_torchrun_nodes_on_loopback_match_one_process(tmp_path):
+def test_two_torchrun_nodes_on_loopback_match_one_process(one_thread, tmp_path):
     sets = [
         "encoder.hidden_size=64",
         "train.batch_size=32",
@@ -150,7 +173,7 @@ def test_two_torchrun_nodes_on_loopback_match_one_process(tmp_path):
     ]
     train = ["train", "imu2clip-hapt", *(f"--set={s}" for s in sets), "--max-steps", "1"]
     train += ["--no-progress", "--device", "cpu"]
-    run_primus(*train, "--out", tmp_path / "one")
+    primus_train("imu2clip-hapt", sets, tmp_path / "one", max_steps=1, device="cpu", progress=False)
     port = free_port()
     nodes = [
         subprocess.Popen(
