@@ -72,3 +72,10 @@ def run_primus(
     if expect is not None:
         assert proc.returncode == expect, f"exit {proc.returncode}:\n{proc.stderr}\n{proc.stdout}"
     return proc
+
+
+def pytest_collection_modifyitems(items):
+    """The `slow` tests (multi-process runs, a pip install, a Hub server) first. pytest-xdist
+    hands the first tests out one at a time to alternating workers, so the long ones then run
+    side by side at the start instead of leaving one worker with a long tail at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -140,6 +140,7 @@ def _writer(root: Path, start: int, stop: int, delay: float, go_at: float) -> su
     )
 
 
+@pytest.mark.slow
 def test_two_concurrent_writer_processes(tmp_path):
     go_at = time.time() + 2.0  # both start writing at the same moment
     procs = [_writer(tmp_path, 0, 40, 0.01, go_at), _writer(tmp_path, 20, 60, 0.01, go_at)]

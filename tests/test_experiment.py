@@ -101,6 +101,7 @@ def test_verdict_finds_a_real_difference_and_admits_none():
     assert "cannot be separated" in fit_verdict(flat, bootstrap=100)["text"]
 
 
+@pytest.mark.slow
 def test_tiny_grid_runs_end_to_end(cli, tmp_path):
     out = tmp_path / "dvs"
     args = [

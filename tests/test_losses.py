@@ -674,6 +674,7 @@ def _ddp_worker(rank: int, world: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_nn_queue_receives_every_rank_under_ddp():
     with mp.Manager() as manager:
         results = manager.dict()

@@ -206,6 +206,7 @@ def test_allow_and_block_lists(site):
     assert "stats-mlp" not in names and "stacked-rnn" in names
 
 
+@pytest.mark.slow
 def test_example_plugin_own_test_passes(site):
     proc = subprocess.run(
         [

@@ -90,6 +90,7 @@ LOAD = (
 )
 
 
+@pytest.mark.slow
 def test_provenance_with_a_plugin_pip_installed_then_pip_uninstalled(tmp_path):
     """The whole round trip with pip itself: a plugin distribution installed into a virtual
     environment layered on this one, a model saved with its encoder, the distribution

@@ -59,6 +59,7 @@ def build_here(cli, root: Path) -> dict:
     return row
 
 
+@pytest.mark.slow
 def test_sharded_cache_build_equals_one_process_and_resumes(cli, one_thread, tmp_path):
     one = build_here(cli, tmp_path / "one")
     assert one["processes"] == 1
@@ -75,7 +76,7 @@ def test_sharded_cache_build_equals_one_process_and_resumes(cli, one_thread, tmp
         p.unlink()
     (shards[0].parent / ".deadbeef.npy.1234.tmp").write_bytes(b"torn")
     kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards[1::2]}
-    again = build(tmp_path / "two", "--nproc", "2")
+    again = build_here(cli, tmp_path / "two")  # the rerun in one process: the same rule per rank
     assert (again["computed"], again["cached"]) == (lost_rows, one["distinct"] - lost_rows)
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept} == kept
     final = {k: v for k, v in teacher_tree(tmp_path / "two").items() if not k.endswith(".tmp")}
@@ -91,6 +92,7 @@ def prepared(cache_dir: Path) -> tuple[dict[str, bytes], dict]:
     return files, {k: meta[k] for k in ("files", "report", "windows", "sources")}
 
 
+@pytest.mark.slow
 def test_prepare_with_workers_and_ranks_writes_the_same_bytes(cli, tmp_path):
     cli("data", "prepare", "hapt", "--cache-dir", tmp_path / "one", "--json")
     cli("data", "prepare", "hapt", "--cache-dir", tmp_path / "pool", "--workers", "2", "--json")
@@ -111,6 +113,7 @@ def model_dir(tmp_path_factory):
     return save_model_dir(encoder, path, encoder_type="stacked-rnn", encoder_params={})
 
 
+@pytest.mark.slow
 def test_embed_a_folder_sharded_over_two_processes_and_resumed(
     cli, one_thread, model_dir, tmp_path
 ):
@@ -129,7 +132,7 @@ def test_embed_a_folder_sharded_over_two_processes_and_resumed(
     # a killed run leaves whole outputs: the rerun embeds only the missing ones
     (tmp_path / "two" / "s1" / "rec3.npy").unlink()
     kept = (tmp_path / "two" / "s0" / "rec0.npy").stat().st_mtime_ns
-    again = run_primus(*args, "--out", tmp_path / "two", "--nproc", "2", env=ONE_THREAD).stdout
+    again = cli(*args, "--out", tmp_path / "two").out  # the rerun in one process
     assert "(1 embedded, 4 already done), 5 windows" in again
     assert (tmp_path / "two" / "s0" / "rec0.npy").stat().st_mtime_ns == kept
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
@@ -163,6 +166,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_torchrun_nodes_on_loopback_match_one_process(one_thread, tmp_path):
     sets = [
         "encoder.hidden_size=64",

@@ -129,6 +129,7 @@ def test_hook_register_teachers_registers_the_four_teachers():
     assert teacher.identity.startswith("clip-text|Searchium-ai/clip4clip-webvid150k@")
 
 
+@pytest.mark.slow
 def test_clip_text_from_local_hub(hub_run):
     result, arrays = hub_run
     emb = arrays["text"]

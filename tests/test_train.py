@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 
-from conftest import run_primus
 from primus_core.errors import PrimusError, RecipeError
 from primus_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from primus_core.training.trainer import train
@@ -111,6 +110,7 @@ def test_bad_set_paths_and_values(cli, tmp_path):
         train("primus-hapt", ["train.lr"], tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     out = tmp_path / "run"
     args = [
@@ -140,14 +140,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert "SIGTERM: checkpoint saved at step" in err
     stopped = load_checkpoint(out / "checkpoint.pt", _compat())["step"]
     assert 3 <= stopped < 400
-    run_primus(
-        *args[: -2 * len(SMALL)],
-        *[x for s in SMALL for x in ("--set", s)],
-        "--resume",
-        "--max-steps",
-        str(stopped + 2),
-    )
-    assert max(step_losses(out)) == stopped + 2
+    resumed = train("primus-hapt", SMALL, out, resume=True, max_steps=stopped + 2, progress=False)
+    assert resumed.steps == stopped + 2 and max(step_losses(out)) == stopped + 2
 
 
 def _compat():

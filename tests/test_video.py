@@ -112,6 +112,7 @@ def _reference_embedding(clip_dir: Path, path: Path, start: float, end: float) -
     return torch.nn.functional.normalize(mean, dim=0)
 
 
+@pytest.mark.slow
 def test_clip_video_embeds_a_span_as_the_reference(clip_dir, video):
     teacher = primus_core.create(
         "teacher", "clip-video", model_id=str(clip_dir), device="cpu", workers=0, frame_batch=16
@@ -206,6 +207,7 @@ def _recipe_args(tree: dict, clip_dir: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_cache_build_json_figures(cli, tree, clip_dir, tmp_path):
     windows = sum(len(t[5]) for t in TAKES)
     with_video = sum(len(t[5]) for t in TAKES if t[4])
