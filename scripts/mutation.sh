@@ -49,7 +49,7 @@ declare -A FILES=(
 declare -A SCOPE=(
   [evaluate]="metrics,training_steps,warmup_cosine,CosineHead,head_lr,fit_head,batch_indices,knn_predict,split_for_seed,shot_indices"
   [data]="resample,resampled_length,sliding_windows,gather_windows,centred_starts,label_runs,recording_windows,to_contract_channels,unit_factor,check_finite,check_columns"
-  [trainer]="Pretrainer,BatchSource,epoch_order,compat_hash,build_encoder,select_corpus,teacher_targets,share_temperatures,switches,build_run,amp_settings,check_step_mode,StopRequest,Trainer"
+  [trainer]="Pretrainer,epoch_order,select_corpus,teacher_targets,share_temperatures,compat_hash,__init__,state,restore,augment,train_step,validate,run_loop,read_losses,end_of_epoch,after_validation"
   [zoo]="check_file,cached_hub_snapshot,pull_hub,expected_local_files,installed,check_local_dir,_install,_staging_dir,pull_shipped,pull,cached_dir,verify,_complete"
 )
 
