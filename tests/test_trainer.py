@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data.distributed import DistributedSampler
 
 from primus_core.data.shard import Ranks
 from primus_core.data.windows import WindowSet
@@ -141,6 +142,13 @@ def test_epoch_order_splits_one_permutation_across_ranks_like_distributed_sample
         # of global batches: rank r takes positions r, r + world, ...
         woven = torch.stack(parts, dim=1).reshape(-1)
         assert torch.equal(woven, single[: usable * world])
+    # and each rank's order is exactly torch's DistributedSampler's (drop_last, set_epoch)
+    for world, rank, epoch in [(1, 0, 0), (1, 0, 3), (2, 1, 2), (3, 2, 5), (4, 0, 1)]:
+        sampler = DistributedSampler(
+            range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        assert epoch_order(n, seed, epoch, Ranks(rank, world)).tolist() == list(sampler)
 
 
 def windows_of(labels, names=("sit", "walk", "run")) -> WindowSet:
