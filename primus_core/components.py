@@ -244,13 +244,13 @@ def create(kind: str, name: str, **params: Any) -> Any:
 def list_plugins() -> list[PluginInfo]:
     """Every plugin with its status, after its component hooks have run (one that raised there
     is listed as broken, not ok)."""
-    from .errors import PrimusError
+    from .errors import PluginError
 
     host = get_host()
     try:
         registry()
-    except PrimusError:  # strict mode: the plugin at fault is already marked broken
-        pass
+    except PluginError:  # strict mode: the plugin at fault is already marked broken
+        pass  # primus's own errors (a duplicate name) are not swallowed
     return sorted(host.plugins.values(), key=lambda p: p.name)
 
 

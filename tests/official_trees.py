@@ -249,6 +249,41 @@ def fake_projectaria_tools() -> dict[str, types.ModuleType]:
     }
 
 
+# Variants (added to a tree by the tests that need them)
+def egoexo_pkl_bytes(uid: str, rate: float = 1000.0, acc_y: float = 0.0) -> bytes:
+    """A processed_imu.pkl of the take ``uid`` (device ns, ``data`` (6, N)), acc_y set to
+    ``acc_y`` so a test can tell which source a window came from."""
+    t_ns, imu, _ = egoexo_device_imu(uid, rate)
+    imu[:, 1] = acc_y
+    payload = {"timestamps": t_ns, "data": imu.T.copy(), "invalid_record_count": 0}
+    return pickle.dumps(payload, protocol=4)
+
+
+def write_egoexo_user_imu(
+    folder: Path,
+    uid: str,
+    start_s: float,
+    end_s: float,
+    fmt: str = "csv",
+    acc_y: float = 0.0,
+    rate: float = 1000.0,
+) -> Path:
+    """A per-take IMU file ``folder/<uid>.csv|.npz`` on the take timeline from ``start_s`` to
+    ``end_s`` (the marker on gyro_z, acc_y set to ``acc_y``)."""
+    t = start_s + np.arange(int(round((end_s - start_s) * rate)) + 1) / rate
+    imu = _imu(t)
+    imu[:, 1] = acc_y
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uid}.{fmt}"
+    if fmt == "npz":
+        np.savez(path, t_s=t, imu=imu)
+    else:
+        rows = np.column_stack([t, imu])
+        header = "t_s,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z\n"
+        path.write_text(header + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows))
+    return path
+
+
 # ---------------------------------------------------------------------------------- Ego4D
 EGO4D_HEADER = (
     "component_idx,component_timestamp_ms,canonical_timestamp_ms,"
@@ -408,6 +443,17 @@ def realworld_start(proband: int, activity: str, session: int = 1) -> float:
     base = proband * 3600.0 + (session - 1) * 100.0
     jitter0 = -3 / 1000.0  # the first sample's jitter ((0 * 3) % 7 - 3 ms)
     return base + max(acc_off, gyro_off) + jitter0
+
+
+def rewrite_zip(path: Path, drop: tuple[str, ...] = (), put: dict[str, str] | None = None) -> None:
+    """Rewrite the archive ``path`` without the members named in ``drop`` and with the members
+    of ``put`` (name -> text) added or replaced."""
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist() if n not in drop}
+    members.update({n: t.encode() for n, t in (put or {}).items()})
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,20 @@ def test_bad_input_is_a_clear_error():
         primus_core.create("augmentation", "scale-per-timestep")(torch.zeros(6, 250), gen(0))
     with pytest.raises(ComponentError, match="sigma"):
         primus_core.create("augmentation", "jitter", sigma=-1)
+
+
+def test_permutation_cuts_are_distinct_so_five_segments_are_never_empty():
+    """T = 5 samples, 5 segments: only 4 distinct cuts in 1 .. 4 exist, so every sample is its
+    own segment and each of the 5! = 120 orders comes out equally often (200 of 24,000 each).
+    A cut at 0 or a repeated cut makes an empty segment: fewer pieces, and the orders that keep
+    neighbours together (the identity first) come out far more often."""
+    x = torch.arange(5.0).expand(24_000, 1, 5).contiguous()
+    out = primus_core.create("augmentation", "permute", segments=5)(x, gen(12))
+    orders = out[:, 0].to(torch.int64)
+    assert torch.equal(orders.sort(dim=1).values, x[:, 0].to(torch.int64))
+    codes = (orders * torch.tensor([625, 125, 25, 5, 1])).sum(dim=1)
+    _, counts = codes.unique(return_counts=True)
+    assert len(counts) == 120
+    assert int(counts.min()) > 200 - 70 and int(counts.max()) < 200 + 70  # 5 sd of 14
+    identity = int((codes == 0 * 625 + 1 * 125 + 2 * 25 + 3 * 5 + 4).sum())
+    assert identity < 200 + 70

@@ -103,3 +103,195 @@ def test_faster_inference_paths_stay_close_to_fp32(dtype):
 def test_unknown_dtype_is_refused():
     with pytest.raises(DataError, match="dtype must be one of"):
         for_inference(create("encoder", "stacked-rnn"), "fp8")
+
+
+def test_markdown_row_of_a_known_summary_including_an_old_one_without_variants():
+    from primus_core.cli.bench import MARKDOWN_HEADER, markdown_row
+
+    rows = cpu_rows(450, 2800, 6000, 5600, 250)
+    rows[1]["of_compute_bound"] = 0.9
+    rows.append({"measure": "loading", "batch": 256, "variant": "", "windows_per_s": 12000.0})
+    summary = {
+        "gpu": None,
+        "threads": 16,
+        "matmul_gflops": 812.4,
+        "step_ceiling_windows_per_s": 500.0,
+        "rows": rows,
+    }
+    assert markdown_row(summary) == (
+        "| 16 CPU threads, 812 GFLOP/s matmul | 320 | 450 | 90% of 500 | 250 MiB "
+        "| 2,800 / 6,000 / 5,600 (2.1x, 2.0x of fp32) | 12,000 |"
+    )
+    assert markdown_row(summary).count("|") == MARKDOWN_HEADER.splitlines()[0].count("|")
+    # a summary written before variants existed: step rows are eager, inference rows fp32
+    old = {
+        **summary,
+        "gpu": "NVIDIA H200",
+        "rows": [
+            {"measure": "step", "batch": 16, "windows_per_s": 5200.0},
+            {"measure": "step", "batch": 256, "windows_per_s": 61000.0, "peak_mib": 1500.0},
+            {"measure": "step", "batch": 16, "variant": "graph", "windows_per_s": 9100.0},
+            {"measure": "inference", "batch": 256, "windows_per_s": 250000.0},
+        ],
+    }
+    assert markdown_row(old) == (
+        "| NVIDIA H200, 812 GFLOP/s matmul | 5,200 (graph: 9,100) | 61,000 | - | 1,500 MiB "
+        "| 250,000 / - / - (- of fp32) | - |"
+    )
+
+
+def test_bench_json_and_markdown_with_measurements_stubbed(cli, monkeypatch):
+    """The command in process, each measurement replaced by a known figure: the plan is run, the
+    share of the bound is windows/s / (GFLOP/s / (2 x MACs x 2 views x 3)), the EgoExo4D epoch
+    is 195,000 windows / the best step rate, and --markdown prints the header and the row."""
+    import json
+
+    from primus_core.cli.bench import bench as bench_command
+    from primus_core.cli.main import cli as root
+    from primus_core.training import bench as training_bench
+
+    root.add_command(bench_command)
+    rates = {("step", 16): 350.0, ("step", 256): 480.0, ("inference", 256): 3000.0}
+    measured = []
+
+    def fake_run_one(kind, batch, device, seconds, variant):
+        measured.append((kind, batch, variant))
+        rate = rates.get((kind, batch), 9000.0) * (2 if variant in ("bf16", "int8") else 1)
+        return {"windows_per_s": rate, "peak_mib": 900.0, "baseline_mib": 700.0}
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    monkeypatch.setattr(training_bench, "matmul_gflops", lambda device, **kw: 100.0)
+    res = cli("bench", "--device", "cpu", "--no-quality", "--seconds", "0.01", "--json")
+    summary = json.loads(res.out)
+    assert measured == bench_plan("cpu", quality=False)
+    macs = summary["macs_per_window"]
+    assert macs > 0 and summary["matmul_gflops"] == 100.0
+    bound = 100.0e9 / (2 * macs * 2 * 3)
+    step256 = next(r for r in summary["rows"] if (r["measure"], r["batch"]) == ("step", 256))
+    assert step256["of_compute_bound"] == pytest.approx(480.0 / bound)
+    assert summary["egoexo4d_epoch_s"] == pytest.approx(195_000 / 480.0)
+    assert summary["egoexo4d_epoch_s_batch16"] == pytest.approx(195_000 / 350.0)
+    targets = {t["target"]: t["met"] for t in summary["targets"]}
+    assert targets["step at batch 16 >= 300 windows/s"] is True
+    res = cli("bench", "--device", "cpu", "--no-quality", "--seconds", "0.01", "--markdown")
+    assert "| device (what ran `primus bench`) |" in res.out
+    assert "| 350 | 480 |" in res.out and "(2.0x, 2.0x of fp32)" in res.out
+
+
+def test_quality_cost_is_cosine_distance_to_fp32_and_the_5_shot_accuracy_change(monkeypatch):
+    """measure_quality on a tiny model and synthetic labelled windows (the shipped model and
+    watch-exercises stubbed): the distances are 1 - cosine of a bf16 copy's embeddings to fp32's,
+    computed here by hand; the change is the bf16 5-shot accuracy minus fp32's."""
+    import copy
+    import functools
+
+    from primus_core.data.windows import WindowSet
+    from primus_core.evaluation import protocol, quality
+
+    encoder = protocol.untrained_encoder(
+        "stacked-rnn", {"hidden_size": 32, "ssl_dim": 16, "mmcl_dim": 16}, seed=3
+    )
+    model = protocol.LoadedModel("tiny", encoder, "stacked-rnn", {}, [], "test")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    imu = (rng.normal(size=(120, 6, 250)) + labels[:, None, None]).astype(np.float32)
+    ws = WindowSet(imu, labels, ["a", "b", "c"], np.arange(120) % 6, dataset="watch-exercises")
+    monkeypatch.setattr(protocol, "load_model", lambda name: model)
+    monkeypatch.setattr(protocol, "prepare_dataset", lambda *a, **k: ws)
+    quick = functools.partial(protocol.EvalSettings, min_steps=30)  # a quicker probe
+    monkeypatch.setattr(protocol, "EvalSettings", quick)
+    got = quality.measure_quality(64, torch.device("cpu"), 0.0, "bf16")
+    with torch.no_grad():
+        x = torch.from_numpy(imu)
+        ref = encoder(x)["mmcl"]
+        low = copy.deepcopy(encoder).to(torch.bfloat16)(x.to(torch.bfloat16))["mmcl"].float()
+    distance = 1 - torch.nn.functional.cosine_similarity(ref, low, dim=1)
+    assert got["variant"] == "bf16" and got["windows"] == 120
+    assert got["max_cosine_distance"] == pytest.approx(float(distance.max()), rel=1e-3, abs=1e-6)
+    assert got["mean_cosine_distance"] == pytest.approx(float(distance.mean()), rel=1e-3, abs=1e-6)
+    assert 0 < got["mean_cosine_distance"] <= got["max_cosine_distance"] < 0.05
+    assert got["accuracy_5shot_change"] == pytest.approx(
+        got["accuracy_5shot"] - got["accuracy_5shot_fp32"]
+    )
+    fp32 = protocol.evaluate(
+        model,
+        quick(dataset="watch-exercises", shots=[5], seeds=3),
+        baselines=(),
+        progress=False,
+        windows=ws,
+    )
+    assert got["accuracy_5shot_fp32"] == pytest.approx(np.mean([r["accuracy"] for r in fp32.runs]))
+    # the printed line of a measured quality row
+    summary = {
+        "device": "cpu", "gpu": None, "threads": 2, "matmul_gflops": 1.0,
+        "macs_per_window": 1e6, "step_ceiling_windows_per_s": 1.0,
+        "inference_ceiling_windows_per_s": 1.0, "egoexo4d_epoch_s": 1.0,
+        "egoexo4d_epoch_s_batch16": 1.0, "targets": [],
+        "rows": [{"measure": "quality", "batch": 256, **got}],
+    }  # fmt: skip
+    line = next(s for s in report(summary).splitlines() if s.startswith("bf16 vs fp32"))
+    assert line == (
+        f"bf16 vs fp32 on 120 watch-exercises windows: cosine distance max "
+        f"{got['max_cosine_distance']:.2e}, mean {got['mean_cosine_distance']:.2e}; 5-shot "
+        f"accuracy {got['accuracy_5shot']:.4f} ({got['accuracy_5shot_change']:+.4f} vs fp32 "
+        f"{got['accuracy_5shot_fp32']:.4f})"
+    )
+
+
+def test_bench_step_is_the_full_primus_step_and_its_profile_covers_every_part():
+    """The measured step: the three PRIMUS losses (SS, MM, NN) on cached text-teacher embeddings
+    and the scale + permute augmentations; at batch 4 on the CPU every profile share is positive
+    and the shares sum to 1."""
+    from primus_core.training.bench import measure_step, synthetic_run
+
+    model, augs, source = synthetic_run(4, torch.device("cpu"), windows=16)
+    assert {k: type(v).__name__ for k, v in model.losses.items()} == {
+        "ss": "SelfSupervisedLoss",
+        "mm": "MultimodalLoss",
+        "nn": "NearestNeighbourLoss",
+    }
+    assert sorted(type(a).__name__ for a in augs) == ["Permute", "ScalePerTimestep"]
+    assert len(augs) == 2 and len(source) == 16
+    result = measure_step(4, torch.device("cpu"), 0.01)
+    assert result["windows_per_s"] > 0 and result["variant"] == "eager"
+    profile = result["profile"]
+    assert list(profile) == [
+        "GRU forward",
+        "other encoder forward",
+        "losses",
+        "NN lookup",
+        "backward",
+        "optimiser",
+        "data",
+    ]
+    assert all(share > 0 for share in profile.values()), profile
+    assert sum(profile.values()) == pytest.approx(1.0)
+
+
+def test_loading_is_measured_on_real_hapt_windows(monkeypatch):
+    from primus_core.data import windows as windows_module
+    from primus_core.training.bench import measure_loading
+
+    loaded = []
+    real = windows_module.load_windows
+
+    def spy(ref, contract, *args, **kwargs):
+        ws = real(ref, contract, *args, **kwargs)
+        loaded.append((ref, len(ws)))
+        return ws
+
+    monkeypatch.setattr(windows_module, "load_windows", spy)
+    result = measure_loading(4, torch.device("cpu"), 0.01)
+    assert result["windows_per_s"] > 0
+    assert len(loaded) == 1 and loaded[0][0] == "hapt" and loaded[0][1] > 1000
+
+
+def test_int8_is_refused_off_the_cpu():
+    """int8 dynamic quantisation runs on the CPU only: any other device is one DataError. The
+    'meta' device stands in for CUDA here (no GPU needed)."""
+    encoder = create("encoder", "stacked-rnn", hidden_size=16, ssl_dim=8, mmcl_dim=8)
+    with pytest.raises(DataError, match="runs on the CPU, not on meta"):
+        for_inference(encoder, "int8", torch.device("meta"))
+    if torch.cuda.is_available():
+        with pytest.raises(DataError, match="runs on the CPU, not on cuda"):
+            for_inference(encoder, "int8", torch.device("cuda"))

@@ -8,6 +8,7 @@ through the cache."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+import primus_core
 from primus_core.data.cache import EmbeddingCache, canonical_input, path_digest, teacher_folder_name
+from primus_core.data.embed_many import list_inputs
 from primus_core.errors import DataError
 
 TESTS = Path(__file__).resolve().parent
@@ -205,3 +208,134 @@ def test_cache_info_cli(cli, tmp_path):
     EmbeddingCache(tmp_path, progress=False).get_or_compute(HashTeacher(), ["a", "b", "a"])
     out = cli("cache", "info", "--root", str(tmp_path)).out
     assert "hash-teacher|v1" in out and "1 hits, 2 misses" in out
+
+
+def test_a_damaged_shard_is_skipped_and_its_inputs_computed_again(tmp_path):
+    teacher = HashTeacher()
+    EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, ["a", "b"])
+    (first,) = shards(tmp_path, teacher)
+    EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, ["c"])
+    (only_c,) = set(shards(tmp_path, teacher)) - {first}  # "c" is in no other shard
+    only_c.write_bytes(only_c.read_bytes()[:-7])  # disk trouble after the fact
+    teacher.batches.clear()
+    fresh = EmbeddingCache(tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="skipping unreadable shard"):
+        out = fresh.get_or_compute(teacher, ["a", "b", "c"])
+    torch.testing.assert_close(out, expected(["a", "b", "c"]))
+    assert teacher.batches == [["c"]]  # only the damaged shard's input
+    assert (fresh.last.cached, fresh.last.computed) == (2, 1)
+    teacher.batches.clear()  # the recomputed row is stored for good
+    later = EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, ["c"])
+    torch.testing.assert_close(later, expected(["c"]))
+    assert teacher.batches == []
+
+
+class _RunsOnUnpickle:
+    """Unpickling this makes a folder: the sign that a pickled shard was executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_pickled_shard_is_refused_without_running_it(tmp_path):
+    teacher = HashTeacher()
+    EmbeddingCache(tmp_path, progress=False).get_or_compute(teacher, ["a"])
+    (good,) = shards(tmp_path, teacher)
+    marker = tmp_path / "pickle-ran"
+    evil = np.array([_RunsOnUnpickle(marker)], dtype=object)
+    np.save(good.parent / "0000pickled.npy", evil, allow_pickle=True)  # sorts first
+    # an object array of the shard's own dtype shape is refused too: only plain rows are read
+    np.save(good.parent / "0001objects.npy", np.array([b"k" * 32, None], dtype=object))
+    teacher.batches.clear()
+    fresh = EmbeddingCache(tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="skipping unreadable shard") as caught:
+        out = fresh.get_or_compute(teacher, ["a", "b"])
+    assert sum("skipping unreadable shard" in str(w.message) for w in caught) == 2
+    assert not marker.exists()  # the pickle never ran
+    torch.testing.assert_close(out, expected(["a", "b"]))
+    assert teacher.batches == [["b"]]
+    with pytest.warns(UserWarning, match="skipping unreadable shard"):
+        (row,) = fresh.info()["teachers"]
+    assert (row["shards"], row["entries"]) == (2, 2)  # the two plain shards only
+
+
+def test_default_root_is_primus_home_cache_teachers(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRIMUS_HOME", str(tmp_path / "home"))
+    assert EmbeddingCache().root == tmp_path / "home" / "cache" / "teachers"
+    EmbeddingCache(progress=False).get_or_compute(HashTeacher(), ["a"])
+    folder = tmp_path / "home" / "cache" / "teachers" / teacher_folder_name("hash-teacher|v1")
+    assert len(list((folder / "shards").glob("*.npy"))) == 1
+    info = json.loads(cli("cache", "info", "--json").out)  # no --root: the same folder
+    assert info["root"] == str(tmp_path / "home" / "cache" / "teachers")
+    assert info["teachers"][0]["entries"] == 1
+    # without PRIMUS_HOME: ~/.cache/primus/cache/teachers
+    monkeypatch.delenv("PRIMUS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert EmbeddingCache().root == tmp_path / "user" / ".cache" / "primus" / "cache" / "teachers"
+
+
+# ---------------------------------------------------------------- `primus embed` outputs
+class _Killed(BaseException):
+    """The process dying mid-write (nothing in the CLI handles it)."""
+
+
+def test_an_interrupted_embed_leaves_only_whole_outputs(cli, tmp_path, monkeypatch):
+    """docs/scale.md: `embed` writes one `.npy` per input atomically; a rerun embeds only the
+    inputs with no output (a killed writer's temporary is neither an output nor done)."""
+    from primus_core.zoo.modeldir import save_model_dir
+
+    torch.manual_seed(1)
+    encoder = primus_core.create("encoder", "stacked-rnn")
+    model = save_model_dir(
+        encoder, tmp_path / "model", encoder_type="stacked-rnn", encoder_params={}
+    )
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(inputs / f"rec{i}.npy", rng.normal(size=(6, 500)))  # 2 windows of 250 each
+    args = ["embed", model, inputs, "--device", "cpu"]
+    clean = cli(*args, "--out", tmp_path / "clean").out
+    assert "3 files (3 embedded, 0 already done), 6 windows" in clean
+    want = {p.name: p.read_bytes() for p in (tmp_path / "clean").iterdir()}
+    assert sorted(want) == ["rec0.npy", "rec1.npy", "rec2.npy"]
+
+    real_save = np.save
+    saves = []
+
+    def dies_mid_write(file, array, *rest, **kwargs):
+        saves.append(Path(file.name))  # embed writes through an open temporary
+        if len(saves) == 2:  # the second output: half its bytes written, then the process dies
+            file.write(want["rec1.npy"][: len(want["rec1.npy"]) // 2])
+            file.flush()
+            raise _Killed
+        return real_save(file, array, *rest, **kwargs)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(np, "save", dies_mid_write)
+    with pytest.raises(_Killed):
+        cli(*args, "--out", out)
+    monkeypatch.setattr(np, "save", real_save)
+    torn = saves[1]
+    assert torn.parent == out and torn.name.startswith(".") and torn.exists()
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"rec0.npy"}
+    assert (out / "rec0.npy").read_bytes() == want["rec0.npy"]  # the finished output is whole
+    # another killed process's torn temporary of rec2 is not an output either; the rerun (a
+    # live process) removes the dead writers' temporaries of the names it writes
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (out / f".rec2.npy.tmp-{dead}").write_bytes(want["rec2.npy"][:40])
+    (torn.parent / f".rec1.npy.tmp-{dead}").write_bytes(torn.read_bytes())
+    torn.unlink()  # the torn file of this (still running) test process, as if it had died
+    # a folder holding temporaries used as input: they are not inputs
+    assert [p.name for p, _ in list_inputs(out)] == ["rec0.npy"]
+    again = cli(*args, "--out", out).out
+    assert "3 files (2 embedded, 1 already done), 4 windows" in again
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == want  # no temporary left

@@ -5,6 +5,10 @@ is used (free text) must be listed in FREE_TEXT with bad values, or this test fa
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import click
 import numpy as np
 import pytest
@@ -217,3 +221,46 @@ def test_unexpected_errors_are_one_line_too(cli, monkeypatch, tmp_path):
 
     monkeypatch.setattr("primus_core.zoo.hub.zoo_entries", disk_full)
     assert_one_error_line(cli("zoo", "list", expect=1), "No space left on device")
+
+
+def primus_with_zoo_entries(body: str, *args: str) -> subprocess.CompletedProcess:
+    """``primus ARGS`` in a fresh interpreter (its own logging and signal handlers) whose
+    ``zoo_entries`` runs ``body`` (code with ``os``, ``signal`` and ``time`` imported)."""
+    script = "\n".join(
+        [
+            "import os, signal, sys, time",
+            "import primus_core.zoo.hub as hub",
+            "def zoo_entries(*args, **kwargs):",
+            textwrap.indent(body, "    "),
+            "hub.zoo_entries = zoo_entries",
+            "from primus_core.cli.main import main",
+            "main(sys.argv[1:])",
+        ]
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_ctrl_c_in_a_command_exits_130_with_one_line():
+    """A real SIGINT while a command works ends it with exit 130 and one stderr line."""
+    proc = primus_with_zoo_entries(
+        "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)", "zoo", "list"
+    )
+    assert proc.returncode == 130, proc.stderr
+    # click turns Ctrl-C inside a command into "aborted"; outside one primus says "interrupted"
+    assert proc.stderr.split() in (["aborted"], ["interrupted"])
+    assert proc.stdout == ""
+
+
+def test_verbose_logs_the_traceback_of_an_unexpected_error():
+    """``-v`` puts the traceback on stderr (down to the raising line); without it, one line."""
+    body = "raise ZeroDivisionError('division by zero')"
+    quiet = primus_with_zoo_entries(body, "zoo", "list")
+    assert quiet.returncode == 1 and len(quiet.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in quiet.stderr
+    loud = primus_with_zoo_entries(body, "-v", "zoo", "list")
+    assert loud.returncode == 1
+    assert "Traceback (most recent call last)" in loud.stderr
+    assert "in zoo_entries" in loud.stderr and "ZeroDivisionError: division by zero" in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1].startswith("error: unexpected ZeroDivisionError")

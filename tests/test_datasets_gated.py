@@ -399,3 +399,17 @@ def test_cli_prepare_gated_with_root(cli, tmp_path):
     assert out["windows"] == 6 and out["videos"] and out["narrations"]
     res = cli("data", "prepare", "ego4d", "--root", tmp_path / "missing", expect=1)
     assert "ego4d-data.org" in res.err
+
+
+def test_weak_narrations_use_six_templates_naming_the_activity():
+    """docs/datasets.md: weak narrations from labels, "a person is walking up the stairs",
+    "someone walking", ... six templates: 600 windows of one class give exactly six distinct
+    sentences, the doc's two examples among them, each naming the activity."""
+    from primus_core.data.windows import weak_narrations
+
+    texts = weak_narrations(np.zeros(600, np.int64), ["walking up the stairs"], key="rec-1")
+    distinct = set(texts)
+    assert len(distinct) == 6
+    assert {"a person is walking up the stairs", "someone walking up the stairs"} <= distinct
+    assert all("walking up the stairs" in t for t in distinct)
+    assert weak_narrations(np.array([-1, 0]), ["sitting"], key="k")[0] == ""

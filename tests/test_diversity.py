@@ -95,3 +95,55 @@ def test_power_shrinks_with_noise_and_measures_are_ranked():
     assert cmp["measures"]["activities"]["r2"] > cmp["measures"]["other"]["r2"]
     worse = cmp["measures"]["other"]["rmse_vs_activities"]
     assert 0 < worse["low"] < worse["estimate"] < worse["high"]  # "other" predicts worse
+
+
+def test_mixed_effects_has_crossed_seed_repeat_and_corpus_components():
+    cells = grid_cells(0.02, 0.01, repeats=2)
+    me = mixed_effects(cells)
+    assert set(me["variance_components"]) == {"seed", "repeat", "corpus"}
+    # the planted seed effect (shared by every corpus) is what the seed component measures
+    seed_effect = np.random.default_rng(0).normal(0, 0.03, 4)
+    assert me["variance_components"]["seed"] == pytest.approx(np.var(seed_effect, ddof=1), rel=0.3)
+    assert me["residual_variance"] == pytest.approx(0.01**2, rel=0.5)
+    one = mixed_effects([c for c in cells if c["repeat"] == 0])
+    assert set(one["variance_components"]) == {"seed", "corpus"}  # one repeat: no repeat term
+
+
+def test_power_formula_and_repeats_for_1_point_at_this_many_seeds():
+    import math
+
+    cells = grid_cells(0.02, 0.01, seeds=3, noise=0.02)
+    got = power_summary(cells)
+    diffs = per_sample_differences(cells)
+    assert got["samples"] == len(diffs) == 9  # 3 repeats x 3 seeds
+    sd = np.std(diffs, ddof=1)
+    assert got["sd_per_sample"] == pytest.approx(sd)
+    z = 0.01 / (sd / math.sqrt(9)) - 1.96
+    assert got["power_1_point"] == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))))
+    need = math.ceil(((1.96 + 0.84) * sd / 0.01) ** 2)
+    assert got["samples_for_1_point"] == need
+    assert got["repeats_for_1_point"] == math.ceil(need / 3)
+
+
+def test_spread_sample_is_seeded_and_capped_at_2000_by_default():
+    import inspect
+
+    from primus_core.evaluation.diversity import corpus_spread
+
+    assert inspect.signature(spread_of_texts).parameters["max_texts"].default == 2000
+    assert inspect.signature(corpus_spread).parameters["max_texts"].default == 2000
+    rng = np.random.default_rng(0)
+    vectors = {f"text {i}": rng.normal(size=8) for i in range(40)}
+    seen = []
+
+    def embed(texts):
+        seen.append(list(texts))
+        return np.array([vectors[t] for t in texts])
+
+    texts = [f"text {i}" for i in range(40)] * 2
+    a = spread_of_texts(texts, embed, max_texts=10, seed=1)
+    b = spread_of_texts(texts, embed, max_texts=10, seed=1)
+    c = spread_of_texts(texts, embed, max_texts=10, seed=2)
+    assert seen[0] == seen[1] != seen[2] and len(seen[0]) == 10
+    assert a == b and a["distinct_narrations"] == 40 and a["narrations"] == 80
+    assert c["mean_cosine_distance"] != a["mean_cosine_distance"]

@@ -128,3 +128,30 @@ def test_model_dir_errors(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(ModelDirError, match="unreadable safetensors"):
         load_model_dir(tmp_path / "m")
+
+
+def test_weights_of_the_wrong_shape_or_keys_are_refused_at_load(tmp_path):
+    """load_model_dir checks the weight file against the encoder config.json describes: a tensor
+    of another shape, a missing and an unexpected key are each one ModelDirError naming them."""
+    from safetensors.torch import load_file, save_file
+
+    params = {"conv_channels": 8, "hidden_size": 16, "ssl_dim": 0, "mmcl_dim": 8}
+    encoder = primus_core.create("encoder", "stacked-rnn", **params)
+    out = save_model_dir(encoder, tmp_path / "m", encoder_type="stacked-rnn", encoder_params=params)
+    weights = out / "model.safetensors"
+    state = load_file(str(weights))
+    assert tuple(state["mmcl_head.weight"].shape) == (8, 16)  # mmcl_dim x hidden_size
+    load_model_dir(out)  # untouched: loads
+
+    save_file({**state, "mmcl_head.weight": torch.zeros(8, 15)}, str(weights))
+    with pytest.raises(
+        ModelDirError, match=r"shape mismatch: mmcl_head\.weight \(8, 15\) != \(8, 16\)"
+    ):
+        load_model_dir(out)
+
+    dropped = {k: v for k, v in state.items() if k != "mmcl_head.bias"}
+    save_file({**dropped, "extra.weight": torch.zeros(2)}, str(weights))
+    with pytest.raises(ModelDirError) as info:
+        load_model_dir(out)
+    message = str(info.value)
+    assert "missing keys: mmcl_head.bias" in message and "unexpected keys: extra.weight" in message

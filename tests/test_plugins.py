@@ -48,6 +48,24 @@ BAD_PLUGINS = {
     """),
 }
 ISSUE_13 = "exits,badcmd,badcomp"
+# plugins that end every command: disabled by env_for unless a test names them in `enable`
+OPT_IN = {
+    "lightdup": textwrap.dedent("""
+        import primus_core
+
+        @primus_core.hookimpl
+        def register_encoders(register):
+            register("stacked-rnn", "primus_lightdup_plugin:Nothing")
+    """),
+    "ctrlc": "raise KeyboardInterrupt\n",
+    "ctrlchook": textwrap.dedent("""
+        import primus_core
+
+        @primus_core.hookimpl
+        def register_encoders(register):
+            raise KeyboardInterrupt
+    """),
+}
 
 
 def write_plugin_package(root, name, source):
@@ -76,7 +94,10 @@ def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("plugins")
     target = work / "site"
     sources = [REPO / "examples" / "primus-example-plugin"]
-    sources += [write_plugin_package(work / name, name, src) for name, src in BAD_PLUGINS.items()]
+    sources += [
+        write_plugin_package(work / name, name, src)
+        for name, src in {**BAD_PLUGINS, **OPT_IN}.items()
+    ]
     subprocess.run(
         [
             sys.executable,
@@ -97,11 +118,13 @@ def site(tmp_path_factory):
     return target
 
 
-def env_for(site, disable=f"broken,typo,dup,{ISSUE_13}", strict="1", **extra):
+def env_for(site, disable=f"broken,typo,dup,{ISSUE_13}", strict="1", enable=(), **extra):
+    blocked = [name for name in disable.split(",") if name]
+    blocked += [name for name in OPT_IN if name not in enable]
     env = {
         "PYTHONPATH": str(site),
         "PRIMUS_STRICT_PLUGINS": strict,
-        "PRIMUS_DISABLE_PLUGINS": disable,
+        "PRIMUS_DISABLE_PLUGINS": ",".join(blocked),
     }
     env.update(extra)
     return env
@@ -204,6 +227,63 @@ def test_allow_and_block_lists(site):
         r["name"] for r in json.loads(run_primus("components", "list", "--json", env=env).stdout)
     }
     assert "stats-mlp" not in names and "stacked-rnn" in names
+
+
+def test_plugin_isolation_lets_ctrl_c_through(site):
+    """Ctrl-C at a plugin's import or in its hook stops the command (exit 130), even without
+    strict mode, instead of marking the plugin broken and going on."""
+    for name in ("ctrlc", "ctrlchook"):
+        proc = run_primus(
+            "plugins", "list", "--json", env=env_for(site, strict="0", enable=[name]), expect=130
+        )
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+        assert proc.stderr.split() in (["aborted"], ["interrupted"])
+
+
+def test_primus_errors_from_a_hook_are_not_swallowed_without_strict_mode(site):
+    """A duplicate component name raised inside a hook is one error line, exit 1, also with
+    PRIMUS_STRICT_PLUGINS=0: the plugin is not merely listed as broken."""
+    env = env_for(site, strict="0", enable=["lightdup"])
+    for command in (["components", "list", "--json"], ["plugins", "list", "--json"]):
+        proc = run_primus(*command, env=env, expect=1)
+        assert proc.stdout == ""
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("error: duplicate encoder 'stacked-rnn'")
+        assert "'lightdup'" in line and "'stackrnn'" in line
+
+
+@pytest.mark.slow
+def test_the_example_plugins_documented_recipe_trains_and_its_model_embeds(site, tmp_path):
+    """CONTRIBUTING.md, "Writing a plugin": my-recipe.yaml as written there trains with
+    `primus train my-recipe.yaml --max-steps 20`, and the model folder it writes loads and
+    embeds: `emb` of hidden_size 32, `mmcl` sized by the trainer to the MiniLM teacher's 384."""
+    import numpy as np
+
+    env = env_for(site)
+    recipe = tmp_path / "my-recipe.yaml"
+    recipe.write_text(
+        "# my-recipe.yaml: MM alignment with the MiniLM text teacher (stats-mlp has emb and mmcl "
+        "heads)\n"
+        "extends: imu2clip-hapt\n"
+        "encoder: {type: stats-mlp, hidden_size: 32}\n"
+    )
+    shown = json.loads(run_primus("recipes", "show", recipe, "--json", env=env).stdout)
+    assert shown["problems"] == [] and shown["recipe"]["encoder"]["type"] == "stats-mlp"
+    run = tmp_path / "run"
+    args = ["--max-steps", "20", "--out", run, "--device", "cpu", "--no-progress"]
+    run_primus("train", recipe, *args, "--set", "data.max_windows=256", env=env)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["encoder"]["type"] == "stats-mlp" and config["training"]["steps"] == 20
+    assert config["encoder"]["provenance"]["distribution"] == "primus-example-plugin"
+    windows = np.random.default_rng(0).normal(size=(3, 6, 250)).astype(np.float32)
+    np.save(tmp_path / "w.npy", windows)
+    for head, size in (("emb", 32), ("mmcl", 384)):
+        out = tmp_path / f"{head}.npy"
+        run_primus(
+            "embed", run / "model", tmp_path / "w.npy", "--head", head, "--out", out, env=env
+        )
+        vectors = np.load(out)
+        assert vectors.shape == (3, size) and np.isfinite(vectors).all()
 
 
 @pytest.mark.slow

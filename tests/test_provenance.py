@@ -151,3 +151,38 @@ def test_provenance_with_a_plugin_pip_installed_then_pip_uninstalled(tmp_path):
     loaded = run(LOAD)
     assert loaded.returncode != 0
     assert "pip install 'primus-pip-rnn==2.0.1'" in loaded.stderr
+
+
+def test_a_trained_model_lists_the_provenance_of_every_component_of_its_recipe(tmp_path):
+    """A few training steps of primus-hapt (tiny sizes): config.json's top-level `provenance`
+    has one entry per component the recipe names, in recipe order, each with its plugin and
+    the distribution and version that provide it."""
+    from importlib.metadata import version
+
+    from primus_core.training.trainer import train
+
+    tiny = [
+        "encoder.hidden_size=16",
+        "encoder.conv_channels=8",
+        "train.batch_size=8",
+        "losses.nn.queue_size=16",
+        "data.max_windows=64",
+    ]
+    result = train(
+        "primus-hapt", tiny, out=tmp_path / "run", max_steps=2, device="cpu", progress=False
+    )
+    assert result.steps == 2 and result.model_dir is not None
+    config = json.loads((result.model_dir / "config.json").read_text())
+    here = {"distribution": "primus-zoo", "version": version("primus-zoo")}
+    expected = [
+        {"kind": "encoder", "name": "stacked-rnn", "plugin": "stackrnn", **here},
+        {"kind": "teacher", "name": "minilm-text", "plugin": "teachers", **here},
+        {"kind": "loss", "name": "ss", "plugin": "objectives", **here},
+        {"kind": "loss", "name": "mm", "plugin": "objectives", **here},
+        {"kind": "loss", "name": "nn", "plugin": "objectives", **here},
+        {"kind": "augmentation", "name": "scale-per-timestep", "plugin": "objectives", **here},
+        {"kind": "augmentation", "name": "permute", "plugin": "objectives", **here},
+        {"kind": "dataset", "name": "hapt", "plugin": "datasets", **here},
+    ]
+    assert config["provenance"] == expected
+    assert config["encoder"]["provenance"] == expected[0]

@@ -177,3 +177,149 @@ def test_validation_entry_takes_the_pretraining_download_location():
         "primus", ["data.pretrain.egoexo4d.root=/data/ee", "data.validation.egoexo4d.root=/v"]
     )
     assert own.data.validation[0].params["root"] == "/v"
+
+
+# docs/fidelity.md, "Corpus (EgoExo4D)": the values written out from the doc's table
+REFERENCE_CORPUS = {
+    "annotators": "first",
+    "include_rejected": True,
+    "cleaning": "reference",
+    "windowing": "reference",
+    "bad_windows": "reference",
+}
+PRIMUS_CORPUS = {
+    "annotators": "all",
+    "include_rejected": False,
+    "cleaning": "primus",
+    "windowing": "centred",
+    "bad_windows": "reference",
+}
+
+
+@pytest.mark.parametrize(
+    "name, corpus",
+    [(n, REFERENCE_CORPUS) for n in sorted(PAPER_RECIPES)] + [("primus-plus", PRIMUS_CORPUS)],
+)
+def test_egoexo4d_corpus_values_of_the_paper_recipes_and_primus_plus(name, corpus):
+    """Both EgoExo4D entries (pretraining `splits: [train]`, validation `splits: [val]`) of
+    every paper recipe carry the reference's corpus values, and primus-plus the project's, as
+    the adapter sees them once validated."""
+    from primus_core.components import validate_params
+
+    recipe = resolve_recipe(name).recipe
+    entries = [("train", r) for r in recipe.data.pretrain]
+    entries += [("val", r) for r in recipe.data.validation]
+    assert [(split, r.type) for split, r in entries] == [("train", "egoexo4d"), ("val", "egoexo4d")]
+    for split, ref in entries:
+        config = validate_params("dataset", "egoexo4d", ref.params)
+        got = {key: getattr(config, key) for key in corpus}
+        got["bad_windows"] = str(got["bad_windows"])
+        assert got == corpus, (name, split)
+        assert list(config.splits) == [split]
+
+
+def _problems(tmp_path, text: str) -> list[str]:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return check_recipe(primus_core.load_recipe(path))
+
+
+NN_ONLY = "losses: [{type: nn, ssl_coeff: 0.5, queue_size: 16, modalities: [text]}]\n"
+
+
+def test_nn_needs_the_mmcl_and_ssl_heads_and_supervised_its_head(tmp_path, cli):
+    """`nn` needs both `mmcl` and `ssl`; `supervised` needs its `head` (default `emb`, which
+    every encoder has); the problem names the loss, the missing heads and the fields to set."""
+    base = "extends: primus-hapt\n" + NN_ONLY
+    assert _problems(tmp_path, base) == []
+    # no ssl head (mmcl is set from the teacher): ssl is missing
+    assert _problems(tmp_path, base + "encoder: {type: stacked-rnn, ssl_dim: 0}\n") == [
+        "losses.0: loss 'nn' needs the encoder head(s) ssl; encoder 'stacked-rnn' has emb, mmcl "
+        "(set ssl_dim > 0)"
+    ]
+    # both heads off (mmcl_dim set explicitly to 0 is kept): both are missing
+    both_off = base + "encoder: {type: stacked-rnn, ssl_dim: 0, mmcl_dim: 0}\n"
+    assert _problems(tmp_path, both_off) == [
+        "losses.0: loss 'nn' needs the encoder head(s) mmcl, ssl; encoder 'stacked-rnn' has emb "
+        "(set mmcl_dim, ssl_dim > 0)"
+    ]
+    no_heads = "extends: supervised-hapt\nencoder: {type: stacked-rnn, ssl_dim: 0, mmcl_dim: 0}\n"
+    assert _problems(tmp_path, no_heads) == []  # the default head `emb` is always there
+    ssl_head = no_heads + "losses: [{type: supervised, num_classes: 12, head: ssl}]\n"
+    assert _problems(tmp_path, ssl_head) == [
+        "losses.0: loss 'supervised' needs the encoder head(s) ssl; encoder 'stacked-rnn' has "
+        "emb (set ssl_dim > 0)"
+    ]
+    (tmp_path / "r.yaml").write_text(ssl_head)
+    result = cli("recipes", "show", tmp_path / "r.yaml", expect=1)
+    assert result.err.strip().splitlines() == [
+        "error: recipe 'r' cannot be built: losses.0: loss 'supervised' needs the encoder head(s) "
+        "ssl; encoder 'stacked-rnn' has emb (set ssl_dim > 0)"
+    ]
+
+
+@pytest.fixture
+def half_declared_encoder():
+    """A plugin whose encoder config declares `channels` but neither `rate_hz` nor
+    `window_samples`, and one that declares all three."""
+    import types
+
+    from pydantic import BaseModel, ConfigDict
+
+    from primus_core.components import reset
+    from primus_core.plugins import PluginInfo, get_host
+
+    class ChannelsOnly(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        channels: list[str] = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
+        ssl_dim: int = 8
+        mmcl_dim: int = 8
+
+    class Declared(ChannelsOnly):
+        rate_hz: float = 50.0
+        window_samples: int = 250
+
+    module = types.ModuleType("declared_test_plugin")
+
+    @primus_core.hookimpl
+    def register_encoders(register):
+        register("channels-only", "declared_test_plugin:Nothing", config=ChannelsOnly)
+        register("declared", "declared_test_plugin:Nothing", config=Declared)
+
+    module.register_encoders = register_encoders
+    reset()
+    get_host().register(module, PluginInfo("declaredtest", module.__name__))
+    yield
+    reset()
+
+
+def test_the_encoder_config_must_declare_rate_hz_and_window_samples(
+    tmp_path, half_declared_encoder
+):
+    problems = _problems(tmp_path, "extends: simclr-hapt\nencoder: {type: channels-only}\n")
+    assert problems == [
+        f"encoder: 'channels-only' must declare '{name}' in its config (the encoder contract)"
+        for name in ("rate_hz", "window_samples")
+    ]
+    assert _problems(tmp_path, "extends: simclr-hapt\nencoder: {type: declared}\n") == []
+
+
+def test_the_ready_column_is_false_for_a_recipe_that_fails_its_checks(tmp_path, monkeypatch, cli):
+    registry = tmp_path / "overlay.yaml"
+    registry.write_text(
+        "recipes:\n"
+        "  no-ssl-head: {extends: simclr-hapt, encoder: {type: stacked-rnn, ssl_dim: 0}}\n"
+        "  fine: {extends: simclr-hapt}\n"
+    )
+    monkeypatch.setenv("PRIMUS_REGISTRY", str(registry))
+    rows = {r["name"]: r for r in json.loads(cli("recipes", "list", "--json").out)}
+    assert rows["no-ssl-head"]["ready"] is False
+    assert rows["no-ssl-head"]["problems"] == [
+        "losses.0: loss 'ss' needs the encoder head(s) ssl; encoder 'stacked-rnn' has emb, mmcl "
+        "(set ssl_dim > 0)"
+    ]
+    assert rows["fine"]["ready"] is True and rows["fine"]["problems"] == []
+    table = {
+        line.split()[0]: line.split()[3] for line in cli("recipes", "list").out.splitlines()[1:]
+    }
+    assert table["no-ssl-head"] == "no" and table["fine"] == "yes"

@@ -161,3 +161,89 @@ def test_zoo_push_prints_an_entry_that_validates():
     assert ZooEntry.model_validate(
         yaml.safe_load(registry_snippet("m", result))["zoo"]["m"]
     ).licence
+
+
+def test_list_json_gives_the_file_of_each_entry(home, tmp_path, monkeypatch, cli, plugin):
+    user = write(home / "registry.yaml", {"recipes": {"mine": {"extends": "primus-hapt"}}})
+    overlay = write(tmp_path / "o.yaml", {"zoo": {"overlay-model": shipped_entry("models/m")}})
+    monkeypatch.setenv("PRIMUS_REGISTRY", str(overlay))
+    recipes = {r["name"]: r for r in json.loads(cli("recipes", "list", "--json").out)}
+    assert recipes["mine"]["source"] == str(user)
+    assert recipes["primus"]["source"] == str(REPO / "registry.yaml")
+    assert recipes["plugin-recipe"]["source"] == "layers-test"  # a plugin's: its name
+    zoo = {r["name"]: r for r in json.loads(cli("zoo", "list", "--json").out)}
+    assert zoo["overlay-model"]["file"] == str(overlay)
+    assert zoo["overlay-model"]["layer"] == "PRIMUS_REGISTRY"
+    assert zoo["primus-hapt-stackrnn"]["file"] == str(REPO / "registry.yaml")
+    assert zoo["plugin-model"]["file"] == "layers-test"
+
+
+def test_plugin_entries_override_user_and_primus_registry_entries(
+    home, tmp_path, monkeypatch, plugin
+):
+    """The plugin layer comes last: its `plugin-recipe` and `plugin-model` win over the same
+    names in $PRIMUS_HOME/registry.yaml and in a PRIMUS_REGISTRY file."""
+    user_model = {**shipped_entry("models/m"), "description": "user model"}
+    write(
+        home / "registry.yaml",
+        {
+            "recipes": {"plugin-recipe": {"extends": "simclr-hapt", "description": "user"}},
+            "zoo": {"plugin-model": user_model},
+        },
+    )
+    overlay = write(
+        tmp_path / "o.yaml",
+        {"recipes": {"plugin-recipe": {"extends": "simclr-hapt", "description": "overlay"}}},
+    )
+    monkeypatch.setenv("PRIMUS_REGISTRY", str(overlay))
+    layers = load_layers()
+    assert layers.recipes["plugin-recipe"].layer == "plugin layers-test"
+    assert primus_core.load_recipe("plugin-recipe").description == "from a plugin"
+    entry = get_entry("plugin-model")
+    assert entry._layer == "plugin layers-test" and entry.description != "user model"
+    assert entry._base_dir == REPO / "zoo"
+    # without the plugin, the PRIMUS_REGISTRY entry wins over the user's
+    reset()
+    assert primus_core.load_recipe("plugin-recipe").description == "overlay"
+    assert get_entry("plugin-model").description == "user model"
+
+
+@pytest.fixture
+def bad_zoo_plugin():
+    """A plugin whose register_zoo gives one good entry and three bad ones."""
+    module = types.ModuleType("bad_zoo_test_plugin")
+    module.__file__ = str(REPO / "zoo" / "x.py")
+
+    @primus_core.hookimpl
+    def register_zoo(register):
+        no_licence = shipped_entry("primus-hapt-stackrnn")
+        del no_licence["licence"]
+        register("no-licence", no_licence)
+        register("not-a-mapping", [1, 2])
+        register("../escape", shipped_entry("primus-hapt-stackrnn"))
+        register("good-model", shipped_entry("primus-hapt-stackrnn"))
+
+    module.register_zoo = register_zoo
+    reset()
+    get_host().register(module, PluginInfo("badzoo", module.__name__))
+    yield
+    reset()
+
+
+def test_a_bad_register_zoo_entry_from_a_plugin_is_reported_and_skipped(
+    home, bad_zoo_plugin, caplog, cli
+):
+    with caplog.at_level(logging.WARNING):
+        entries = zoo_entries()
+    assert "good-model" in entries and "primus-hapt-stackrnn" in entries
+    assert not {"no-licence", "not-a-mapping", "../escape"} & set(entries)
+    assert "badzoo: zoo.no-licence.licence: Field required" in caplog.text
+    assert "badzoo: zoo.not-a-mapping: must be a mapping" in caplog.text
+    assert "badzoo: zoo name '../escape' is not a safe name" in caplog.text
+    listed = {r["name"] for r in json.loads(cli("zoo", "list", "--json").out)}
+    assert "good-model" in listed and "no-licence" not in listed
+    assert (pull("good-model") / "config.json").is_file()
+    result = cli("zoo", "info", "no-licence", expect=1)
+    assert result.err.strip().splitlines()[-1] == (
+        "error: badzoo: zoo.no-licence.licence: Field required"
+    )

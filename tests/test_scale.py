@@ -126,7 +126,7 @@ def test_embed_a_folder_sharded_over_two_processes_and_resumed(
     one = cli(*args, "--out", tmp_path / "one").out
     assert "5 files (5 embedded, 0 already done), 20 windows" in one
     two = run_primus(*args, "--out", tmp_path / "two", "--nproc", "2", env=ONE_THREAD).stdout
-    assert "5 files (5 embedded" in two and "2 process(es)" in two
+    assert "5 files (5 embedded, 0 already done), 20 windows" in two and "2 process(es)" in two
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
     assert sorted(tree(tmp_path / "one")) == [f"s{i % 2}/rec{i}.npy" for i in (0, 2, 4, 1, 3)]
     # a killed run leaves whole outputs: the rerun embeds only the missing ones

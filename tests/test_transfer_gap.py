@@ -57,3 +57,72 @@ def test_tiny_gap_study_writes_every_variant(tmp_path, capsys):
     assert "| basicmotions | default |" in (tmp_path / "transfer_gap.md").read_text()
     assert main(["--model", "random:stacked-rnn", "--shots", "x", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_gap_is_classical_minus_encoder_on_the_transformed_windows_with_the_defaults(
+    tmp_path, monkeypatch
+):
+    """evaluate() (and the datasets) are replaced by stand-ins whose accuracies are known: call i scores the encoder
+    0.5 and 0.5 + 0.02 i, the classical baseline 0.8 and 0.9. So encoder = 0.5 + 0.01 i,
+    classical = 0.85, gap = 0.35 - 0.01 i, change of gap = -0.01 i (points: -1.0 x i)."""
+    from types import SimpleNamespace
+
+    from primus_core.evaluation import transfer_gap
+
+    calls = []
+
+    def fake_evaluate(model, settings, baselines, progress, windows):
+        i = len(calls)
+        calls.append((settings, list(baselines), windows))
+        runs = [
+            {"kind": "model", "accuracy": 0.5},
+            {"kind": "model", "accuracy": 0.5 + 0.02 * i},
+            {"kind": "baseline", "accuracy": 0.8},
+            {"kind": "baseline", "accuracy": 0.9},
+        ]
+        return SimpleNamespace(runs=runs, seconds=0.0)
+
+    monkeypatch.setattr(transfer_gap, "evaluate", fake_evaluate)
+    data = {"hapt": windows(0.0, 0.5, 1), "basicmotions": windows(9.8, 3.0, 0)}
+    monkeypatch.setattr(transfer_gap, "prepare_dataset", lambda name, *a, **k: data[name])
+    args = ["--model", "random:stacked-rnn", "--longer", "random:stacked-rnn"]
+    assert main([*args, "--datasets", "basicmotions", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "transfer_gap.json").read_text())
+    names = [r["variant"] for r in report["rows"]]
+    assert names == [
+        "default",
+        "head=emb",
+        "head=mmcl",
+        "head=ssl",
+        "protocol=reference",
+        "input=standardise",
+        "input=centre",
+        "head=ssl+input=standardise",
+        "model=longer",
+        "model=longer+head=ssl",
+    ]
+    for i, row in enumerate(report["rows"]):
+        assert row["encoder"] == pytest.approx(0.5 + 0.01 * i)
+        assert row["classical"] == pytest.approx(0.85)
+        assert row["gap"] == pytest.approx(0.35 - 0.01 * i)
+    # the defaults: 1 and 5 shots, 3 seeds; the classical baseline runs next to every variant
+    for settings, baselines, _ in calls:
+        assert settings.shots == [1, 5] and settings.seeds == 3 and baselines == ["classical"]
+    assert report["shots"] == [1, 5] and report["seeds"] == 3
+    heads = {r["variant"]: s.head for r, (s, _, _) in zip(report["rows"], calls, strict=True)}
+    assert heads["head=ssl"] == heads["head=ssl+input=standardise"] == "ssl"
+    assert heads["default"] is None
+    assert calls[4][0].protocol == "reference"
+    # both systems are scored on the transformed windows: centred per window and channel
+    centred = calls[names.index("input=centre")][2]
+    assert np.abs(centred.imu.mean(axis=2)).max() < 1e-4
+    raw = calls[0][2]
+    assert raw is data["basicmotions"]  # as-is
+    standardised = calls[names.index("input=standardise")][2]
+    for got, want in zip(channel_stats(standardised), channel_stats(data["hapt"]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # to the source's statistics
+    # the markdown: gap and change of gap in points, the change against the default row
+    text = (tmp_path / "transfer_gap.md").read_text()
+    assert "| basicmotions | default | 0.500 | 0.850 | +35.0 | +0.0 |" in text
+    assert "| basicmotions | input=centre | 0.560 | 0.850 | +29.0 | -6.0 |" in text
+    assert "| basicmotions | model=longer+head=ssl | 0.590 | 0.850 | +26.0 | -9.0 |" in text

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_clip import make_tiny_clip
-from video_tree import TAKES, frame_index, make_egoexo_tree, write_video
+from video_tree import TAKES, frame_image, frame_index, make_egoexo_tree, write_video
 
 import primus_core
 from primus_core.data.cache import EmbeddingCache
@@ -235,7 +235,10 @@ def test_cache_build_bad_video_error_or_skipped(cli, tree, clip_dir, tmp_path):
     root = tmp_path / "egoexo4d"
     shutil.copytree(tree["root"], root)
     broken = root / "takes" / TAKES[0][1] / "frame_aligned_videos" / "aria01_214-1.mp4"
-    broken.write_bytes(b"not a video at all")
+    # unreadable for a while, with the same size and mtime (so the same cache keys) as when fixed
+    good, stamp = broken.read_bytes(), broken.stat().st_mtime_ns
+    broken.write_bytes(bytes(len(good)))
+    os.utime(broken, ns=(stamp, stamp))
     args = [
         "cache",
         "build",
@@ -252,6 +255,25 @@ def test_cache_build_bad_video_error_or_skipped(cli, tree, clip_dir, tmp_path):
     assert video["skipped"] == len(TAKES[0][5]) and video["computed"] == len(TAKES[1][5])
     ((reason, count),) = video["skip_reasons"].items()
     assert count == video["skipped"] and reason.startswith(f"{broken}: cannot decode video (")
+    assert video["distinct"] == video["computed"] + video["cached"] + video["skipped"]
+    assert video["identity"].startswith("clip-video|local:")
+    assert video["identity"].endswith("|fps10|src10|max0|pre1")
+    text = rows["clip-text"]  # embedded by the failed run: nothing computed, no rates
+    assert text["identity"].startswith("clip-text|local:") and text["identity"].endswith(
+        "|len77|pre1"
+    )
+    assert (text["computed"], text["inputs_per_s"], text["frames_per_s"]) == (0, None, None)
+    # skipped clips were not cached: once the file reads, a later run embeds exactly them
+    broken.write_bytes(good)
+    os.utime(broken, ns=(stamp, stamp))
+    rows = {r["teacher"]: r for r in json.loads(cli(*args, "--skip-bad-videos", "--json").out)}
+    video = rows["clip-video"]
+    assert (video["computed"], video["cached"], video["skipped"]) == (
+        len(TAKES[0][5]),
+        len(TAKES[1][5]),
+        0,
+    )
+    assert video["skip_reasons"] == {} and video["frames_per_s"] > 0
 
 
 @pytest.mark.parametrize("recipe", ["primus", "primus-ss-mm", "imu2clip"])
@@ -285,3 +307,81 @@ def test_paper_recipes_train_with_text_and_video(cli, tree, clip_dir, tmp_path, 
     config = json.loads((out / "model" / "config.json").read_text())
     identities = " ".join(config["teachers"])
     assert "clip-text|local:" in identities and "clip-video|local:" in identities
+
+
+def test_a_skipped_clip_is_not_cached_and_is_tried_again(clip_dir, tmp_path):
+    other = write_video(tmp_path / "other.mp4", 6.0)
+    path = write_video(tmp_path / "take.mp4", 6.0)
+    good, stamp = path.read_bytes(), path.stat().st_mtime_ns
+    spans = [{"path": str(p), "start_s": 0.0, "end_s": 5.0} for p in (other, path)]
+    made = dict(model_id=str(clip_dir), device="cpu", workers=0, max_frames=4)
+    direct = primus_core.create("teacher", "clip-video", **made).embed(spans)  # both readable
+    # unreadable for a while: zeros of the same size, the same mtime (so the same cache key)
+    path.write_bytes(bytes(len(good)))
+    os.utime(path, ns=(stamp, stamp))
+    teacher = primus_core.create("teacher", "clip-video", **made, skip_bad_videos=True)
+    cache = EmbeddingCache(tmp_path / "cache", progress=False)
+    keys = cache.keys(teacher, spans)
+    first = cache.get_or_compute(teacher, spans)
+    assert (cache.last.computed, cache.last.skipped) == (1, 1)
+    assert torch.isnan(first[1]).all() and len(teacher.skipped) == 1
+    torch.testing.assert_close(first[0], direct[0], atol=1e-6, rtol=0)
+    assert cache.info()["teachers"][0]["entries"] == 1  # nothing stored for the skipped clip
+    path.write_bytes(good)  # readable again
+    os.utime(path, ns=(stamp, stamp))
+    later = EmbeddingCache(tmp_path / "cache", progress=False)
+    assert later.keys(teacher, spans) == keys
+    again = later.get_or_compute(teacher, spans)
+    assert (later.last.computed, later.last.cached, later.last.skipped) == (1, 1, 0)
+    torch.testing.assert_close(again, direct, atol=1e-6, rtol=0)
+
+
+def test_frames_folder_is_read_in_name_order_and_an_image_is_one_frame(clip_dir, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    # by name: 10.png < 100.png < 9.png (numeric or creation order would keep other frames)
+    for name, index in (("9.png", 9), ("100.png", 100), ("10.png", 10)):
+        Image.fromarray(frame_image(index * 7)).save(folder / name)
+    (folder / "notes.txt").write_text("not a frame")
+    teacher = primus_core.create(
+        "teacher", "clip-video", model_id=str(clip_dir), device="cpu", max_frames=2
+    )
+    # max_frames 2 of 3 keeps the first and the last by name: 10.png and 9.png
+    want = [frame_image(10 * 7), frame_image(9 * 7)]
+    emb, as_list, by_number = teacher.embed(
+        [folder, want, [frame_image(9 * 7), frame_image(100 * 7)]]
+    )
+    torch.testing.assert_close(emb, as_list, atol=1e-6, rtol=0)
+    assert not torch.allclose(emb, by_number, atol=1e-4)
+    # a path to one image is a one-frame clip
+    one, frame = teacher.embed([folder / "100.png", [frame_image(100 * 7)]])
+    torch.testing.assert_close(one, frame, atol=1e-6, rtol=0)
+    assert not torch.allclose(one, emb, atol=1e-4)
+    # renaming or moving a frames folder keeps its key
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "renamed")
+    cache = EmbeddingCache(tmp_path / "cache", progress=False)
+    assert cache.keys(teacher, [moved]) == cache.keys(teacher, [folder])
+    assert cache.keys(teacher, [str(moved)]) == cache.keys(teacher, [folder])
+
+
+def test_each_decoding_worker_gets_cpus_over_workers_threads(clip_dir, video, monkeypatch):
+    import primus_teachers.video as video_module
+
+    real = video_module.ordered_map
+    seen = []
+
+    def spy(fn, jobs, workers, *rest):
+        jobs = list(jobs)
+        seen.append((workers, [job.threads for job in jobs]))
+        return real(fn, jobs, 0)  # decoded here: what is checked is what the workers are given
+
+    monkeypatch.setattr(video_module, "ordered_map", spy)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    spans = [{"path": str(video), "start_s": s, "end_s": s + 2.0} for s in (0.0, 3.0, 6.0)]
+    made = dict(model_id=str(clip_dir), device="cpu", max_frames=2)
+    primus_core.create("teacher", "clip-video", **made, workers=2).embed(spans)
+    # none = CPUs - 1 = 7 workers (3 processes for 3 clips), 8 // 7 = 1 thread each
+    primus_core.create("teacher", "clip-video", **made).embed(spans)
+    assert seen == [(2, [4, 4, 4]), (3, [1, 1, 1])]

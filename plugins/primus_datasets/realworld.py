@@ -105,7 +105,10 @@ class RealWorld(DatasetAdapter):
                     where=acc_name,
                 )
                 continue
-            if len(rec) < max(1, math.ceil(self.config.min_fill * window)):
+            # rec is at the native 50 Hz, the window at the contract's rate
+            if len(rec) < max(
+                1, math.ceil(self.config.min_fill * window * 50.0 / contract.rate_hz)
+            ):
                 self.skip(
                     f"recording shorter than min_fill ({self.config.min_fill:g}) of a window",
                     unit="recording",

@@ -230,11 +230,14 @@ def embed(
 ) -> None:
     """Embed IMU windows with MODEL (a model directory or zoo name). INPUT is one file, or a
     folder / .txt list of files embedded one output each, sharded over torchrun ranks."""
+    import os
+
     import numpy as np
 
     from ..data import embed_many, shard
     from ..data.embed import embed_windows, prepare_windows, rate_hint, read_input
     from ..device import resolve_device
+    from ..paths import remove_dead_temps
     from ..zoo.hub import load_pretrained
 
     many = embed_many.is_many(input_path)
@@ -292,8 +295,10 @@ def embed(
     )
     seconds = time.perf_counter() - start
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.npy")
-    np.save(tmp, vectors)
+    remove_dead_temps(out_path.parent, f".{out_path.name}.tmp-")
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, vectors)
     tmp.replace(out_path)
     log.info(
         "embedded %d windows in %.2f s (%.0f windows/s on %s)",

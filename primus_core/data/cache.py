@@ -230,6 +230,8 @@ class TeacherStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.shards_dir / name)
+        # a shard of these keys that was skipped as damaged has the same name: read it again
+        self._seen.discard(name)
         with locked(self.folder.parent / ".lock"):
             summary = _read_json(self.folder / "index.json")
             summary.update(identity=self.identity, dim=int(emb.shape[1]))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..paths import remove_dead_temps
 from . import shard
 from .embed import embed_windows, prepare_windows, read_input
 
@@ -104,8 +105,12 @@ def embed_files(
             )
             target = out_dir / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp, vectors)
+            # a killed writer's temporary ends in .tmp-PID (never read as an input or output):
+            # the next writer of that name removes it
+            remove_dead_temps(target.parent, f".{target.name}.tmp-")
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors)
             os.replace(tmp, target)
             windows += len(array)
             bar.update(1)

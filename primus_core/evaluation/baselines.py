@@ -2,7 +2,7 @@
 
 Features of each channel (and of the acceleration and rotation-rate magnitudes when the window
 has 6 channels): mean, std, min, max, the 10/25/50/75/90th percentiles, energy (mean square),
-mean absolute first difference and std of the first difference - 13 per channel, 104 for 6-axis
+mean absolute first difference and std of the first difference - 12 per channel, 96 for 6-axis
 IMU windows. Standardised, then sklearn's multinomial logistic regression (L2, C=0.5).
 """
 

@@ -238,7 +238,8 @@ def load_model(spec: str, device: torch.device | None = None) -> LoadedModel:
         return LoadedModel(spec, encoder, encoder_type, {}, [], "untrained")
     path = Path(spec)
     if not path.is_dir():
-        if "/" in spec or "\\" in spec or spec.startswith("."):
+        is_hub_id = spec.startswith("hf-hub:")  # ORG/NAME holds a '/' but is not a path
+        if not is_hub_id and ("/" in spec or "\\" in spec or spec.startswith(".")):
             raise EvalError(f"{spec}: no such model directory")
         path = zoo_model_dir(spec)
     config = read_model_config(path)

@@ -135,6 +135,7 @@ class ZooEntry(BaseModel):
     # the folder relative ``shipped:`` paths resolve against (the declaring file's), and its layer
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _layer: str = PrivateAttr(default="")
+    _file: str = PrivateAttr(default="")  # the declaring file (a plugin: its name)
 
     @model_validator(mode="after")
     def _check_files(self) -> ZooEntry:
@@ -177,7 +178,9 @@ def _load_entries() -> tuple[dict[str, ZooEntry], dict[str, str]]:
     from ..registry.layers import load_layers
 
     layers = load_layers()
-    broken = {name: problem for (section, name), problem in layers.broken.items() if section == "zoo"}
+    broken = {
+        name: problem for (section, name), problem in layers.broken.items() if section == "zoo"
+    }
     problems = list(layers.problems)
     entries = {}
     for name, raw in layers.zoo.items():
@@ -198,6 +201,7 @@ def _load_entries() -> tuple[dict[str, ZooEntry], dict[str, str]]:
             continue
         entry._base_dir = raw.base_dir
         entry._layer = raw.layer
+        entry._file = raw.source
         entries[name] = entry
     for problem in problems:
         log.warning("skipped: %s", problem)
@@ -745,6 +749,11 @@ def pull_hub_id(repo_id: str, revision: str | None, offline: bool) -> Path:
             check_file(path, pinned.files[filename], f"{label}: {filename}")
         folder = path.parent
     assert folder is not None
+    if commit != revision and ".." not in Path(revision).parts and not Path(revision).is_absolute():
+        # what huggingface_hub records for a branch or tag: offline use then finds this commit
+        ref = folder.parent.parent / "refs" / revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit, encoding="utf-8")
     return folder
 
 
@@ -861,6 +870,7 @@ def describe(name: str, entry: ZooEntry) -> dict:
         "cached": path is not None,
         "path": str(path) if path else None,
         "layer": entry._layer,
+        "file": entry._file,
     }
 
 
