@@ -292,6 +292,22 @@ def test_int8_is_refused_off_the_cpu():
     encoder = create("encoder", "stacked-rnn", hidden_size=16, ssl_dim=8, mmcl_dim=8)
     with pytest.raises(DataError, match="runs on the CPU, not on meta"):
         for_inference(encoder, "int8", torch.device("meta"))
+    # refused before anything moved: the caller's encoder is still on the CPU
+    assert {p.device.type for p in encoder.parameters()} == {"cpu"}
     if torch.cuda.is_available():
         with pytest.raises(DataError, match="runs on the CPU, not on cuda"):
             for_inference(encoder, "int8", torch.device("cuda"))
+
+
+def test_reduced_precision_copies_leave_the_callers_encoder_as_it_was():
+    """bf16 and int8 are copies: the caller's encoder keeps its weights, dtype and training
+    mode; fp32 is the encoder itself, in eval mode."""
+    encoder = create("encoder", "stacked-rnn", hidden_size=16, ssl_dim=8, mmcl_dim=8).train()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    for dtype in ("bf16", "int8"):
+        other = for_inference(encoder, dtype, torch.device("cpu"))
+        assert other is not encoder and not other.training
+        assert encoder.training
+        for key, value in encoder.state_dict().items():
+            assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+    assert for_inference(encoder, "fp32") is encoder and not encoder.training

@@ -553,6 +553,8 @@ def test_eval_command_reference_protocol_records_it(cli, tmp_path):
     assert "nope" in res.err
     assert EvalSettings(dataset="realworld", protocol="reference").epoch_count == 50
     assert EvalSettings(dataset="realworld").epoch_count == 20
+    # the reference's NUM_EPOCHS = 20 on EgoExo4D (classification_downstream_egoexo4d.py)
+    assert EvalSettings(dataset="egoexo4d", protocol="reference").epoch_count == 20
 
 
 # ---------------------------------------------------------------------------- documented details
@@ -655,6 +657,10 @@ def test_every_system_gets_the_same_shots_and_the_same_test_windows(watch, proto
         assert (va is None) == (vb is None) == (protocol == "primus")
         if va is not None:
             np.testing.assert_array_equal(va, vb)
+        # every window of the test subjects is scored (no batch dropped), none of them trained on
+        tested = np.isin(watch.subjects, watch.subjects[sa])
+        assert sorted(sa.tolist()) == np.flatnonzero(tested).tolist()
+        assert not np.isin(ta, sa).any()
 
 
 def test_two_encoders_with_identical_weights_get_identical_scores(watch):

@@ -302,6 +302,13 @@ def test_switches_resolve_the_batch_and_precision():
     assert full["losses"][2]["queue_size"] == 16  # the recipe's value with defaults filled in
     assert full["data"]["validation"] is None and full["data"]["val_fraction"] == 0.1
     assert full["data"]["pretrain"][0]["type"] == "hapt"
+    # parameters the recipe does not set are recorded with their documented defaults
+    assert full["augmentations"] == [
+        {"type": "scale-per-timestep", "sigma": 0.25},
+        {"type": "permute", "segments": 5},
+    ]
+    hapt = full["data"]["pretrain"][0]
+    assert (hapt["min_fill"], hapt["include_transitions"], hapt["root"]) == (0.5, True, None)
 
 
 def test_amp_and_step_modes_on_the_cpu(tmp_path):

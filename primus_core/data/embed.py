@@ -174,31 +174,30 @@ class InferenceEncoder(torch.nn.Module):
 def for_inference(
     encoder: torch.nn.Module, dtype: str = "fp32", device: torch.device | None = None
 ) -> torch.nn.Module:
-    """The encoder in eval mode on ``device``, in the precision ``dtype``: ``fp32`` (itself),
-    ``bf16`` (a bfloat16 copy: weights and activations) or ``int8`` (a copy with the GRU and
-    Linear layers dynamically quantised to int8, torch.ao.quantization.quantize_dynamic; CPU
-    only). The caller's encoder is left unchanged."""
+    """The encoder in eval mode on ``device``, in the precision ``dtype``: ``fp32`` (the encoder
+    itself, moved and put in eval mode), ``bf16`` (a bfloat16 copy: weights and activations) or
+    ``int8`` (a copy with the GRU and Linear layers dynamically quantised to int8,
+    torch.ao.quantization.quantize_dynamic; CPU only). A copy leaves the caller's encoder as it
+    was: weights, device and mode."""
     import copy
 
     if dtype not in INFERENCE_DTYPES:
         raise DataError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)} (got {dtype!r})")
     device = device or next(encoder.parameters()).device
-    encoder = encoder.to(device).eval()
     if dtype == "fp32":
-        return encoder
-    if dtype == "bf16":
-        return InferenceEncoder(copy.deepcopy(encoder).to(torch.bfloat16), torch.bfloat16).eval()
-    if device.type != "cpu":
+        return encoder.to(device).eval()
+    if dtype == "int8" and device.type != "cpu":
         raise DataError(f"dtype int8 (dynamic quantisation) runs on the CPU, not on {device}")
+    encoder = copy.deepcopy(encoder).to(device).eval()
+    if dtype == "bf16":
+        return InferenceEncoder(encoder.to(torch.bfloat16), torch.bfloat16).eval()
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        quantised = quantize_dynamic(
-            copy.deepcopy(encoder), {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
-        )
+        quantised = quantize_dynamic(encoder, {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
     return InferenceEncoder(quantised, torch.float32).eval()
 
 
