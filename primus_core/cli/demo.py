@@ -94,10 +94,11 @@ def demo(windows: int, batch_size: int, steps: int, out: Path) -> None:
     run_dir = out / time.strftime("demo-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     result = train("primus-hapt", ["train.log_every=20"], run_dir, max_steps=steps)
-    first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
+    tail = result.losses[-10:]
+    first, last = result.losses[0], sum(tail) / len(tail)
     click.echo(
         f"  {result.steps} steps in {time.perf_counter() - start:.0f} s; loss {first:.2f} at "
-        f"step 1, {last:.2f} over the last 10 (the NN term joins at step 2); best "
+        f"step 1, {last:.2f} over the last {len(tail)} (the NN term joins at step 2); best "
         f"validation loss {result.best_val_loss:.3f}"
     )
     click.echo(f"  model directory: {result.model_dir}")
