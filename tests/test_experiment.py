@@ -252,10 +252,18 @@ def test_the_same_command_runs_on_the_papers_corpora(cli, tmp_path, source, aria
         "--out",
         out,
         "--no-progress",
+        # one of the two runs evaluates with the reference's protocol
+        *(["--protocol", "reference"] if source == "egoexo4d" else []),
     )
     assert "**Verdict.**" in res.out and "effective clusters" in res.out
     report = json.loads((out / "diversity_vs_size.json").read_text())
     assert report["settings"]["source"] == source
+    protocol = "reference" if source == "egoexo4d" else "primus"
+    assert report["settings"]["plan"]["protocol"] == protocol
+    evals = [json.loads(p.read_text()) for p in out.glob("runs/*/eval.json")]
+    results = [r for e in evals for r in e["results"].values()]
+    assert results and {r["protocol"]["name"] for r in results} == {protocol}
+    assert {r["settings"]["protocol"] for r in results} == {protocol}
     corpora = report["corpora"]
     assert {c["diversity"] for c in corpora} == {1, 2} and corpora
     for c in corpora:
