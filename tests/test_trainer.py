@@ -184,6 +184,9 @@ def test_select_corpus_keeps_the_named_classes_then_a_seeded_subset():
     assert select_corpus(windows, ["walk", "run"], 3, seed=1).imu[:, 0, 0].tolist() == kept
     drawn = {tuple(select_corpus(windows, None, 4, seed=s).imu[:, 0, 0]) for s in range(20)}
     assert len(drawn) > 5  # the seed picks the subset
+    for seed in range(20):  # without replacement: never the same window twice
+        picked = select_corpus(windows, None, 7, seed=seed).imu[:, 0, 0].tolist()
+        assert len(set(picked)) == 7
     with pytest.raises(PrimusError) as caught:
         select_corpus(windows, ["walk", "swim", "fly"], None, 0)
     assert str(caught.value) == (
@@ -283,6 +286,10 @@ def test_compat_hash_ignores_only_the_resumable_fields():
         assert compat_hash(resolve_recipe("primus-hapt", [*TINY, setting])) == base, setting
     for setting in ("train.lr=0.5", "train.seed=3", "encoder.hidden_size=8"):
         assert compat_hash(resolve_recipe("primus-hapt", [*TINY, setting])) != base, setting
+    # the hash leaves the recipe as it was (recipe.yaml and config.json are written from it)
+    loaded = resolve_recipe("primus-hapt", [*TINY, "train.max_steps=7", "train.log_every=3"])
+    compat_hash(loaded)
+    assert loaded.data["train"]["max_steps"] == 7 and loaded.data["train"]["log_every"] == 3
 
 
 def test_switches_resolve_the_batch_and_precision():
@@ -362,6 +369,8 @@ def test_the_batch_is_per_process_or_divided_between_processes(tmp_path):
     run = make_run(tmp_path, "data.val_fraction=0", "train.batch_size_per=global")
     shared = Trainer(as_ranks(run, 2), None, progress=False)
     assert (shared.local_batch, shared.global_batch, shared.steps_per_epoch) == (4, 8, 8)
+    counts = (shared.local_batch, shared.global_batch, shared.steps_per_epoch, shared.total_steps)
+    assert all(type(n) is int for n in counts)  # they slice the epoch order
     run = make_run(tmp_path, "data.val_fraction=0", "train.batch_size_per=global")
     with pytest.raises(PrimusError) as caught:
         Trainer(as_ranks(run, 3), None, progress=False)
@@ -475,6 +484,45 @@ def test_the_loop_stops_after_the_step_a_signal_arrives_in(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
+def test_the_loop_stops_at_max_steps_in_the_middle_of_an_epoch(tmp_path):
+    trainer = make_trainer(tmp_path, "data.val_fraction=0", "train.log_every=2", max_steps=5)
+    assert trainer.steps_per_epoch == 8
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as metrics:
+        assert trainer.run_loop(metrics) is None
+    assert (trainer.step, trainer.epoch, trainer.batch_in_epoch) == (5, 0, 5)
+    assert len(trainer.losses) == 5
+
+
+def test_one_process_never_gathers_even_when_gather_negatives_is_set(tmp_path):
+    """`train.gather_negatives` applies under torch.distributed only: one process trains on its
+    own batch (no process group is needed) and takes the same step as without the switch."""
+    steps = {}
+    for value in ("true", "false"):
+        trainer = make_trainer(tmp_path, f"train.gather_negatives={value}", max_steps=2)
+        steps[value] = [trainer.train_step(torch.arange(8 * i, 8 * i + 8))["loss"] for i in (0, 1)]
+    assert steps["true"] == pytest.approx(steps["false"], rel=1e-6)
+
+
+def test_the_static_step_gives_the_eager_losses_and_floats_in_the_history(tmp_path):
+    """train.step=static (one process, fixed shapes, no host sync per step) runs the same
+    optimisation: the loss history equals the eager loop's, read back as floats."""
+    histories = {}
+    for mode in ("eager", "static"):
+        trainer = make_trainer(
+            tmp_path, "data.val_fraction=0", "train.log_every=3", f"train.step={mode}", max_steps=4
+        )
+        assert (trainer.static_step is None) == (mode == "eager")
+        with open(os.devnull, "w") as metrics:
+            trainer.run_loop(metrics)
+        # read back when logged (steps 1 and 3): the static step keeps step 4 on the device
+        assert all(type(v) is float for v in trainer.losses[:3]), mode
+        assert isinstance(trainer.losses[3], torch.Tensor) == (mode == "static")
+        trainer.read_losses()
+        assert all(type(v) is float for v in trainer.losses)
+        histories[mode] = trainer.losses
+    assert histories["static"] == pytest.approx(histories["eager"], rel=1e-4)
+
+
 def test_stop_request_records_the_signal_and_restores_the_handlers():
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with StopRequest() as stop:
@@ -505,15 +553,18 @@ def test_read_losses_turns_tensors_into_floats_and_stops_at_the_first_non_finite
     trainer.read_losses()
 
 
-def test_validation_is_the_mean_loss_of_whole_batches_and_leaves_the_queues(tmp_path):
-    trainer = make_trainer(tmp_path, "data.val_fraction=0.5", max_steps=4)
+@pytest.mark.parametrize("fraction, held_out", [(0.5, 26), (0.4, 24), (0.3, 15)])
+def test_validation_is_the_mean_loss_of_whole_batches_and_leaves_the_queues(
+    tmp_path, fraction, held_out
+):
+    trainer = make_trainer(tmp_path, f"data.val_fraction={fraction}", max_steps=4)
     run = trainer.run
     for i in range(2):
         trainer.train_step(torch.arange(8 * i, 8 * i + 8))  # fill the NN queues a little
     queues = copy.deepcopy(run.model.losses.state_dict())
     weights = copy.deepcopy(run.model.state_dict())
     n = len(run.val_source)
-    assert n >= 16 and n % 8  # at least two whole batches and a partial one
+    assert n == held_out  # whole batches and a partial one, exactly whole batches, 8k - 1
     got = trainer.validate()
     # the oracle: each whole batch in eval mode, augmented with a fresh seed+1 generator
     twin = copy.deepcopy(run.model).eval()
