@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -523,6 +524,55 @@ def test_the_static_step_gives_the_eager_losses_and_floats_in_the_history(tmp_pa
     assert histories["static"] == pytest.approx(histories["eager"], rel=1e-4)
 
 
+def test_an_eager_loop_stops_at_the_step_whose_loss_is_not_finite(tmp_path):
+    trainer = make_trainer(tmp_path, "data.val_fraction=0", "train.log_every=10", max_steps=8)
+    real_step = trainer.train_step
+
+    def step(idx):
+        values = real_step(idx)
+        return {**values, "loss": float("nan")} if trainer.step == 2 else values
+
+    trainer.train_step = step
+    with open(os.devnull, "w") as metrics, pytest.raises(PrimusError, match="at step 3;"):
+        trainer.run_loop(metrics)  # not at the next log row (step 10)
+    assert trainer.step == 3
+
+
+def test_windows_per_second_is_the_windows_since_the_last_row_over_the_time_since(
+    tmp_path, monkeypatch, caplog
+):
+    from primus_core.training import trainer as trainer_module
+
+    ticks = iter(range(0, 100, 2))  # a clock that advances 2 s per reading
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    trainer = make_trainer(tmp_path, "data.val_fraction=0", "train.log_every=3", max_steps=6)
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as metrics, caplog.at_level("INFO"):
+        trainer.run_loop(metrics)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # step 1: 8 windows in 2 s; steps 2-3: 16 windows in 2 s; steps 4-6: 24 windows in 2 s
+    assert [(r["step"], r["windows_per_s"]) for r in rows] == [(1, 4.0), (3, 8.0), (6, 12.0)]
+    # without a progress bar each row is also a log line
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "step 1 epoch 0",
+        "step 3 epoch 0",
+        "step 6 epoch 0",
+    ]
+    assert lines[0].endswith(", 4 windows/s") and "loss " in lines[0]
+
+
+def test_tensorboard_needs_its_package_and_says_so(tmp_path):
+    run = make_run(tmp_path)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(PrimusError, match=r"needs the tensorboard package \(pip install"):
+            Trainer(run, 2, progress=False, tensorboard=True)
+    else:
+        assert Trainer(run, 2, progress=False, tensorboard=True).tb is not None
+    assert Trainer(run, 2, progress=False).tb is None
+
+
 def test_stop_request_records_the_signal_and_restores_the_handlers():
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with StopRequest() as stop:
@@ -551,6 +601,13 @@ def test_read_losses_turns_tensors_into_floats_and_stops_at_the_first_non_finite
         trainer.read_losses()
     trainer.losses = [float("nan"), 1.0]  # checked when it was read: not raised again
     trainer.read_losses()
+    for losses, step, bad in [
+        ([torch.tensor(float("nan")), torch.tensor(1.0)], 2, 1),  # the first pending, at 0
+        ([1.0, torch.tensor(float("nan")), torch.tensor(1.0)], 7, 6),  # the first pending, at 1
+    ]:
+        trainer.losses, trainer.step = losses, step
+        with pytest.raises(PrimusError, match=rf"^loss became nan at step {bad};"):
+            trainer.read_losses()
 
 
 @pytest.mark.parametrize("fraction, held_out", [(0.5, 26), (0.4, 24), (0.3, 15)])
@@ -590,7 +647,7 @@ def test_validation_is_the_mean_loss_of_whole_batches_and_leaves_the_queues(
 def test_the_model_folder_holds_the_best_validation_so_far(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=10)
     model_config = tmp_path / "run" / "model" / "config.json"
-    scores = iter([3.0, 2.0, 2.5, None])
+    scores = iter([3.0, 2.0, 2.5, None, 1.5])
     trainer.validate = lambda: next(scores)
     with open(tmp_path / "run" / "metrics.jsonl", "w") as metrics:
         trainer.step = 1
@@ -604,10 +661,13 @@ def test_the_model_folder_holds_the_best_validation_so_far(tmp_path):
         trainer.after_validation(metrics)  # worse: the folder keeps step 2
         assert trainer.best_val == 2.0
         assert json.loads(model_config.read_text())["validation"] == {"loss": 2.0, "step": 2}
-        trainer.losses = [5.0, 1.5]  # no validation loss: the last training loss is the score
+        trainer.losses = [5.0, 0.5, 1.5]  # no validation loss: the last training loss is the score
         trainer.step = 4
         trainer.after_validation(metrics)
         assert trainer.best_val == 1.5
+        assert json.loads(model_config.read_text())["validation"] == {"loss": 1.5, "step": 4}
+        trainer.step = 5
+        trainer.after_validation(metrics)  # a tie is no improvement: the folder keeps step 4
         assert json.loads(model_config.read_text())["validation"] == {"loss": 1.5, "step": 4}
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows == [
@@ -615,6 +675,7 @@ def test_the_model_folder_holds_the_best_validation_so_far(tmp_path):
         {"step": 2, "epoch": 0, "val_loss": 2.0},
         {"step": 3, "epoch": 0, "val_loss": 2.5},
         {"step": 4, "epoch": 0, "val_loss": None},
+        {"step": 5, "epoch": 0, "val_loss": 1.5},
     ]
     config = json.loads(model_config.read_text())
     assert config["training"]["steps"] == 4 and config["training"]["windows"] == trainer.run.windows
@@ -630,7 +691,7 @@ def test_state_and_restore_round_trip_every_counter(tmp_path):
     state = copy.deepcopy(trainer.state())
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (1, 0, 1)
     assert state["best_val"] == 0.5 and state["metrics_rows"] == 1
-    assert state["compat"] == trainer.compat
+    assert state["compat"] == trainer.compat == compat_hash(trainer.run.loaded) != ""
     expected_aug = trainer.aug_gen.get_state()
     other = make_trainer(tmp_path, max_steps=10)
     torch.manual_seed(123)
