@@ -75,7 +75,9 @@ def run_primus(
 
 
 def pytest_collection_modifyitems(items):
-    """The `slow` tests (multi-process runs, a pip install, a Hub server) first. pytest-xdist
+    """The files holding `slow` tests (multi-process runs, a pip install, a Hub server) first,
+    each file's tests kept together (so a module fixture is built once per worker). pytest-xdist
     hands the first tests out one at a time to alternating workers, so the long ones then run
     side by side at the start instead of leaving one worker with a long tail at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)
