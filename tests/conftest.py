@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +84,28 @@ def pytest_collection_modifyitems(items):
     side by side at the start instead of leaving one worker with a long tail at the end."""
     slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.path not in slow)
+
+
+@contextlib.contextmanager
+def plugin_in_process(
+    name: str, file: Path | None = None, **hooks: Callable
+) -> Iterator[types.ModuleType]:
+    """A plugin called ``name`` whose hooks are ``hooks`` (hook name -> function), registered in
+    this process as an entry point would register it, for the block; the component registry is
+    rebuilt on entry and on exit. ``file`` is the module's ``__file__`` (its folder is the base of
+    the plugin's relative paths)."""
+    import primus_core
+    from primus_core.components import reset
+    from primus_core.plugins import PluginInfo, get_host
+
+    module = types.ModuleType(f"{name.replace('-', '_')}_test_plugin")
+    if file is not None:
+        module.__file__ = str(file)
+    for hook, function in hooks.items():
+        setattr(module, hook, primus_core.hookimpl(function))
+    reset()
+    get_host().register(module, PluginInfo(name, module.__name__))
+    try:
+        yield module
+    finally:
+        reset()

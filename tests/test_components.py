@@ -1,13 +1,12 @@
-import types
 from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 import primus_core
-from primus_core.components import KINDS, list_components, reset
+from conftest import plugin_in_process
+from primus_core.components import KINDS, list_components
 from primus_core.errors import ComponentError
-from primus_core.plugins import PluginInfo, get_host
 
 
 class ScaleConfig(BaseModel):
@@ -25,19 +24,14 @@ class Scale:
 @pytest.fixture
 def factory_plugin():
     """A plugin registered in this process (as an entry point would be), removed afterwards."""
-    module = types.ModuleType("factory_test_plugin")
 
-    @primus_core.hookimpl
     def register_augmentations(register):
         register("scale-by-class", Scale, config=ScaleConfig)
         register("ghost", "no_such_module_xyz:Thing", config=ScaleConfig)
         register("no-attr", "primus_core.components:NoSuchFactory")
 
-    module.register_augmentations = register_augmentations
-    reset()
-    get_host().register(module, PluginInfo("factorytest", module.__name__))
-    yield
-    reset()
+    with plugin_in_process("factorytest", register_augmentations=register_augmentations):
+        yield
 
 
 def test_list_components_covers_every_kind():
@@ -177,20 +171,12 @@ def test_data_list_imports_the_adapter_only_for_a_config_without_info(tmp_path, 
             gated=True,
         )
 
-    module = types.ModuleType("data_info_test_plugin")
-
-    @primus_core.hookimpl
     def register_datasets(register):
         register("adapter-info", "info_test_adapter:Adapter", config=NoInfo)
         register("config-info", "no_such_adapter_module_xyz:Adapter", config=WithInfo)
 
-    module.register_datasets = register_datasets
-    reset()
-    get_host().register(module, PluginInfo("datainfotest", module.__name__))
-    try:
+    with plugin_in_process("datainfotest", register_datasets=register_datasets):
         rows = {r["name"]: r for r in json.loads(cli("data", "list", "--json").out)}
-    finally:
-        reset()
     assert "info_test_adapter" in sys.modules  # imported for its info
     assert "no_such_adapter_module_xyz" not in sys.modules
     adapter = rows["adapter-info"]

@@ -3,6 +3,7 @@ import json
 import pytest
 
 import primus_core
+from conftest import plugin_in_process
 from primus_core.errors import RecipeError
 from primus_core.registry.recipes import check_recipe, recipe_names, resolve_recipe
 
@@ -262,12 +263,7 @@ def test_nn_needs_the_mmcl_and_ssl_heads_and_supervised_its_head(tmp_path, cli):
 def half_declared_encoder():
     """A plugin whose encoder config declares `channels` but neither `rate_hz` nor
     `window_samples`, and one that declares all three."""
-    import types
-
     from pydantic import BaseModel, ConfigDict
-
-    from primus_core.components import reset
-    from primus_core.plugins import PluginInfo, get_host
 
     class ChannelsOnly(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -279,18 +275,12 @@ def half_declared_encoder():
         rate_hz: float = 50.0
         window_samples: int = 250
 
-    module = types.ModuleType("declared_test_plugin")
-
-    @primus_core.hookimpl
     def register_encoders(register):
         register("channels-only", "declared_test_plugin:Nothing", config=ChannelsOnly)
         register("declared", "declared_test_plugin:Nothing", config=Declared)
 
-    module.register_encoders = register_encoders
-    reset()
-    get_host().register(module, PluginInfo("declaredtest", module.__name__))
-    yield
-    reset()
+    with plugin_in_process("declared", register_encoders=register_encoders):
+        yield
 
 
 def test_the_encoder_config_must_declare_rate_hz_and_window_samples(

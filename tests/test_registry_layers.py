@@ -7,16 +7,15 @@ import json
 import logging
 import os
 import shutil
-import types
 from pathlib import Path
 
 import pytest
 import yaml
 
 import primus_core
+from conftest import plugin_in_process
 from primus_core.components import reset
 from primus_core.errors import RecipeError
-from primus_core.plugins import PluginInfo, get_host
 from primus_core.registry.layers import load_layers
 from primus_core.zoo.hub import (
     PushResult,
@@ -54,23 +53,22 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def plugin():
     """A plugin registered in this process (as an entry point would be), removed afterwards."""
-    module = types.ModuleType("layers_test_plugin")
-    module.__file__ = str(REPO / "zoo" / "x.py")  # its folder: the base of relative shipped paths
 
-    @primus_core.hookimpl
     def register_recipes(register):
         register("plugin-recipe", {"extends": "primus-hapt", "description": "from a plugin"})
         register("primus-hapt", {"extends": "simclr", "description": "plugin override"})
 
-    @primus_core.hookimpl
     def register_zoo(register):
         register("plugin-model", shipped_entry("primus-hapt-stackrnn"))
 
-    module.register_recipes, module.register_zoo = register_recipes, register_zoo
-    reset()
-    get_host().register(module, PluginInfo("layers-test", module.__name__))
-    yield module
-    reset()
+    # its folder is the base of relative shipped paths
+    with plugin_in_process(
+        "layers-test",
+        REPO / "zoo" / "x.py",
+        register_recipes=register_recipes,
+        register_zoo=register_zoo,
+    ) as module:
+        yield module
 
 
 def test_user_file_and_primus_registry_layers_add_and_override(home, tmp_path, monkeypatch):
@@ -211,10 +209,7 @@ def test_plugin_entries_override_user_and_primus_registry_entries(
 @pytest.fixture
 def bad_zoo_plugin():
     """A plugin whose register_zoo gives one good entry and three bad ones."""
-    module = types.ModuleType("bad_zoo_test_plugin")
-    module.__file__ = str(REPO / "zoo" / "x.py")
 
-    @primus_core.hookimpl
     def register_zoo(register):
         no_licence = shipped_entry("primus-hapt-stackrnn")
         del no_licence["licence"]
@@ -223,11 +218,8 @@ def bad_zoo_plugin():
         register("../escape", shipped_entry("primus-hapt-stackrnn"))
         register("good-model", shipped_entry("primus-hapt-stackrnn"))
 
-    module.register_zoo = register_zoo
-    reset()
-    get_host().register(module, PluginInfo("badzoo", module.__name__))
-    yield
-    reset()
+    with plugin_in_process("badzoo", REPO / "zoo" / "x.py", register_zoo=register_zoo):
+        yield
 
 
 def test_a_bad_register_zoo_entry_from_a_plugin_is_reported_and_skipped(

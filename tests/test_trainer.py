@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 from primus_core.data.shard import Ranks
 from primus_core.data.windows import WindowSet
 from primus_core.errors import PrimusError
-from primus_core.registry.recipes import build_component, resolve_recipe
+from primus_core.registry.recipes import resolve_recipe
 from primus_core.training.trainer import (
     BatchSource,
     Pretrainer,
@@ -33,7 +33,6 @@ from primus_core.training.trainer import (
     compat_hash,
     epoch_order,
     select_corpus,
-    share_temperatures,
     switches,
     teacher_targets,
 )
@@ -219,20 +218,6 @@ def test_teacher_targets_mask_windows_without_input_or_skipped():
 
 
 # ---------------------------------------------------------------- building a run
-def test_shared_temperatures_make_each_role_learn_one_tau():
-    recipe = resolve_recipe("primus-hapt", TINY).recipe
-    losses = {ref.type: build_component("loss", ref, ref.type) for ref in recipe.losses}
-    assert losses["nn"].mm_infonce is not losses["mm"].infonce  # each built with its own
-    users = share_temperatures(losses)
-    assert users == {
-        "self-supervised": ["ss.infonce", "nn.ss_infonce"],
-        "multimodal": ["mm.infonce", "nn.mm_infonce"],
-    }
-    assert losses["nn"].mm_infonce is losses["mm"].infonce
-    assert losses["nn"].ss_infonce is losses["ss"].infonce
-    assert losses["ss"].infonce is not losses["mm"].infonce
-
-
 def distinct_parameters(run) -> int:
     return len({id(p) for p in run.model.parameters()})
 
