@@ -98,6 +98,22 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def save_npy(path: Path, array: Any) -> Path:
+    """Write an array as ``path`` (.npy) atomically: to ``.<name>.tmp-<pid>`` in the same folder,
+    then os.replace. A temporary left by a writer that died is removed by the next writer of
+    that name, and never ends in .npy (so it is never taken for an output or an input)."""
+    import numpy as np  # lazily: light commands import this module without numpy
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(path.parent, f".{path.name}.tmp-")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+    return path
+
+
 def write_json(path: Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 

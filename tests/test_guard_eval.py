@@ -125,15 +125,20 @@ def test_training_steps_and_batches():
     assert all(sorted(b.tolist()) == [0, 1, 2] for b in small)
 
 
-def test_warmup_cosine_factors():
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=1.0)
-    sched = warmup_cosine(opt, steps=10, warmup_fraction=0.2)  # 2 warm-up steps
+def scheduled_lrs(steps: int, warmup_fraction: float, taken: int) -> list[float]:
+    """The learning-rate factor of warmup_cosine at each of the first ``taken`` steps (lr 1)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, steps=steps, warmup_fraction=warmup_fraction)
     lrs = []
-    for _ in range(10):
+    for _ in range(taken):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_warmup_cosine_factors():
+    lrs = scheduled_lrs(10, 0.2, 10)  # 2 warm-up steps
     expected = [0.5, 1.0] + [0.5 * (1 + np.cos(np.pi * (i - 2) / 8)) for i in range(2, 10)]
     assert lrs == pytest.approx(expected)
 
@@ -147,14 +152,7 @@ def test_metrics_of_a_single_window():
 
 
 def test_warmup_of_a_short_schedule_is_one_step_at_full_rate():
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=1.0)
-    sched = warmup_cosine(opt, steps=10, warmup_fraction=0.1)  # 1 warm-up step
-    lrs = []
-    for _ in range(3):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = scheduled_lrs(10, 0.1, 3)  # 1 warm-up step
     assert lrs == pytest.approx([1.0, 1.0, 0.5 * (1 + np.cos(np.pi / 9))])
 
 

@@ -13,7 +13,6 @@ chunks, at most ``max_member_mb`` each.
 from __future__ import annotations
 
 import io
-import math
 import re
 import zipfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from primus_core.data.windows import (
     check_timestamps,
     concat_windows,
     empty_windows,
+    min_native_samples,
     missing_root_error,
     read_csv,
 )
@@ -94,7 +94,6 @@ class RealWorld(DatasetAdapter):
                 self.skip("no accelerometer member", unit="recording", where=f"{gyro[k][0]}")
             if not acc and not gyro:
                 self.skip("no member for this position", unit="recording", where=where)
-        window = contract.window_samples
         parts = []
         for (acc_name, acc_text), (gyro_name, gyro_text) in pairs:
             rec = _align(acc_name, acc_text, gyro_name, gyro_text)
@@ -105,10 +104,7 @@ class RealWorld(DatasetAdapter):
                     where=acc_name,
                 )
                 continue
-            # rec is at the native 50 Hz, the window at the contract's rate
-            if len(rec) < max(
-                1, math.ceil(self.config.min_fill * window * 50.0 / contract.rate_hz)
-            ):
+            if len(rec) < min_native_samples(50.0, contract, self.config.min_fill):
                 self.skip(
                     f"recording shorter than min_fill ({self.config.min_fill:g}) of a window",
                     unit="recording",

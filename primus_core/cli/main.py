@@ -230,14 +230,12 @@ def embed(
 ) -> None:
     """Embed IMU windows with MODEL (a model directory or zoo name). INPUT is one file, or a
     folder / .txt list of files embedded one output each, sharded over torchrun ranks."""
-    import os
-
     import numpy as np
 
     from ..data import embed_many, shard
     from ..data.embed import embed_windows, prepare_windows, rate_hint, read_input
     from ..device import resolve_device
-    from ..paths import remove_dead_temps
+    from ..paths import save_npy
     from ..zoo.hub import load_pretrained
 
     many = embed_many.is_many(input_path)
@@ -294,12 +292,7 @@ def embed(
         encoder, windows, head=head, batch_size=batch_size, device=dev, progress=True, dtype=dtype
     )
     seconds = time.perf_counter() - start
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temps(out_path.parent, f".{out_path.name}.tmp-")
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, vectors)
-    tmp.replace(out_path)
+    save_npy(out_path, vectors)
     log.info(
         "embedded %d windows in %.2f s (%.0f windows/s on %s)",
         len(windows),

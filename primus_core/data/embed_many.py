@@ -4,16 +4,13 @@ per input written atomically, so a rerun embeds only the files that have no outp
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import DataError
-from ..paths import remove_dead_temps
+from ..paths import save_npy
 from . import shard
 from .embed import embed_windows, prepare_windows, read_input
 
@@ -103,15 +100,7 @@ def embed_files(
             vectors = embed_windows(
                 encoder, array, head=head, batch_size=batch_size, device=device, dtype=dtype
             )
-            target = out_dir / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # a killed writer's temporary ends in .tmp-PID (never read as an input or output):
-            # the next writer of that name removes it
-            remove_dead_temps(target.parent, f".{target.name}.tmp-")
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            with open(tmp, "wb") as handle:
-                np.save(handle, vectors)
-            os.replace(tmp, target)
+            save_npy(out_dir / name, vectors)
             windows += len(array)
             bar.update(1)
             bar.set_postfix(windows_s=f"{windows / max(time.perf_counter() - started, 1e-9):.0f}")

@@ -378,6 +378,12 @@ def label_runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
     ]
 
 
+def min_native_samples(rate_hz: float, contract: IMUContract, min_fill: float) -> int:
+    """The fewest samples, at the recording's own ``rate_hz``, that fill ``min_fill`` of one
+    contract window: a shorter recording gives no window."""
+    return max(1, math.ceil(min_fill * contract.window_samples * rate_hz / contract.rate_hz))
+
+
 def recording_windows(
     rec: Recording, contract: IMUContract, *, stride_s: float | None = None, min_fill: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -390,7 +396,7 @@ def recording_windows(
     check_columns(data, len(rec.channels), rec.source)
     check_finite(data, rec.source)
     window = contract.window_samples
-    min_native = max(1, math.ceil(min_fill * window * rec.rate_hz / contract.rate_hz))
+    min_native = min_native_samples(rec.rate_hz, contract, min_fill)
     if data.shape[0] < min_native:
         raise DataError(
             f"{rec.source}: recording has {data.shape[0]} samples "
