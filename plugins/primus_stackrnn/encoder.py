@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from primus_core.config import IMUContract
+from primus_core.data.gru_scan import gru_scan, scannable
 
 from .config import IMU2CLIPConfig, StackedRNNConfig, _conv_out, conv_length, time_bins
 from .gru import gru_sequence, supports_fused
@@ -61,8 +62,11 @@ class StackedRNNEncoder(nn.Module):
         """(batch, channels, samples) -> (batch, hidden) GRU last hidden state."""
         features = self.backbone[:5](x)  # (batch, conv_channels, time_bins)
         gru = self.backbone[5]  # the GRU scans the conv channels (reference quirk)
-        if features.device.type == "cpu" and torch.is_grad_enabled() and supports_fused(gru):
+        on_cpu = features.device.type == "cpu"
+        if on_cpu and torch.is_grad_enabled() and supports_fused(gru):
             _, h_n = gru_sequence(gru, features)  # training on a CPU: hand-written backward
+        elif on_cpu and not torch.is_grad_enabled() and scannable(gru):
+            _, h_n = gru_scan(gru, features)  # inference on a CPU: few operators per step
         else:
             _, h_n = gru(features)
         return h_n[0]

@@ -176,9 +176,9 @@ def for_inference(
 ) -> torch.nn.Module:
     """The encoder in eval mode on ``device``, in the precision ``dtype``: ``fp32`` (the encoder
     itself, moved and put in eval mode), ``bf16`` (a bfloat16 copy: weights and activations) or
-    ``int8`` (a copy with the GRU and Linear layers dynamically quantised to int8,
-    torch.ao.quantization.quantize_dynamic; CPU only). A copy leaves the caller's encoder as it
-    was: weights, device and mode."""
+    ``int8`` (a copy with its GRUs' recurrent products (``gru_scan.Int8GRU``) and its Linear
+    layers (torch.ao.quantization.quantize_dynamic) dynamically quantised to int8; CPU only).
+    A copy leaves the caller's encoder as it was: weights, device and mode."""
     import copy
 
     if dtype not in INFERENCE_DTYPES:
@@ -195,6 +195,12 @@ def for_inference(
 
     from torch.ao.quantization import quantize_dynamic
 
+    from .gru_scan import Int8GRU, scannable
+
+    for parent in list(encoder.modules()):  # GRUs first: quantize_dynamic would take them too
+        for name, child in parent.named_children():
+            if scannable(child):
+                setattr(parent, name, Int8GRU(child))
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
         quantised = quantize_dynamic(encoder, {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)

@@ -1,0 +1,153 @@
+"""The forward pass of a ``torch.nn.GRU`` for inference on CPUs, step by step with few operators.
+
+``torch.nn.GRU`` on a CPU computes the input projection of every step at once (at batch 256 and 32
+steps a 50 MB tensor written and read back) and about 20 operators per step. ``gru_scan`` projects
+each step's input where it is used (it stays in cache) and takes 5 element-wise operators per
+step besides the two products; the gates and the state stay in float32 whatever the weights'
+precision, so only the products change with it:
+- float32 weights: float32 products (the same values as ``nn.GRU``, to rounding);
+- bfloat16 weights: the products in bfloat16 (AMX or AVX-512 BF16 where the CPU has them);
+- ``Int8GRU``: the recurrent product int8 dynamically quantised (weights per output row,
+  the state per step), through oneDNN where torch has it.
+
+Gates follow torch.nn.GRU (r, z, n order):
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(... z ...)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h = lerp(n, h, z)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def scannable(gru: nn.Module) -> bool:
+    """Whether ``gru_scan`` computes this module's forward: a one-layer, unidirectional
+    ``nn.GRU`` with biases and no projection."""
+    return (
+        isinstance(gru, nn.GRU)
+        and gru.num_layers == 1
+        and not gru.bidirectional
+        and gru.bias
+        and gru.proj_size == 0
+    )
+
+
+@torch.no_grad()
+def scan(
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    b_ih: torch.Tensor,
+    b_hh: torch.Tensor,
+    recurrent: Callable[[torch.Tensor], torch.Tensor],
+    batch_first: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, h_n) of a one-layer GRU from zeros, in ``x``'s dtype. ``recurrent(h)`` is
+    W_hh h without bias, in any precision; the input projection, the gates and the state ``h``
+    are float32 (float64 for a float64 ``x``)."""
+    dtype = x.dtype
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    x = x.to(compute)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    batch, steps, _ = x.shape
+    hidden = b_hh.shape[0] // 3
+    # the input projection's bias (and W_hh's for r and z) rides on a column of ones
+    bias = b_ih.to(compute, copy=True)
+    bias[: 2 * hidden] += b_hh[: 2 * hidden].to(compute)
+    x1 = torch.cat([x, x.new_ones(batch, steps, 1)], dim=2)
+    w_ih1_t = torch.cat([w_ih.to(compute), bias[:, None]], dim=1).t()
+    b_hn = b_hh[2 * hidden :].to(compute)
+    hs = x.new_empty(steps + 1, batch, hidden)  # hs[t]: the state before step t
+    hs[0].zero_()
+    for t in range(steps):
+        gi = torch.mm(x1[:, t], w_ih1_t)  # this step's input projection, in cache
+        gh = recurrent(hs[t])
+        rz = gi[:, : 2 * hidden].add_(gh[:, : 2 * hidden]).sigmoid_()
+        n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh[:, 2 * hidden :] + b_hn)
+        torch.lerp(n.tanh_(), hs[t], rz[:, hidden:], out=hs[t + 1])
+    output = hs[1:] if not batch_first else hs[1:].transpose(0, 1)
+    return output.to(dtype), hs[steps].to(dtype).unsqueeze(0)
+
+
+def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gru(x)`` without gradients, for a ``scannable`` GRU and a batched input, (batch, steps,
+    features) or (steps, batch, features) as the module expects; the products run in the
+    weights' precision (float32 or bfloat16), the gates in float32."""
+    w_hh = gru.weight_hh_l0.detach()
+    batch = x.shape[0 if gru.batch_first else 1]
+    recurrent = packed_product(w_hh, batch) if w_hh.dtype == torch.float32 else None
+    if recurrent is None:
+        w_hh_t = w_hh.t()
+
+        def recurrent(h: torch.Tensor) -> torch.Tensor:
+            return torch.mm(h.to(w_hh_t.dtype), w_hh_t)
+
+    return scan(x, gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0, recurrent, gru.batch_first)
+
+
+def packed_product(w: torch.Tensor, batch: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """h -> h @ w.T through MKL's GEMM with ``w`` packed once for ``batch`` rows (the product
+    then skips re-packing w on every step), where this torch has MKL on this device."""
+    if w.device.type != "cpu" or not torch.backends.mkl.is_available():
+        return None
+    try:
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, batch)
+    except (AttributeError, RuntimeError):
+        return None
+
+    def product(h: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkl._mkl_linear(h, packed, w, None, batch)
+
+    return product
+
+
+def _quantised_engine() -> str:
+    """oneDNN's int8 products where this torch has them (AMX and VNNI kernels), else the default."""
+    engines = torch.backends.quantized.supported_engines
+    return "onednn" if "onednn" in engines else torch.backends.quantized.engine
+
+
+class Int8GRU(nn.Module):
+    """A ``scannable`` nn.GRU for CPU inference with its recurrent product (W_hh h, 94 % of a
+    GRU's multiply-adds at PRIMUS's shapes) int8 dynamically quantised: W_hh per output row, the
+    state per step. Called as the nn.GRU it replaces; inputs from zeros only."""
+
+    def __init__(self, gru: nn.GRU):
+        super().__init__()
+        if not scannable(gru):
+            raise ValueError("Int8GRU needs a one-layer, unidirectional nn.GRU with biases")
+        self.batch_first = gru.batch_first
+        self.hidden_size = gru.hidden_size
+        w_ih, b_ih, b_hh = (
+            p.detach().float() for p in (gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+        )
+        self.register_buffer("w_ih", w_ih.clone())
+        self.register_buffer("b_ih", b_ih.clone())
+        self.register_buffer("b_hh", b_hh.clone())
+        w_hh = gru.weight_hh_l0.detach().float()
+        scale = (w_hh.abs().amax(dim=1) / 127).clamp_min(1e-12)
+        zero = torch.zeros(w_hh.shape[0], dtype=torch.long)
+        engine = torch.backends.quantized.engine
+        with warnings.catch_warnings():  # quantised tensors announce their move to torchao
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            q_hh = torch.quantize_per_channel(w_hh, scale, zero, 0, torch.qint8)
+            torch.backends.quantized.engine = self.engine = _quantised_engine()
+            try:
+                self._packed = torch.ops.quantized.linear_prepack(q_hh, None)
+            finally:
+                torch.backends.quantized.engine = engine
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        if h0 is not None:
+            raise ValueError("Int8GRU starts from zeros (h0 must be None)")
+        packed = self._packed
+        reduce_range = self.engine != "onednn"  # fbgemm's int8 products need 7-bit inputs
+
+        def recurrent(h: torch.Tensor) -> torch.Tensor:
+            return torch.ops.quantized.linear_dynamic(h, packed, reduce_range)
+
+        return scan(x, self.w_ih, self.b_ih, self.b_hh, recurrent, self.batch_first)

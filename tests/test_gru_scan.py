@@ -1,0 +1,127 @@
+"""The CPU inference forward of nn.GRU (primus_core.data.gru_scan): its values against
+torch.nn.GRU in each precision, and where the encoder and for_inference use it."""
+
+import pytest
+import torch
+
+from primus_core.components import create
+from primus_core.data.embed import for_inference
+from primus_core.data.gru_scan import Int8GRU, gru_scan, scannable
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_scan_gives_torch_grus_output_and_last_state(batch_first):
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(7, 11, batch_first=batch_first)
+    x = torch.randn(5, 9, 7)  # (batch, steps) or (steps, batch)
+    with torch.no_grad():
+        expected_out, expected_last = gru(x)
+        out, last = gru_scan(gru, x)
+    assert out.shape == expected_out.shape and last.shape == expected_last.shape
+    assert torch.allclose(out, expected_out, atol=1e-6)
+    assert torch.allclose(last, expected_last, atol=1e-6)
+    assert torch.equal(out[:, -1] if batch_first else out[-1], last[0])
+
+
+def test_scan_in_float64_matches_to_rounding():
+    """The formula itself, without float32 rounding in the way: every gate and bias placed as
+    torch.nn.GRU places it (a swapped gate or bias would show at 1e-3, not 1e-12)."""
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(4, 6, batch_first=True).double()
+    with torch.no_grad():
+        for p in gru.parameters():
+            p.uniform_(-1, 1)  # biases as large as weights
+        x = torch.randn(3, 12, 4, dtype=torch.float64)
+        expected = gru(x)[0]
+        got = gru_scan(gru, x)[0]
+    assert got.dtype == torch.float64 and torch.allclose(got, expected, atol=1e-12)
+
+
+def test_bf16_weights_keep_the_state_in_float32():
+    """With bfloat16 weights only the products are bfloat16: the result is nearer float32's than
+    torch.nn.GRU run wholly in bfloat16, and comes back in bfloat16."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(32, 256, batch_first=True)
+    x = torch.randn(16, 32, 32)
+    half = torch.nn.GRU(32, 256, batch_first=True).bfloat16()
+    half.load_state_dict(gru.state_dict())
+    with torch.no_grad():
+        reference = gru(x)[1].float()
+        ours = gru_scan(half, x.bfloat16())[1]
+        torchs = half(x.bfloat16())[1]
+    assert ours.dtype == torch.bfloat16
+    ours_error = (ours.float() - reference).abs().max()
+    torch_error = (torchs.float() - reference).abs().max()
+    assert ours_error < 0.02 and ours_error < torch_error
+
+
+def test_int8_gru_is_close_to_float32_and_called_like_the_gru():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(32, 128, batch_first=True)
+    engine = torch.backends.quantized.engine
+    quantised = Int8GRU(gru)
+    assert torch.backends.quantized.engine == engine  # the global engine is put back
+    x = torch.randn(8, 20, 32)
+    with torch.no_grad():
+        expected_out, expected_last = gru(x)
+        out, last = quantised(x)
+    assert out.shape == expected_out.shape and last.shape == expected_last.shape
+    cosine = torch.nn.functional.cosine_similarity(last[0], expected_last[0])
+    assert cosine.min() > 0.999 and not torch.equal(last, expected_last)
+    with pytest.raises(ValueError, match="starts from zeros"):
+        quantised(x, torch.zeros(1, 8, 128))
+
+
+def test_only_one_layer_unidirectional_grus_with_biases_are_scanned():
+    assert scannable(torch.nn.GRU(3, 4))
+    for gru in (
+        torch.nn.GRU(3, 4, num_layers=2),
+        torch.nn.GRU(3, 4, bidirectional=True),
+        torch.nn.GRU(3, 4, bias=False),
+        torch.nn.LSTM(3, 4),
+    ):
+        assert not scannable(gru)
+    with pytest.raises(ValueError, match="one-layer"):
+        Int8GRU(torch.nn.GRU(3, 4, num_layers=2))
+
+
+def test_the_encoder_scans_without_gradients_and_keeps_torch_gru_values(monkeypatch):
+    """Inference on a CPU goes through gru_scan, with nn.GRU's values."""
+    import primus_stackrnn.encoder as module
+
+    torch.manual_seed(0)
+    encoder = create("encoder", "stacked-rnn", hidden_size=32, ssl_dim=8, mmcl_dim=8).eval()
+    x = torch.randn(3, 6, 250)
+    calls = []
+    monkeypatch.setattr(module, "gru_scan", lambda g, f: calls.append(1) or gru_scan(g, f))
+    with torch.no_grad():
+        got = encoder(x)["emb"]
+        expected = encoder.backbone[5](encoder.backbone[:5](x))[1][0]
+    assert calls == [1] and torch.allclose(got, expected, atol=1e-6)
+
+
+def test_int8_inference_replaces_the_gru_and_quantises_the_heads():
+    torch.manual_seed(0)
+    encoder = create("encoder", "stacked-rnn", hidden_size=64, ssl_dim=32, mmcl_dim=32)
+    quantised = for_inference(encoder, "int8", torch.device("cpu"))
+    inner = quantised.encoder
+    assert isinstance(inner.backbone[5], Int8GRU)
+    assert isinstance(inner.mmcl_head, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(encoder.backbone[5], torch.nn.GRU)  # the caller's copy keeps its GRU
+    x = torch.randn(4, 6, 250)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(quantised(x)["emb"], encoder(x)["emb"])
+    assert cosine.min() > 0.999
+
+
+def test_the_packed_product_is_the_plain_product():
+    """The fp32 scan's product with W_hh packed once (MKL) gives h @ W_hh.T."""
+    from primus_core.data.gru_scan import packed_product
+
+    torch.manual_seed(0)
+    w, h = torch.randn(48, 16), torch.randn(5, 16)
+    product = packed_product(w, 5)
+    if product is None:
+        pytest.skip("this torch has no MKL")
+    assert torch.allclose(product(h), h @ w.t(), atol=1e-5)
+    assert packed_product(w.to("meta"), 5) is None
