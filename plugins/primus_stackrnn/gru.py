@@ -1,8 +1,10 @@
 """A one-layer, batch-first GRU whose backward pass is written by hand (the training path on the
 CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with:
-- the input projection of every step in one matrix product (forward and backward);
+- each step's input projection computed where it is used (forward), in one product over all
+  steps (backward); W_hh packed once per call for MKL's product where torch has it;
 - per step, one product with W_hh forward and one backward, and a few fused element-wise ops
   (sigmoid on r and z together, addcmul, tanh, lerp);
+- per step backward, one product with W_hh for r, z and n together;
 - the weight gradients in one product per chunk of 8 steps (only a chunk's gate gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
   about three times as much).
@@ -17,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from primus_core.data.gru_scan import packed_product
+
 CHUNK_STEPS = 8  # steps whose gate gradients are held at once (weight gradients per chunk)
 
 
@@ -26,19 +30,32 @@ class _GRUSequence(torch.autograd.Function):
         batch, steps, _ = x.shape
         hidden = h0.shape[1]
         x_steps = x.transpose(0, 1).reshape(steps * batch, -1)  # time-major, small
-        gi = torch.addmm(b_ih, x_steps, w_ih.t()).view(steps, batch, 3 * hidden)
+        # the input projection's bias, and W_hh's for r and z, ride on a column of ones
+        x1 = torch.cat([x_steps, x_steps.new_ones(steps * batch, 1)], dim=1)
+        bias = b_ih.clone()
+        bias[: 2 * hidden] += b_hh[: 2 * hidden]
+        w_ih1_t = torch.cat([w_ih, bias[:, None]], dim=1).t()
+        recurrent = packed_product(w_hh, batch)  # W_hh packed once for this call's steps
+        if recurrent is None:
+            w_hh_t = w_hh.t()
+
+            def recurrent(h):
+                return torch.mm(h, w_hh_t)
+
+        b_hn = b_hh[2 * hidden :]
         hs = x.new_empty(steps + 1, batch, hidden)  # hs[t] is the state before step t
         rz = x.new_empty(steps, batch, 2 * hidden)
         ns = x.new_empty(steps, batch, hidden)
         hn = x.new_empty(steps, batch, hidden)
         hs[0] = h0
-        w_hh_t = w_hh.t()
         for t in range(steps):
-            gh = torch.addmm(b_hh, hs[t], w_hh_t)
-            torch.add(gi[t, :, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
-            hn[t] = gh[:, 2 * hidden :]
+            # this step's input projection only (all steps at once: 100 MB at batch 512)
+            gi = torch.mm(x1[t * batch : (t + 1) * batch], w_ih1_t)
+            gh = recurrent(hs[t])
+            torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
+            torch.add(gh[:, 2 * hidden :], b_hn, out=hn[t])
             r, z = rz[t, :, :hidden], rz[t, :, hidden:]
-            torch.addcmul(gi[t, :, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
+            torch.addcmul(gi[:, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
             torch.lerp(ns[t], hs[t], z, out=hs[t + 1])
         ctx.save_for_backward(x_steps, w_ih, w_hh, hs, rz, ns, hn)
         return hs[1:].transpose(0, 1), hs[steps].clone()
@@ -48,17 +65,18 @@ class _GRUSequence(torch.autograd.Function):
         x_steps, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
         steps, batch, hidden = ns.shape
         chunk = min(steps, CHUNK_STEPS)
-        # per chunk of steps: d(pre-activation) of r, z, n (the r and z parts are also
-        # d(W_hh h + b_hh)) and d(W_hn h + b_hn); the weight gradients are summed chunk by chunk
-        gates = x_steps.new_empty(chunk, batch, 3 * hidden)
-        grad_hn = x_steps.new_empty(chunk, batch, hidden)
+        # per chunk of steps: gh = d(W_hh h + b_hh), i.e. d(pre-activation) of r and z, and
+        # d(W_hn h + b_hn) = dn * r; dn = d(pre-activation) of n, the input side's third part.
+        # The weight gradients are summed chunk by chunk.
+        gh = x_steps.new_empty(chunk, batch, 3 * hidden)
+        dns = x_steps.new_empty(chunk, batch, hidden)
         grad_x = x_steps.new_empty(steps, batch, x_steps.shape[1])
         grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
-        grad_b_ih = w_ih.new_zeros(3 * hidden)
-        grad_b_hn = w_ih.new_zeros(hidden)
+        grad_b_hh = w_hh.new_zeros(3 * hidden)
+        grad_b_in = w_ih.new_zeros(hidden)
         dh = grad_last.clone() if grad_last is not None else x_steps.new_zeros(batch, hidden)
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
-        w_hrz, w_hn = w_hh[: 2 * hidden], w_hh[2 * hidden :]
+        rz_rows = slice(0, 2 * hidden)
         for end in range(steps, 0, -chunk):
             begin = max(end - chunk, 0)
             for t in range(end - 1, begin - 1, -1):
@@ -66,25 +84,28 @@ class _GRUSequence(torch.autograd.Function):
                     dh += grad_out[t]
                 r, z = rz[t, :, :hidden], rz[t, :, hidden:]
                 n, h, i = ns[t], hs[t], t - begin
-                dr, dz, dn = gates[i].split(hidden, dim=1)
-                torch.mul(dh, 1 - z, out=dn).mul_(1 - n * n)  # through the lerp, then tanh
-                torch.mul(dh, h - n, out=dz).mul_(z * (1 - z))
+                dr, dz, d_hn = gh[i].split(hidden, dim=1)
+                dn, one_minus_z = dns[i], 1 - z
+                torch.mul(dh, one_minus_z, out=dn).mul_(1 - n * n)  # through the lerp, tanh
+                torch.mul(dh, h - n, out=dz).mul_(z * one_minus_z)
                 torch.mul(dn, hn[t], out=dr).mul_(r * (1 - r))
-                torch.mul(dn, r, out=grad_hn[i])
-                dh = torch.addmm(dh * z, gates[i, :, : 2 * hidden], w_hrz)
-                dh.addmm_(grad_hn[i], w_hn)
+                torch.mul(dn, r, out=d_hn)
+                dh = torch.addmm(dh * z, gh[i], w_hh)  # one product for r, z and n
             rows = (end - begin) * batch
-            flat = gates[: end - begin].view(rows, 3 * hidden)
-            flat_hn = grad_hn[: end - begin].view(rows, hidden)
+            flat = gh[: end - begin].view(rows, 3 * hidden)
+            flat_n = dns[: end - begin].view(rows, hidden)
             h_prev = hs[begin:end].reshape(rows, hidden)
             x_rows = x_steps[begin * batch : end * batch]
-            torch.mm(flat, w_ih, out=grad_x[begin:end].view(rows, -1))
-            grad_w_ih.addmm_(flat.t(), x_rows)
-            grad_w_hh[: 2 * hidden].addmm_(flat[:, : 2 * hidden].t(), h_prev)
-            grad_w_hh[2 * hidden :].addmm_(flat_hn.t(), h_prev)
-            grad_b_ih += flat.sum(0)
-            grad_b_hn += flat_hn.sum(0)
-        grad_b_hh = torch.cat([grad_b_ih[: 2 * hidden], grad_b_hn])
+            grad_w_hh.addmm_(flat.t(), h_prev)
+            grad_b_hh += flat.sum(0)
+            # the input side: r and z as above, n from dn
+            grad_x_rows = grad_x[begin:end].view(rows, -1)
+            torch.mm(flat[:, rz_rows], w_ih[rz_rows], out=grad_x_rows)
+            grad_x_rows.addmm_(flat_n, w_ih[2 * hidden :])
+            grad_w_ih[rz_rows].addmm_(flat[:, rz_rows].t(), x_rows)
+            grad_w_ih[2 * hidden :].addmm_(flat_n.t(), x_rows)
+            grad_b_in += flat_n.sum(0)
+        grad_b_ih = torch.cat([grad_b_hh[rz_rows], grad_b_in])
         return grad_x.transpose(0, 1), dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 

@@ -92,7 +92,7 @@ def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def packed_product(w: torch.Tensor, batch: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """h -> h @ w.T through MKL's GEMM with ``w`` packed once for ``batch`` rows (the product
     then skips re-packing w on every step), where this torch has MKL on this device."""
-    if w.device.type != "cpu" or not torch.backends.mkl.is_available():
+    if w.device.type != "cpu" or w.dtype != torch.float32 or not torch.backends.mkl.is_available():
         return None
     try:
         packed = torch.ops.mkl._mkl_reorder_linear_weight(w, batch)
