@@ -58,6 +58,7 @@ class _GRUSequence(torch.autograd.Function):
             torch.addcmul(gi[:, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
             torch.lerp(ns[t], hs[t], z, out=hs[t + 1])
         ctx.save_for_backward(x_steps, w_ih, w_hh, hs, rz, ns, hn)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
