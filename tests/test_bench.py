@@ -85,6 +85,27 @@ def test_measurements_run_in_their_own_process():
     assert matmul_gflops(torch.device("cpu"), seconds=0.2) > 0
     result = run_one("inference", 4, "cpu", 0.1, "int8")
     assert result["windows_per_s"] > 0 and result["peak_mib"] >= result["baseline_mib"] > 0
+    assert result["matmul_gflops"] > 0  # the bound measured in that process, just before
+
+
+def test_fp32_inference_times_the_other_precisions_against_it_in_one_process(monkeypatch):
+    """The fp32 row carries bf16's and int8's speed-ups timed alternately in its process; the
+    2x targets read them rather than the ratio of rows measured minutes apart."""
+    from primus_core.training import bench as training_bench
+
+    result = training_bench.measure_inference(4, torch.device("cpu"), 0.05, "fp32")
+    assert set(result["paired_speedups"]) == {"bf16", "int8"}
+    assert all(ratio > 0 for ratio in result["paired_speedups"].values())
+    # round by round: the median of fp32's time over the variant's in the same round
+    times = iter([2.0, 1.0, 1.0, 8.0, 4.0, 2.0, 3.0, 3.0, 1.0])  # (fp32, bf16, int8) x 3
+    monkeypatch.setattr(training_bench, "timed", lambda *a, **k: next(times))
+    got = training_bench.paired_speedups(2, torch.device("cpu"), 0.01, ["bf16", "int8"], 3)
+    assert got == {"bf16": 2.0, "int8": 3.0}
+    rows = cpu_rows(450, 2800, 2800 * 1.5, 2800 * 1.5, 250)  # the rows alone: 1.5x
+    rows[2]["paired_speedups"] = {"bf16": 2.1, "int8": 1.9}
+    met = dict(check_targets(torch.device("cpu"), rows, {}))
+    assert met["bf16 inference at batch 256 >= 2x fp32"]
+    assert not met["int8 inference at batch 256 >= 2x fp32"]
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "int8"])
@@ -157,7 +178,10 @@ def test_bench_json_and_markdown_with_measurements_stubbed(cli, monkeypatch):
     def fake_run_one(kind, batch, device, seconds, variant):
         measured.append((kind, batch, variant))
         rate = rates.get((kind, batch), 9000.0) * (2 if variant in ("bf16", "int8") else 1)
-        return {"windows_per_s": rate, "peak_mib": 900.0, "baseline_mib": 700.0}
+        row = {"windows_per_s": rate, "peak_mib": 900.0, "baseline_mib": 700.0}
+        if (kind, batch) == ("step", 16):  # the bound measured in its own process
+            row["matmul_gflops"] = 50.0
+        return row
 
     monkeypatch.setattr(training_bench, "run_one", fake_run_one)
     monkeypatch.setattr(training_bench, "matmul_gflops", lambda device, **kw: 100.0)
@@ -169,6 +193,8 @@ def test_bench_json_and_markdown_with_measurements_stubbed(cli, monkeypatch):
     bound = 100.0e9 / (2 * macs * 2 * 3)
     step256 = next(r for r in summary["rows"] if (r["measure"], r["batch"]) == ("step", 256))
     assert step256["of_compute_bound"] == pytest.approx(480.0 / bound)
+    step16 = next(r for r in summary["rows"] if (r["measure"], r["batch"]) == ("step", 16))
+    assert step16["of_compute_bound"] == pytest.approx(350.0 / (bound / 2))
     assert summary["egoexo4d_epoch_s"] == pytest.approx(195_000 / 480.0)
     assert summary["egoexo4d_epoch_s_batch16"] == pytest.approx(195_000 / 350.0)
     targets = {t["target"]: t["met"] for t in summary["targets"]}

@@ -50,6 +50,7 @@ def bench(device: str, seconds: float, quality: bool, as_json: bool, markdown: b
     from ..errors import PrimusError
     from ..training.bench import (
         EGOEXO4D_TRAIN_WINDOWS,
+        ceilings,
         check_targets,
         matmul_gflops,
         run_one,
@@ -58,9 +59,7 @@ def bench(device: str, seconds: float, quality: bool, as_json: bool, markdown: b
     dev = resolve_device(device)
     macs = create("encoder", "stacked-rnn").multiply_adds_per_window()
     gflops = matmul_gflops(dev)
-    # a training step runs 2 views, forward + backward ~ 3x the forward multiply-adds
-    ceiling = gflops * 1e9 / (2 * macs * 2 * 3)
-    inference_ceiling = gflops * 1e9 / (2 * macs)
+    ceiling, inference_ceiling = ceilings(gflops, macs)
     rows = []
     for kind, batch, variant in bench_plan(dev.type, quality):
         click.echo(f"measuring {kind} {variant} at batch {batch} ...".replace("  ", " "), err=True)
@@ -72,10 +71,14 @@ def bench(device: str, seconds: float, quality: bool, as_json: bool, markdown: b
             click.echo(f"warning: {exc}", err=True)
             result = {"error": str(exc)}
         result.update({"measure": kind, "batch": batch, "variant": variant})
+        # the share of the bound measured in the same process, just before the figure
+        own_step, own_inference = ceilings(result.get("matmul_gflops", gflops), macs)
         if kind == "step":
-            result["of_compute_bound"] = result["windows_per_s"] / ceiling
+            result["ceiling_windows_per_s"] = own_step
         if kind == "inference" and variant == "fp32":
-            result["of_compute_bound"] = result["windows_per_s"] / inference_ceiling
+            result["ceiling_windows_per_s"] = own_inference
+        if "ceiling_windows_per_s" in result:
+            result["of_compute_bound"] = result["windows_per_s"] / result["ceiling_windows_per_s"]
         rows.append(result)
     steps = {(r["batch"], r["variant"]): r["windows_per_s"] for r in rows if r["measure"] == "step"}
     best16 = max(v for (b, _), v in steps.items() if b == 16)
@@ -109,6 +112,8 @@ MARKDOWN_HEADER = (
 
 def markdown_row(summary: dict) -> str:
     """One row of the README's speed table from a bench summary (``primus bench --json``)."""
+    from ..training.bench import speedup
+
     defaults = {"step": "eager", "inference": "fp32"}  # rows of bench runs before variants
     rows = {
         (r["measure"], r["batch"], r.get("variant") or defaults.get(r["measure"], "")): r
@@ -122,14 +127,10 @@ def markdown_row(summary: dict) -> str:
     bound = step.get("of_compute_bound")
     graph = rows.get(("step", 16, "graph"))
     device = summary["gpu"] or f"{summary['threads']} CPU threads"
-    fp32 = rows.get(("inference", 256, "fp32"))
-    ratios = [
-        f"{rows[('inference', 256, v)]['windows_per_s'] / fp32['windows_per_s']:.1f}x"
-        for v in ("bf16", "int8")
-        if fp32 and ("inference", 256, v) in rows
-    ]
+    ratios = [f"{r:.1f}x" for v in ("bf16", "int8") if (r := speedup(rows, v)) is not None]
     inference = " / ".join(rate(("inference", 256, v)) for v in ("fp32", "bf16", "int8"))
-    share = f"{bound:.0%} of {summary['step_ceiling_windows_per_s']:,.0f}" if bound else "-"
+    ceiling = step.get("ceiling_windows_per_s", summary["step_ceiling_windows_per_s"])
+    share = f"{bound:.0%} of {ceiling:,.0f}" if bound else "-"
     return (
         f"| {device}, {summary['matmul_gflops']:.0f} GFLOP/s matmul "
         f"| {rate(('step', 16, 'eager'))}"
@@ -143,6 +144,8 @@ def markdown_row(summary: dict) -> str:
 
 def report(summary: dict) -> str:
     """The human-readable bench report."""
+    from ..training.bench import speedup
+
     gpu = summary["device"].startswith("cuda")
     where = summary["gpu"] or f"{summary['threads']} threads"
     lines = [
@@ -154,13 +157,11 @@ def report(summary: dict) -> str:
         f"{'vs fp32':>7} {'peak MiB':>9} {'(imports)':>9}" + ("  GPU util" if gpu else ""),
     ]
     rows = [r for r in summary["rows"] if r["measure"] != "quality"]
-    fp32 = next(
-        (r["windows_per_s"] for r in rows if (r["measure"], r["variant"]) == ("inference", "fp32")),
-        None,
-    )
+    keyed = {(r["measure"], r["batch"], r["variant"]): r for r in rows}
     for r in rows:
         bound = f"{r['of_compute_bound']:.0%}" if "of_compute_bound" in r else "-"
-        ratio = f"{r['windows_per_s'] / fp32:.2f}x" if r["measure"] == "inference" and fp32 else "-"
+        ratio = speedup(keyed, r["variant"]) if r["measure"] == "inference" else None
+        ratio = f"{ratio:.2f}x" if ratio is not None else "-"
         line = (
             f"{r['measure']:<10} {r['variant'] or '-':<7} {r['batch']:>5} "
             f"{r['windows_per_s']:>11,.0f} {bound:>9} {ratio:>7} {r['peak_mib']:>9,.0f} "

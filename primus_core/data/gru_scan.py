@@ -46,8 +46,9 @@ def scan(
     batch_first: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, h_n) of a one-layer GRU from zeros, in ``x``'s dtype. ``recurrent(h)`` is
-    W_hh h without bias, in any precision; the input projection, the gates and the state ``h``
-    are float32 (float64 for a float64 ``x``)."""
+    W_hh h + (0, 0, b_hn) (see ``recurrent_bias``) in the compute precision, whatever the
+    precision of its product: the input projection, the gates and the state ``h`` are float32
+    (float64 for a float64 ``x``)."""
     dtype = x.dtype
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     x = x.to(compute)
@@ -60,14 +61,13 @@ def scan(
     bias[: 2 * hidden] += b_hh[: 2 * hidden].to(compute)
     x1 = torch.cat([x, x.new_ones(batch, steps, 1)], dim=2)
     w_ih1_t = torch.cat([w_ih.to(compute), bias[:, None]], dim=1).t()
-    b_hn = b_hh[2 * hidden :].to(compute)
     hs = x.new_empty(steps + 1, batch, hidden)  # hs[t]: the state before step t
     hs[0].zero_()
     for t in range(steps):
         gi = torch.mm(x1[:, t], w_ih1_t)  # this step's input projection, in cache
         gh = recurrent(hs[t])
         rz = gi[:, : 2 * hidden].add_(gh[:, : 2 * hidden]).sigmoid_()
-        n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh[:, 2 * hidden :] + b_hn)
+        n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh[:, 2 * hidden :])
         torch.lerp(n.tanh_(), hs[t], rz[:, hidden:], out=hs[t + 1])
     output = hs[1:] if not batch_first else hs[1:].transpose(0, 1)
     return output.to(dtype), hs[steps].to(dtype).unsqueeze(0)
@@ -77,21 +77,32 @@ def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``gru(x)`` without gradients, for a ``scannable`` GRU and a batched input, (batch, steps,
     features) or (steps, batch, features) as the module expects; the products run in the
     weights' precision (float32 or bfloat16), the gates in float32."""
-    w_hh = gru.weight_hh_l0.detach()
+    w_hh, bias = gru.weight_hh_l0.detach(), recurrent_bias(gru.bias_hh_l0.detach())
     batch = x.shape[0 if gru.batch_first else 1]
-    recurrent = packed_product(w_hh, batch) if w_hh.dtype == torch.float32 else None
+    recurrent = packed_product(w_hh, batch, bias)
     if recurrent is None:
         w_hh_t = w_hh.t()
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
 
-        def recurrent(h: torch.Tensor) -> torch.Tensor:
-            return torch.mm(h.to(w_hh_t.dtype), w_hh_t)
+        def recurrent(h: torch.Tensor) -> torch.Tensor:  # bfloat16 weights: one cast back
+            return torch.addmm(bias, h.to(w_hh_t.dtype), w_hh_t).to(compute)
 
     return scan(x, gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0, recurrent, gru.batch_first)
 
 
-def packed_product(w: torch.Tensor, batch: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """h -> h @ w.T through MKL's GEMM with ``w`` packed once for ``batch`` rows (the product
-    then skips re-packing w on every step), where this torch has MKL on this device."""
+def recurrent_bias(b_hh: torch.Tensor) -> torch.Tensor:
+    """The bias the recurrent product adds: b_hn only (0 for r and z, whose W_hh biases join
+    the input projection's), since r multiplies W_hn h + b_hn."""
+    bias = b_hh.clone()
+    bias[: 2 * (b_hh.shape[0] // 3)] = 0
+    return bias
+
+
+def packed_product(
+    w: torch.Tensor, batch: int, bias: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """h -> h @ w.T (+ bias) through MKL's GEMM with ``w`` packed once for ``batch`` rows (the
+    product then skips re-packing w on every step), for float32 ``w`` where this torch has MKL."""
     if w.device.type != "cpu" or w.dtype != torch.float32 or not torch.backends.mkl.is_available():
         return None
     try:
@@ -100,7 +111,7 @@ def packed_product(w: torch.Tensor, batch: int) -> Callable[[torch.Tensor], torc
         return None
 
     def product(h: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkl._mkl_linear(h, packed, w, None, batch)
+        return torch.ops.mkl._mkl_linear(h, packed, w, bias, batch)
 
     return product
 
@@ -137,7 +148,7 @@ class Int8GRU(nn.Module):
             q_hh = torch.quantize_per_channel(w_hh, scale, zero, 0, torch.qint8)
             torch.backends.quantized.engine = self.engine = _quantised_engine()
             try:
-                self._packed = torch.ops.quantized.linear_prepack(q_hh, None)
+                self._packed = torch.ops.quantized.linear_prepack(q_hh, recurrent_bias(b_hh))
             finally:
                 torch.backends.quantized.engine = engine
 
