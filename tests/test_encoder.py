@@ -88,7 +88,7 @@ def test_hand_written_gru_backward_matches_torch_gru(used):
 
     torch.manual_seed(0)
     gru = torch.nn.GRU(7, 11, batch_first=True).double()
-    x = torch.randn(5, 20, 7, dtype=torch.float64, requires_grad=True)  # 3 chunks of steps
+    x = torch.randn(5, 20, 7, dtype=torch.float64, requires_grad=True)  # 5 chunks of steps
     grads = []
     for run in (gru, lambda v: gru_sequence(gru, v)):
         x.grad = None

@@ -5,7 +5,7 @@ CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with
 - per step, one product with W_hh forward and one backward, and a few fused element-wise ops
   (sigmoid on r and z together, addcmul, tanh, lerp);
 - per step backward, one product with W_hh for r, z and n together;
-- the weight gradients in one product per chunk of 8 steps (only a chunk's gate gradients held);
+- the weight gradients in one product per chunk of 4 steps (only a chunk's gate gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
   about three times as much).
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from primus_core.data.gru_scan import packed_product
 
-CHUNK_STEPS = 8  # steps whose gate gradients are held at once (weight gradients per chunk)
+CHUNK_STEPS = 4  # steps whose gate gradients are held at once (weight gradients per chunk)
 
 
 class _GRUSequence(torch.autograd.Function):
