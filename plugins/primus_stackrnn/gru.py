@@ -1,11 +1,11 @@
 """A one-layer, batch-first GRU whose backward pass is written by hand (the training path on the
 CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with:
-- each step's input projection computed where it is used (forward), in one product over all
-  steps (backward); W_hh packed once per call for MKL's product where torch has it;
-- per step, one product with W_hh forward and one backward, and a few fused element-wise ops
-  (sigmoid on r and z together, addcmul, tanh, lerp);
-- per step backward, one product with W_hh for r, z and n together;
-- the weight gradients in one product per chunk of 4 steps (only a chunk's gate gradients held);
+- each step's input projection computed where it is used, its biases on a column of ones;
+  W_hh packed once per call for MKL's product where torch has it;
+- per step, one product with W_hh forward and one backward (r, z and n together), and a few
+  fused element-wise ops (sigmoid on r and z together, addcmul, tanh, lerp);
+- the weight and input gradients in one product each per chunk of 4 steps (only a chunk's gate
+  gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
   about three times as much).
 
