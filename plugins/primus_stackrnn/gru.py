@@ -4,8 +4,8 @@ CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with
   W_hh packed once per call for MKL's product where torch has it;
 - per step, one product with W_hh forward and one backward (r, z and n together), and a few
   fused element-wise ops (sigmoid on r and z together, addcmul, tanh, lerp);
-- the weight and input gradients in one product each per chunk of 4 steps (only a chunk's gate
-  gradients held);
+- the weight and input gradients in one product each per chunk of steps (2,048 rows: 4 steps
+  at batch 512; only a chunk's gate gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
   about three times as much).
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from primus_core.data.gru_scan import packed_product
 
-CHUNK_STEPS = 4  # steps whose gate gradients are held at once (weight gradients per chunk)
+CHUNK_ROWS = 2048  # rows (steps x batch) whose gate gradients are held at once in backward
 
 
 class _GRUSequence(torch.autograd.Function):
@@ -65,7 +65,7 @@ class _GRUSequence(torch.autograd.Function):
     def backward(ctx, grad_out, grad_last):
         x_steps, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
         steps, batch, hidden = ns.shape
-        chunk = min(steps, CHUNK_STEPS)
+        chunk = min(steps, max(1, CHUNK_ROWS // batch))  # 4 steps at batch 512
         # per chunk of steps: gh = d(W_hh h + b_hh), i.e. d(pre-activation) of r and z, and
         # d(W_hn h + b_hn) = dn * r; dn = d(pre-activation) of n, the input side's third part.
         # The weight gradients are summed chunk by chunk.
@@ -87,9 +87,10 @@ class _GRUSequence(torch.autograd.Function):
                 n, h, i = ns[t], hs[t], t - begin
                 dr, dz, d_hn = gh[i].split(hidden, dim=1)
                 dn, one_minus_z = dns[i], 1 - z
-                torch.mul(dh, one_minus_z, out=dn).mul_(1 - n * n)  # through the lerp, tanh
+                torch.mul(dh, one_minus_z, out=dn)  # through the lerp, then the tanh:
+                dn.addcmul_(dn * n, n, value=-1)  # dn (1 - n^2)
                 torch.mul(dh, h - n, out=dz).mul_(z * one_minus_z)
-                torch.mul(dn, hn[t], out=dr).mul_(r * (1 - r))
+                torch.mul(dn, hn[t], out=dr).mul_(torch.addcmul(r, r, r, value=-1))  # r (1 - r)
                 torch.mul(dn, r, out=d_hn)
                 dh = torch.addmm(dh * z, gh[i], w_hh)  # one product for r, z and n
             rows = (end - begin) * batch
