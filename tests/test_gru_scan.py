@@ -125,3 +125,21 @@ def test_the_packed_product_is_the_plain_product():
         pytest.skip("this torch has no MKL")
     assert torch.allclose(product(h), h @ w.t(), atol=1e-5)
     assert packed_product(w.to("meta"), 5) is None
+
+
+def test_a_copy_of_an_int8_gru_packs_its_own_weights():
+    """Packed int8 weights restored by torch take the default engine's kernels (about 1.5x
+    slower here), so a deep copy or a pickle leaves them behind and packs on first use."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    quantised = Int8GRU(torch.nn.GRU(8, 16, batch_first=True))
+    x = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        expected = quantised(x)[1]
+        assert quantised._packed is not None
+        for other in (copy.deepcopy(quantised), pickle.loads(pickle.dumps(quantised))):
+            assert other._packed is None and other.engine == quantised.engine
+            assert torch.equal(other(x)[1], expected) and other._packed is not None
+    assert quantised._packed is not None  # the original keeps its packed weights

@@ -125,7 +125,9 @@ def _quantised_engine() -> str:
 class Int8GRU(nn.Module):
     """A ``scannable`` nn.GRU for CPU inference with its recurrent product (W_hh h, 94 % of a
     GRU's multiply-adds at PRIMUS's shapes) int8 dynamically quantised: W_hh per output row, the
-    state per step. Called as the nn.GRU it replaces; inputs from zeros only."""
+    state per step. Called as the nn.GRU it replaces; inputs from zeros only. The int8 weights
+    are packed for the product on first use, in this process (a copy or a pickle packs its own:
+    packed weights restored by torch take the default engine's slower kernels)."""
 
     def __init__(self, gru: nn.GRU):
         super().__init__()
@@ -133,32 +135,39 @@ class Int8GRU(nn.Module):
             raise ValueError("Int8GRU needs a one-layer, unidirectional nn.GRU with biases")
         self.batch_first = gru.batch_first
         self.hidden_size = gru.hidden_size
-        w_ih, b_ih, b_hh = (
-            p.detach().float() for p in (gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0)
-        )
-        self.register_buffer("w_ih", w_ih.clone())
-        self.register_buffer("b_ih", b_ih.clone())
-        self.register_buffer("b_hh", b_hh.clone())
-        w_hh = gru.weight_hh_l0.detach().float()
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            self.register_buffer(name, getattr(gru, name).detach().float().clone())
+        self.engine = _quantised_engine()
+        self._packed = None
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_packed": None}
+
+    def _pack(self):
+        w_hh = self.weight_hh_l0
         scale = (w_hh.abs().amax(dim=1) / 127).clamp_min(1e-12)
         zero = torch.zeros(w_hh.shape[0], dtype=torch.long)
         engine = torch.backends.quantized.engine
         with warnings.catch_warnings():  # quantised tensors announce their move to torchao
             warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
             q_hh = torch.quantize_per_channel(w_hh, scale, zero, 0, torch.qint8)
-            torch.backends.quantized.engine = self.engine = _quantised_engine()
+            torch.backends.quantized.engine = self.engine
             try:
-                self._packed = torch.ops.quantized.linear_prepack(q_hh, recurrent_bias(b_hh))
+                bias = recurrent_bias(self.bias_hh_l0)
+                self._packed = torch.ops.quantized.linear_prepack(q_hh, bias)
             finally:
                 torch.backends.quantized.engine = engine
+        return self._packed
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         if h0 is not None:
             raise ValueError("Int8GRU starts from zeros (h0 must be None)")
-        packed = self._packed
+        packed = self._packed if self._packed is not None else self._pack()
         reduce_range = self.engine != "onednn"  # fbgemm's int8 products need 7-bit inputs
 
         def recurrent(h: torch.Tensor) -> torch.Tensor:
             return torch.ops.quantized.linear_dynamic(h, packed, reduce_range)
 
-        return scan(x, self.w_ih, self.b_ih, self.b_hh, recurrent, self.batch_first)
+        return scan(
+            x, self.weight_ih_l0, self.bias_ih_l0, self.bias_hh_l0, recurrent, self.batch_first
+        )
