@@ -143,3 +143,16 @@ def test_a_copy_of_an_int8_gru_packs_its_own_weights():
             assert other._packed is None and other.engine == quantised.engine
             assert torch.equal(other(x)[1], expected) and other._packed is not None
     assert quantised._packed is not None  # the original keeps its packed weights
+
+
+def test_the_bf16_packed_product_returns_float32():
+    from primus_core.data.gru_scan import packed_product
+
+    torch.manual_seed(0)
+    w, h, bias = torch.randn(48, 16).bfloat16(), torch.randn(5, 16), torch.randn(48).bfloat16()
+    product = packed_product(w, 5, bias)
+    if product is None:
+        pytest.skip("this torch has no oneDNN")
+    expected = torch.addmm(bias, h.bfloat16(), w.t()).float()
+    got = product(h)
+    assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-2)

@@ -101,19 +101,22 @@ def recurrent_bias(b_hh: torch.Tensor) -> torch.Tensor:
 def packed_product(
     w: torch.Tensor, batch: int, bias: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """h -> h @ w.T (+ bias) through MKL's GEMM with ``w`` packed once for ``batch`` rows (the
-    product then skips re-packing w on every step), for float32 ``w`` where this torch has MKL."""
-    if w.device.type != "cpu" or w.dtype != torch.float32 or not torch.backends.mkl.is_available():
+    """h -> h @ w.T (+ bias), float32, with ``w`` packed once for ``batch`` rows (the product
+    then skips re-packing w on every step): MKL's GEMM for float32 ``w``, oneDNN's for bfloat16
+    (``h`` cast to bfloat16 on the way in); None where this torch lacks the library."""
+    if w.device.type != "cpu":
         return None
     try:
-        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, batch)
+        if w.dtype == torch.float32 and torch.backends.mkl.is_available():
+            packed = torch.ops.mkl._mkl_reorder_linear_weight(w, batch)
+            return lambda h: torch.ops.mkl._mkl_linear(h, packed, w, bias, batch)
+        if w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, batch)
+            linear = torch.ops.mkldnn._linear_pointwise
+            return lambda h: linear(h.to(w.dtype), packed, bias, "none", [], "").float()
     except (AttributeError, RuntimeError):
-        return None
-
-    def product(h: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkl._mkl_linear(h, packed, w, bias, batch)
-
-    return product
+        pass
+    return None
 
 
 def _quantised_engine() -> str:
