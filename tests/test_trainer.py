@@ -386,7 +386,8 @@ def test_a_train_step_is_one_optimiser_step_on_the_weighted_loss(tmp_path, optim
     params = [p for p in twin.parameters() if p.requires_grad]
     kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
     assert type(trainer.optimizer) is kind
-    opt = kind(params, lr=0.01, weight_decay=0.1)
+    assert trainer.optimizer.defaults["fused"]  # one kernel per step; same steps as the loop
+    opt = kind(params, lr=0.01, weight_decay=0.1, foreach=False)
     gen = torch.Generator().manual_seed(run.recipe.train.seed)  # the trainer's rank-0 stream
     for step in range(2):
         idx = torch.arange(8 * step, 8 * step + 8)

@@ -101,13 +101,11 @@ def synthetic_run(batch: int, device: torch.device, windows: int):
 def measure_step(batch: int, device: torch.device, seconds: float, variant: str = "eager") -> dict:
     """The training step's windows/s; ``variant`` eager, or graph (the static step captured in a
     CUDA graph, train.step=graph); on CPUs the step's profile is measured too."""
+    from .trainer import build_optimizer
+
     model, augs, source = synthetic_run(batch, device, windows=max(4 * batch, 1024))
     graph = variant == "graph"
-    opt = torch.optim.Adam(
-        model.parameters(),
-        lr=torch.tensor(2e-4, device=device) if graph else 2e-4,
-        **({"capturable": True} if graph else {}),
-    )
+    opt = build_optimizer(list(model.parameters()), "adam", 2e-4, 0.0, device, graph)
     gen = torch.Generator(device=device).manual_seed(0)
     use_amp = device.type == "cuda"
     dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else None
