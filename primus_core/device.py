@@ -29,3 +29,27 @@ def resolve_device(device: str | None) -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise PrimusError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+HEAP_BLOCKS_UP_TO = 256 << 20  # bytes: the CPU training step's GRU buffers are 34-67 MB each
+
+
+def reuse_freed_memory() -> bool:
+    """Keep blocks up to 256 MiB in glibc's heap once freed, for reuse, instead of returning each
+    block over 32 MiB to the kernel: a CPU training step at batch 256 allocates about 170 MB of
+    such blocks (the GRU's saved states), which otherwise come back as fresh pages, 47,000 page
+    faults per step (about 12 % of it) for the same peak memory. Process-wide; the trainer
+    calls it for CPU runs. False where the C library has no ``mallopt`` (not glibc)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, HEAP_BLOCKS_UP_TO)) and bool(
+        mallopt(m_trim_threshold, 2 * HEAP_BLOCKS_UP_TO)
+    )

@@ -693,3 +693,14 @@ def test_state_and_restore_round_trip_every_counter(tmp_path):
     wrong = make_trainer(tmp_path, "encoder.hidden_size=8", max_steps=10)
     with pytest.raises(PrimusError, match=r"^checkpoint does not fit this model: "):
         wrong.restore(state)
+
+
+def test_a_cpu_trainer_keeps_freed_memory_for_reuse(tmp_path, monkeypatch):
+    """The CPU training step's large buffers come back from glibc's heap, not as fresh pages
+    (primus_core.device.reuse_freed_memory; its effect is tested in test_device_memory.py)."""
+    import primus_core.training.trainer as module
+
+    calls = []
+    monkeypatch.setattr(module, "reuse_freed_memory", lambda: calls.append(1) or True)
+    make_trainer(tmp_path)
+    assert calls == [1]

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from ..device import reuse_freed_memory
 from ..errors import PrimusError
 
 STEP_RECIPE = "primus-hapt"
@@ -330,6 +331,8 @@ def child(kind: str, batch: int, device: str, seconds: float, variant: str = "")
     components.registry()  # plugins imported: what every primus process holds
     if kind == "step":  # torch's first optimiser imports torch._dynamo (about 160 MiB)
         torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+        if dev.type == "cpu":  # as the trainer does
+            reuse_freed_memory()
     baseline = current_rss_mib() if dev.type == "cpu" else 0.0
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

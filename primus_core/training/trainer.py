@@ -27,7 +27,7 @@ from torch import nn
 from ..components import provenance
 from ..config import Recipe
 from ..data.shard import Ranks
-from ..device import resolve_device
+from ..device import resolve_device, reuse_freed_memory
 from ..errors import PrimusError
 from ..paths import write_json
 from ..registry.recipes import (
@@ -507,6 +507,8 @@ class Trainer:
         self.max_steps = max_steps or cfg.max_steps
         self.progress = progress and run.d.main
         self.device = run.device
+        if run.device.type == "cpu":
+            reuse_freed_memory()
         self.model: nn.Module = run.model
         if run.d.enabled:
             ids = [run.device.index] if run.device.type == "cuda" else None
