@@ -1,9 +1,9 @@
 """A one-layer, batch-first GRU whose backward pass is written by hand (the training path on the
 CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with:
 - each step's input projection computed where it is used, its biases on a column of ones;
-  W_hh packed once per call for MKL's product where torch has it;
-- per step, one product with W_hh forward and one backward (r, z and n together), and a few
-  fused element-wise ops (sigmoid on r and z together, addcmul, tanh, lerp);
+- per step, one product with W_hh forward and one backward (r, z and n together), W_hh packed
+  once per call for MKL's product where torch has it, and a few fused element-wise ops
+  (sigmoid on r and z together, addcmul, tanh, lerp);
 - the weight and input gradients in one product each per chunk of steps (2,048 rows: 4 steps
   at batch 512; only a chunk's gate gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
@@ -78,6 +78,12 @@ class _GRUSequence(torch.autograd.Function):
         dh = grad_last.clone() if grad_last is not None else x_steps.new_zeros(batch, hidden)
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
         rz_rows = slice(0, 2 * hidden)
+        back = packed_product(w_hh.t().contiguous(), batch)  # g -> g @ W_hh, packed once
+        if back is None:
+
+            def back(g):
+                return torch.mm(g, w_hh)
+
         for end in range(steps, 0, -chunk):
             begin = max(end - chunk, 0)
             for t in range(end - 1, begin - 1, -1):
@@ -92,7 +98,7 @@ class _GRUSequence(torch.autograd.Function):
                 torch.mul(dh, h - n, out=dz).mul_(z * one_minus_z)
                 torch.mul(dn, hn[t], out=dr).mul_(torch.addcmul(r, r, r, value=-1))  # r (1 - r)
                 torch.mul(dn, r, out=d_hn)
-                dh = torch.addmm(dh * z, gh[i], w_hh)  # one product for r, z and n
+                dh = back(gh[i]).addcmul_(dh, z)  # one product for r, z and n
             rows = (end - begin) * batch
             flat = gh[: end - begin].view(rows, 3 * hidden)
             flat_n = dns[: end - begin].view(rows, hidden)
