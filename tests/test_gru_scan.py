@@ -156,3 +156,22 @@ def test_the_bf16_packed_product_returns_float32():
     expected = torch.addmm(bias, h.bfloat16(), w.t()).float()
     got = product(h)
     assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [e for e in ("qnnpack", "x86", "fbgemm") if e in torch.backends.quantized.supported_engines],
+)
+def test_int8_gru_on_the_other_quantised_engines(engine, monkeypatch):
+    """Where torch has no oneDNN (e.g. ARM's qnnpack, one scale per matrix), the default
+    engine's int8 product stays close to float32."""
+    import primus_core.data.gru_scan as module
+
+    monkeypatch.setattr(module, "_quantised_engine", lambda: engine)
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(16, 64, batch_first=True)
+    quantised = Int8GRU(gru)
+    x = torch.randn(4, 10, 16)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(quantised(x)[1][0], gru(x)[1][0])
+    assert quantised.engine == engine and cosine.min() > 0.99

@@ -149,11 +149,14 @@ class Int8GRU(nn.Module):
     def _pack(self):
         w_hh = self.weight_hh_l0
         scale = (w_hh.abs().amax(dim=1) / 127).clamp_min(1e-12)
-        zero = torch.zeros(w_hh.shape[0], dtype=torch.long)
         engine = torch.backends.quantized.engine
         with warnings.catch_warnings():  # quantised tensors announce their move to torchao
             warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-            q_hh = torch.quantize_per_channel(w_hh, scale, zero, 0, torch.qint8)
+            if self.engine == "qnnpack":  # ARM's engine: one scale for the whole matrix
+                q_hh = torch.quantize_per_tensor(w_hh, float(scale.max()), 0, torch.qint8)
+            else:
+                zero = torch.zeros(w_hh.shape[0], dtype=torch.long)
+                q_hh = torch.quantize_per_channel(w_hh, scale, zero, 0, torch.qint8)
             torch.backends.quantized.engine = self.engine
             try:
                 bias = recurrent_bias(self.bias_hh_l0)
