@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 2) of the core modules (training loop and checkpoints, data windowing, zoo
-# verification, evaluation probes, objectives, augmentations, the restricted unpickler), each against its fast test subset.
+# verification, evaluation probes, objectives, augmentations, the restricted unpickler, the CPU
+# GRU paths), each against its fast test subset.
 #   bash scripts/mutation.sh [MODULE...]     # default: every module below
 # mutmut 2 rewrites the mutated file in place, so it runs in a copy of the tree (MUTDIR, default
 # /tmp/primus-mutation) that PYTHONPATH puts before the editable install: the checkout is never
@@ -34,6 +35,7 @@ declare -A TESTS=(
   [safe_pickle]="tests/test_guard_pickle.py"
   [checkpoint]="tests/test_checkpoint.py tests/test_guard_train.py::test_resume_restores_weights_optimiser_and_step_counter tests/test_train.py::test_exact_resume tests/test_train.py::test_resume_from_an_earlier_checkpoint_does_not_repeat_steps"
   [trainer]="tests/test_trainer.py"
+  [gru]="tests/test_gru_scan.py tests/test_encoder.py"
 )
 declare -A FILES=(
   [augment]="plugins/primus_objectives/augment.py"
@@ -44,6 +46,7 @@ declare -A FILES=(
   [safe_pickle]="plugins/primus_datasets/safe_pickle.py"
   [checkpoint]="primus_core/training/checkpoint.py"
   [trainer]="primus_core/training/trainer.py"
+  [gru]="primus_core/data/gru_scan.py,plugins/primus_stackrnn/gru.py"
 )
 # large modules: only the functions the issue names (scripts/mutation_scope.py)
 declare -A SCOPE=(
@@ -54,7 +57,7 @@ declare -A SCOPE=(
 )
 
 modules=("$@")
-[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer)
+[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer gru)
 
 "$PY" scripts/mutation_runner.py serve "$SOCK" &
 server=$!

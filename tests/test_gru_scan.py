@@ -60,6 +60,8 @@ def test_int8_gru_is_close_to_float32_and_called_like_the_gru():
     gru = torch.nn.GRU(32, 128, batch_first=True)
     engine = torch.backends.quantized.engine
     quantised = Int8GRU(gru)
+    if "onednn" in torch.backends.quantized.supported_engines:
+        assert quantised.engine == "onednn"  # its AMX/VNNI kernels, not the default engine's
     assert torch.backends.quantized.engine == engine  # the global engine is put back
     x = torch.randn(8, 20, 32)
     with torch.no_grad():
@@ -121,9 +123,11 @@ def test_the_packed_product_is_the_plain_product():
     torch.manual_seed(0)
     w, h = torch.randn(48, 16), torch.randn(5, 16)
     product = packed_product(w, 5)
-    if product is None:
+    if not torch.backends.mkl.is_available():
         pytest.skip("this torch has no MKL")
+    assert product is not None  # MKL is there: the packed path is taken
     assert torch.allclose(product(h), h @ w.t(), atol=1e-5)
+    assert packed_product(w.double(), 5) is None  # float64: the plain product
     assert packed_product(w.to("meta"), 5) is None
 
 
@@ -151,8 +155,9 @@ def test_the_bf16_packed_product_returns_float32():
     torch.manual_seed(0)
     w, h, bias = torch.randn(48, 16).bfloat16(), torch.randn(5, 16), torch.randn(48).bfloat16()
     product = packed_product(w, 5, bias)
-    if product is None:
+    if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN")
+    assert product is not None
     expected = torch.addmm(bias, h.bfloat16(), w.t()).float()
     got = product(h)
     assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-2)
@@ -175,3 +180,10 @@ def test_int8_gru_on_the_other_quantised_engines(engine, monkeypatch):
     with torch.no_grad():
         cosine = torch.nn.functional.cosine_similarity(quantised(x)[1][0], gru(x)[1][0])
     assert quantised.engine == engine and cosine.min() > 0.99
+
+
+def test_the_scan_records_no_graph_even_with_gradients_on():
+    """Inference only: called with gradients enabled, nothing is recorded for backward."""
+    gru = torch.nn.GRU(3, 4, batch_first=True)
+    out, last = gru_scan(gru, torch.randn(2, 5, 3, requires_grad=True))
+    assert not out.requires_grad and not last.requires_grad

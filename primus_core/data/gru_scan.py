@@ -137,7 +137,6 @@ class Int8GRU(nn.Module):
         if not scannable(gru):
             raise ValueError("Int8GRU needs a one-layer, unidirectional nn.GRU with biases")
         self.batch_first = gru.batch_first
-        self.hidden_size = gru.hidden_size
         for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
             self.register_buffer(name, getattr(gru, name).detach().float().clone())
         self.engine = _quantised_engine()
