@@ -86,10 +86,10 @@ def test_hand_written_gru_backward_matches_torch_gru(used, monkeypatch):
     whichever of its outputs the loss uses (an unused one's gradient arrives as None)."""
     import primus_stackrnn.gru as module
 
-    monkeypatch.setattr(module, "CHUNK_ROWS", 15)  # chunks of 3 steps at batch 5, the last of 2
+    monkeypatch.setattr(module, "CHUNK_ROWS", 15)  # chunks of 3 steps at batch 5, the last of 1
     torch.manual_seed(0)
     gru = torch.nn.GRU(7, 11, batch_first=True).double()
-    x = torch.randn(5, 20, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 22, 7, dtype=torch.float64, requires_grad=True)
     grads = []
     for run in (gru, lambda v: module.gru_sequence(gru, v)):
         x.grad = None
@@ -100,6 +100,19 @@ def test_hand_written_gru_backward_matches_torch_gru(used, monkeypatch):
         grads.append([out.detach(), h_n.detach(), x.grad] + [p.grad for p in gru.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_only_one_layer_batch_first_grus_with_biases_take_the_hand_written_path():
+    from primus_stackrnn.gru import supports_fused
+
+    assert supports_fused(torch.nn.GRU(3, 4, batch_first=True))
+    for gru in (
+        torch.nn.GRU(3, 4, num_layers=2, batch_first=True),
+        torch.nn.GRU(3, 4, bidirectional=True, batch_first=True),
+        torch.nn.GRU(3, 4, bias=False, batch_first=True),
+        torch.nn.GRU(3, 4),  # time-major
+    ):
+        assert not supports_fused(gru)
 
 
 def test_training_and_inference_paths_agree():

@@ -128,10 +128,4 @@ def gru_sequence(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def supports_fused(gru: nn.GRU) -> bool:
-    return (
-        gru.num_layers == 1
-        and not gru.bidirectional
-        and gru.batch_first
-        and gru.bias
-        and gru.proj_size == 0
-    )
+    return gru.num_layers == 1 and not gru.bidirectional and gru.batch_first and gru.bias

@@ -26,14 +26,8 @@ from torch import nn
 
 def scannable(gru: nn.Module) -> bool:
     """Whether ``gru_scan`` computes this module's forward: a one-layer, unidirectional
-    ``nn.GRU`` with biases and no projection."""
-    return (
-        isinstance(gru, nn.GRU)
-        and gru.num_layers == 1
-        and not gru.bidirectional
-        and gru.bias
-        and gru.proj_size == 0
-    )
+    ``nn.GRU`` with biases."""
+    return isinstance(gru, nn.GRU) and gru.num_layers == 1 and not gru.bidirectional and gru.bias
 
 
 @torch.no_grad()
