@@ -187,3 +187,24 @@ def test_the_scan_records_no_graph_even_with_gradients_on():
     gru = torch.nn.GRU(3, 4, batch_first=True)
     out, last = gru_scan(gru, torch.randn(2, 5, 3, requires_grad=True))
     assert not out.requires_grad and not last.requires_grad
+
+
+def test_int8_weights_have_a_scale_per_row_where_the_engine_allows():
+    """Rows 100x smaller than the others keep their precision (one scale per output row): with a
+    single scale for the matrix they would round to a few levels, or to zero."""
+    from primus_core.data.gru_scan import recurrent_bias
+
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(4, 32, batch_first=True)
+    with torch.no_grad():
+        gru.weight_hh_l0[::2] *= 0.01  # every other row of W_hh 100x smaller
+    quantised = Int8GRU(gru)
+    if quantised.engine == "qnnpack":
+        pytest.skip("qnnpack: one scale per matrix")
+    h = torch.rand(64, 32) * 2 - 1
+    expected = h @ gru.weight_hh_l0.detach().t()
+    product = torch.ops.quantized.linear_dynamic(h, quantised._pack(), False)
+    product = product - recurrent_bias(gru.bias_hh_l0.detach())
+    small = slice(0, 96, 2)
+    error = (product[:, small] - expected[:, small]).abs().max()
+    assert error < 0.02 * expected[:, small].abs().max(), error
