@@ -124,3 +124,16 @@ def test_training_and_inference_paths_agree():
     with torch.no_grad():
         expected = encoder(x)["mmcl"]
     assert torch.allclose(encoder(x)["mmcl"], expected, atol=1e-5)
+
+
+def test_a_training_pass_under_cpu_autocast_takes_torch_gru():
+    """Under CPU bf16 autocast the GRU's input arrives in bfloat16 while its weights are float32:
+    the hand-written path (same-dtype products) steps aside for torch.nn.GRU."""
+    from primus_core.components import create
+
+    torch.manual_seed(0)
+    encoder = create("encoder", "stacked-rnn", hidden_size=16, ssl_dim=8, mmcl_dim=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = encoder(torch.randn(3, 6, 250))["mmcl"]
+    out.float().sum().backward()
+    assert encoder.backbone[5].weight_hh_l0.grad is not None

@@ -63,7 +63,8 @@ class StackedRNNEncoder(nn.Module):
         features = self.backbone[:5](x)  # (batch, conv_channels, time_bins)
         gru = self.backbone[5]  # the GRU scans the conv channels (reference quirk)
         on_cpu = features.device.type == "cpu"
-        if on_cpu and torch.is_grad_enabled() and supports_fused(gru):
+        same_dtype = features.dtype == gru.weight_hh_l0.dtype  # not so under CPU autocast
+        if on_cpu and torch.is_grad_enabled() and same_dtype and supports_fused(gru):
             _, h_n = gru_sequence(gru, features)  # training on a CPU: hand-written backward
         elif on_cpu and not torch.is_grad_enabled() and scannable(gru):
             _, h_n = gru_scan(gru, features)  # inference on a CPU: few operators per step
