@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from primus_core.data.gru_scan import packed_product
+from primus_core.data.gru_scan import input_weights_with_biases, packed_product, with_ones
 
 CHUNK_ROWS = 2048  # rows (steps x batch) whose gate gradients are held at once in backward
 
@@ -31,10 +31,7 @@ class _GRUSequence(torch.autograd.Function):
         hidden = h0.shape[1]
         x_steps = x.transpose(0, 1).reshape(steps * batch, -1)  # time-major, small
         # the input projection's bias, and W_hh's for r and z, ride on a column of ones
-        x1 = torch.cat([x_steps, x_steps.new_ones(steps * batch, 1)], dim=1)
-        bias = b_ih.clone()
-        bias[: 2 * hidden] += b_hh[: 2 * hidden]
-        w_ih1_t = torch.cat([w_ih, bias[:, None]], dim=1).t()
+        x1, w_ih1_t = with_ones(x_steps), input_weights_with_biases(w_ih, b_ih, b_hh)
         recurrent = packed_product(w_hh, batch)  # W_hh packed once for this call's steps
         if recurrent is None:
             w_hh_t = w_hh.t()

@@ -50,11 +50,7 @@ def scan(
         x = x.transpose(0, 1)
     batch, steps, _ = x.shape
     hidden = b_hh.shape[0] // 3
-    # the input projection's bias (and W_hh's for r and z) rides on a column of ones
-    bias = b_ih.to(compute, copy=True)
-    bias[: 2 * hidden] += b_hh[: 2 * hidden].to(compute)
-    x1 = torch.cat([x, x.new_ones(batch, steps, 1)], dim=2)
-    w_ih1_t = torch.cat([w_ih.to(compute), bias[:, None]], dim=1).t()
+    x1, w_ih1_t = with_ones(x), input_weights_with_biases(w_ih.to(compute), b_ih, b_hh)
     hs = x.new_empty(steps + 1, batch, hidden)  # hs[t]: the state before step t
     hs[0].zero_()
     for t in range(steps):
@@ -76,12 +72,26 @@ def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     recurrent = packed_product(w_hh, batch, bias)
     if recurrent is None:
         w_hh_t = w_hh.t()
-        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
 
         def recurrent(h: torch.Tensor) -> torch.Tensor:  # bfloat16 weights: one cast back
-            return torch.addmm(bias, h.to(w_hh_t.dtype), w_hh_t).to(compute)
+            return torch.addmm(bias, h.to(w_hh_t.dtype), w_hh_t).to(h.dtype)
 
     return scan(x, gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0, recurrent, gru.batch_first)
+
+
+def with_ones(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a column of ones after its last dimension's entries."""
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+
+
+def input_weights_with_biases(
+    w_ih: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor
+) -> torch.Tensor:
+    """(features + 1, 3 hidden) weights: ``with_ones(x) @`` them is W_ih x + b_ih + (b_hr, b_hz,
+    0), the input projection with every bias but b_hn (see ``recurrent_bias``), in one product."""
+    bias = b_ih.to(w_ih.dtype, copy=True)
+    bias[: 2 * (b_hh.shape[0] // 3)] += b_hh[: 2 * (b_hh.shape[0] // 3)].to(w_ih.dtype)
+    return torch.cat([w_ih, bias[:, None]], dim=1).t()
 
 
 def recurrent_bias(b_hh: torch.Tensor) -> torch.Tensor:
