@@ -175,8 +175,10 @@ def for_inference(
     encoder: torch.nn.Module, dtype: str = "fp32", device: torch.device | None = None
 ) -> torch.nn.Module:
     """The encoder in eval mode on ``device``, in the precision ``dtype``: ``fp32`` (the encoder
-    itself, moved and put in eval mode), ``bf16`` (a bfloat16 copy: weights and activations) or
-    ``int8`` (a copy with its GRUs' recurrent products (``gru_scan.Int8GRU``) and its Linear
+    itself, moved and put in eval mode), ``bf16`` (on a CPU, a copy with its GRUs' recurrent
+    products in bfloat16 (``gru_scan.Bf16GRU``) and the rest in float32, which runs faster there
+    than bfloat16 convolutions and pools; elsewhere, or for an encoder without such GRUs, a
+    bfloat16 copy: weights and activations) or ``int8`` (a copy with its GRUs' recurrent products (``gru_scan.Int8GRU``) and its Linear
     layers (torch.ao.quantization.quantize_dynamic) dynamically quantised to int8; CPU only).
     A copy leaves the caller's encoder as it was: weights, device and mode."""
     import copy
@@ -188,19 +190,22 @@ def for_inference(
         return encoder.to(device).eval()
     if dtype == "int8" and device.type != "cpu":
         raise DataError(f"dtype int8 (dynamic quantisation) runs on the CPU, not on {device}")
+    from .gru_scan import Bf16GRU, Int8GRU, scannable
+
     encoder = copy.deepcopy(encoder).to(device).eval()
-    if dtype == "bf16":
+    grus = [(p, n, c) for p in encoder.modules() for n, c in p.named_children() if scannable(c)]
+    if dtype == "bf16" and (device.type != "cpu" or not grus):
         return InferenceEncoder(encoder.to(torch.bfloat16), torch.bfloat16).eval()
+    if dtype == "bf16":  # on a CPU: the GRUs' products in bfloat16, the rest float32
+        for parent, name, child in grus:
+            setattr(parent, name, Bf16GRU(child))
+        return InferenceEncoder(encoder, torch.float32).eval()
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
-    from .gru_scan import Int8GRU, scannable
-
-    for parent in list(encoder.modules()):  # GRUs first: quantize_dynamic would take them too
-        for name, child in parent.named_children():
-            if scannable(child):
-                setattr(parent, name, Int8GRU(child))
+    for parent, name, child in grus:  # GRUs first: quantize_dynamic would take them too
+        setattr(parent, name, Int8GRU(child))
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
         quantised = quantize_dynamic(encoder, {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)

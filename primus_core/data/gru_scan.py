@@ -23,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import gru_native
+
 
 def scannable(gru: nn.Module) -> bool:
     """Whether ``gru_scan`` computes this module's forward: a one-layer, unidirectional
@@ -38,29 +40,50 @@ def scan(
     b_hh: torch.Tensor,
     recurrent: Callable[[torch.Tensor], torch.Tensor],
     batch_first: bool,
+    product_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, h_n) of a one-layer GRU from zeros, in ``x``'s dtype. ``recurrent(h)`` is
-    W_hh h + (0, 0, b_hn) (see ``recurrent_bias``) in the compute precision, whatever the
-    precision of its product: the input projection, the gates and the state ``h`` are float32
-    (float64 for a float64 ``x``)."""
+    W_hh h + (0, 0, b_hn) (see ``recurrent_bias``), in float32 or bfloat16, for the state in
+    ``product_dtype``: by default the compute precision, float32 (float64 for a float64
+    ``x``), in which the gates and the state ``h`` are kept; bfloat16 runs the input
+    projection in bfloat16 too. Each step's element-wise work runs in one compiled kernel
+    where ``gru_native`` has one, else as torch operators."""
     dtype = x.dtype
     compute = torch.float64 if dtype == torch.float64 else torch.float32
+    product_dtype = product_dtype or compute
     x = x.to(compute)
-    if not batch_first:
+    if batch_first:
         x = x.transpose(0, 1)
-    batch, steps, _ = x.shape
+    steps, batch, _ = x.shape
     hidden = b_hh.shape[0] // 3
-    x1, w_ih1_t = with_ones(x), input_weights_with_biases(w_ih.to(compute), b_ih, b_hh)
+    x1 = with_ones(x).to(product_dtype).contiguous()  # (steps, batch, features + 1): small
+    project = input_product(input_weights_with_biases(w_ih.to(compute), b_ih, b_hh), batch, product_dtype)
     hs = x.new_empty(steps + 1, batch, hidden)  # hs[t]: the state before step t
     hs[0].zero_()
-    for t in range(steps):
-        gi = torch.mm(x1[:, t], w_ih1_t)  # this step's input projection, in cache
-        gh = recurrent(hs[t])
-        rz = gi[:, : 2 * hidden].add_(gh[:, : 2 * hidden]).sigmoid_()
-        n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh[:, 2 * hidden :])
-        torch.lerp(n.tanh_(), hs[t], rz[:, hidden:], out=hs[t + 1])
-    output = hs[1:] if not batch_first else hs[1:].transpose(0, 1)
+    library = gru_native.kernels() if x.device.type == "cpu" and compute == torch.float32 else None
+    if library is not None:  # the state in the products' precision written by the kernel too
+        state = None if product_dtype == compute else hs.new_zeros(batch, hidden, dtype=product_dtype)
+        for t in range(steps):
+            gh = recurrent(hs[t] if state is None else state)
+            gru_native.forward_step(library, project(x1[t]), gh, None, hs[t], hs[t + 1], state)
+    else:
+        for t in range(steps):
+            gi = project(x1[t]).to(compute)  # this step's input projection, in cache
+            gh = recurrent(hs[t].to(product_dtype)).to(compute)
+            rz = gi[:, : 2 * hidden].add_(gh[:, : 2 * hidden]).sigmoid_()
+            n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh[:, 2 * hidden :])
+            torch.lerp(n.tanh_(), hs[t], rz[:, hidden:], out=hs[t + 1])
+    output = hs[1:].transpose(0, 1) if batch_first else hs[1:]
     return output.to(dtype), hs[steps].to(dtype).unsqueeze(0)
+
+
+def input_product(
+    w_ih1_t: torch.Tensor, batch: int, dtype: torch.dtype
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x1 -> x1 @ w_ih1_t in ``dtype`` (float32 or bfloat16 on CPUs: packed where the library
+    is there; float64 as is)."""
+    w = w_ih1_t.t().to(dtype).contiguous()
+    return packed_product(w, batch) or (lambda x1: torch.mm(x1, w.t()))
 
 
 def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,10 +96,13 @@ def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if recurrent is None:
         w_hh_t = w_hh.t()
 
-        def recurrent(h: torch.Tensor) -> torch.Tensor:  # bfloat16 weights: one cast back
-            return torch.addmm(bias, h.to(w_hh_t.dtype), w_hh_t).to(h.dtype)
+        def recurrent(h: torch.Tensor) -> torch.Tensor:
+            return torch.addmm(bias, h, w_hh_t)
 
-    return scan(x, gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0, recurrent, gru.batch_first)
+    return scan(
+        x, gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0, recurrent, gru.batch_first,
+        product_dtype=torch.bfloat16 if w_hh.dtype == torch.bfloat16 else None,
+    )
 
 
 def with_ones(x: torch.Tensor) -> torch.Tensor:
@@ -105,9 +131,9 @@ def recurrent_bias(b_hh: torch.Tensor) -> torch.Tensor:
 def packed_product(
     w: torch.Tensor, batch: int, bias: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """h -> h @ w.T (+ bias), float32, with ``w`` packed once for ``batch`` rows (the product
-    then skips re-packing w on every step): MKL's GEMM for float32 ``w``, oneDNN's for bfloat16
-    (``h`` cast to bfloat16 on the way in); None where this torch lacks the library."""
+    """h -> h @ w.T (+ bias) in ``w``'s precision (float32 or bfloat16; ``h`` too), with ``w``
+    packed once for ``batch`` rows (the product then skips re-packing w on every step):
+    MKL's GEMM for float32, oneDNN's for bfloat16; None where this torch lacks the library."""
     if w.device.type != "cpu":
         return None
     try:
@@ -117,7 +143,7 @@ def packed_product(
         if w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
             packed = torch.ops.mkldnn._reorder_linear_weight(w, batch)
             linear = torch.ops.mkldnn._linear_pointwise
-            return lambda h: linear(h.to(w.dtype), packed, bias, "none", [], "").float()
+            return lambda h: linear(h, packed, bias, "none", [], "")
     except (AttributeError, RuntimeError):
         pass
     return None
@@ -129,25 +155,69 @@ def _quantised_engine() -> str:
     return "onednn" if "onednn" in engines else torch.backends.quantized.engine
 
 
-class Int8GRU(nn.Module):
-    """A ``scannable`` nn.GRU for CPU inference with its recurrent product (W_hh h, 94 % of a
-    GRU's multiply-adds at PRIMUS's shapes) int8 dynamically quantised: W_hh per output row, the
-    state per step. Called as the nn.GRU it replaces; inputs from zeros only. The int8 weights
-    are packed for the product on first use, in this process (a copy or a pickle packs its own:
-    packed weights restored by torch take the default engine's slower kernels)."""
+class _ScanGRU(nn.Module):
+    """A ``scannable`` nn.GRU for CPU inference, called as the nn.GRU it replaces (inputs from
+    zeros only), whose recurrent product a subclass supplies (``_recurrent``). Weights packed
+    for a product are made on first use, in this process: a copy or a pickle packs its own
+    (packed weights restored by torch can take another engine's slower kernels)."""
+
+    product_dtype: torch.dtype | None = None  # the products' precision; None: float32
 
     def __init__(self, gru: nn.GRU):
         super().__init__()
         if not scannable(gru):
-            raise ValueError("Int8GRU needs a one-layer, unidirectional nn.GRU with biases")
+            raise ValueError(f"{type(self).__name__} needs a one-layer, unidirectional nn.GRU with biases")
         self.batch_first = gru.batch_first
         for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
             self.register_buffer(name, getattr(gru, name).detach().float().clone())
-        self.engine = _quantised_engine()
         self._packed = None
 
     def __getstate__(self):
         return {**super().__getstate__(), "_packed": None}
+
+    def _recurrent(self, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        if h0 is not None:
+            raise ValueError(f"{type(self).__name__} starts from zeros (h0 must be None)")
+        recurrent = self._recurrent(x.shape[0 if self.batch_first else 1])
+        return scan(
+            x, self.weight_ih_l0, self.bias_ih_l0, self.bias_hh_l0, recurrent, self.batch_first,
+            self.product_dtype,
+        )
+
+
+class Bf16GRU(_ScanGRU):
+    """A GRU whose recurrent product (W_hh h, 94 % of a GRU's multiply-adds at PRIMUS's shapes)
+    runs in bfloat16 (AMX or AVX-512 BF16 where the CPU has them), W_hh packed once per batch
+    size; the input projection, the gates and the state stay float32."""
+
+    product_dtype = torch.bfloat16
+
+    def _recurrent(self, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        self._packed = self._packed or {}
+        if batch not in self._packed:
+            w_hh = self.weight_hh_l0.bfloat16()
+            bias = recurrent_bias(self.bias_hh_l0).bfloat16()
+            product = packed_product(w_hh, batch, bias)
+            if product is None:
+                w_hh_t = w_hh.t()
+
+                def product(h: torch.Tensor) -> torch.Tensor:
+                    return torch.addmm(bias, h, w_hh_t)
+
+            self._packed[batch] = product
+        return self._packed[batch]
+
+
+class Int8GRU(_ScanGRU):
+    """A GRU whose recurrent product (W_hh h) is int8 dynamically quantised: W_hh per output
+    row, the state per step, through oneDNN's kernels where torch has them."""
+
+    def __init__(self, gru: nn.GRU):
+        super().__init__(gru)
+        self.engine = _quantised_engine()
 
     def _pack(self):
         w_hh = self.weight_hh_l0
@@ -168,15 +238,11 @@ class Int8GRU(nn.Module):
                 torch.backends.quantized.engine = engine
         return self._packed
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
-        if h0 is not None:
-            raise ValueError("Int8GRU starts from zeros (h0 must be None)")
+    def _recurrent(self, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
         packed = self._packed if self._packed is not None else self._pack()
         reduce_range = self.engine != "onednn"  # fbgemm's int8 products need 7-bit inputs
 
         def recurrent(h: torch.Tensor) -> torch.Tensor:
             return torch.ops.quantized.linear_dynamic(h, packed, reduce_range)
 
-        return scan(
-            x, self.weight_ih_l0, self.bias_ih_l0, self.bias_hh_l0, recurrent, self.batch_first
-        )
+        return recurrent

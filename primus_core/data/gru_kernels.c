@@ -1,0 +1,131 @@
+/* One GRU time step's element-wise work in one pass per row, for primus's CPU GRU paths
+ * (primus_core/data/gru_native.py compiles this file on first use and calls it via ctypes).
+ *
+ * torch runs the same step as 5 (forward) to 13 (backward) separate operators, each a pass over
+ * the step's tensors; here each row's gates are computed in one pass, while the row is in
+ * cache, and bfloat16 operands are read and written without separate casts.
+ *
+ * Gates follow torch.nn.GRU (r, z, n order), with gi = W_ih x + b_ih + (b_hr, b_hz, 0) and
+ * gh = W_hh h (+ b_hn where the product added it):
+ *   r = sigmoid(gi_r + gh_r),  z = sigmoid(gi_z + gh_z)
+ *   n = tanh(gi_n + r * (gh_n + b_hn)),  h' = n + z (h - n)
+ * All arithmetic is float32; bfloat16 operands are widened on load, rounded to nearest even
+ * on store. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef uint16_t bf16;
+
+static inline float from_bf16(bf16 v)
+{
+    uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline bf16 to_bf16(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest even (states are finite) */
+    return (bf16)(bits >> 16);
+}
+
+static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Widens a row of n bfloat16 values into float32 (or copies n float32 values). */
+static void load_row(long n, const float *f32, const bf16 *half, float *restrict out)
+{
+    if (half)
+        for (long j = 0; j < n; j++)
+            out[j] = from_bf16(half[j]);
+    else
+        memcpy(out, f32, n * sizeof *out);
+}
+
+/* Forward step for `rows` rows of `hidden` units; every array is a contiguous row-major
+ * matrix and the float32 or the bfloat16 one of each pair is given, the other NULL.
+ *   gi / gi16 (rows, 3 hidden): the input projection with its biases and (b_hr, b_hz, 0);
+ *   gh / gh16 (rows, 3 hidden): the recurrent product; b_hn (hidden) or NULL, added to its
+ *     n part;
+ *   h (rows, hidden): the state before the step; h_next (rows, hidden) the state after, and
+ *     h_next16, if not NULL, the same in bfloat16 (the next bfloat16 product's input);
+ *   rz (rows, 2 hidden), n and hn (rows, hidden), if not NULL: r and z, n, and gh_n + b_hn,
+ *     kept for the backward step. */
+void primus_gru_forward_step(
+    long rows, long hidden, const float *gi, const bf16 *gi16, const float *gh, const bf16 *gh16,
+    const float *b_hn, const float *h, float *h_next, bf16 *h_next16, float *rz, float *n,
+    float *hn, int threads)
+{
+    const long width = 3 * hidden;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long i = 0; i < rows; i++) {
+        float g[width], q[width], out_r[hidden], out_z[hidden], out_n[hidden];
+        load_row(width, gi ? gi + i * width : NULL, gi16 ? gi16 + i * width : NULL, g);
+        load_row(width, gh ? gh + i * width : NULL, gh16 ? gh16 + i * width : NULL, q);
+        if (b_hn)
+            for (long j = 0; j < hidden; j++)
+                q[2 * hidden + j] += b_hn[j];
+        const float *hi = h + i * hidden;
+        float *out = h_next + i * hidden;
+        for (long j = 0; j < hidden; j++) {
+            const float r = sigmoid(g[j] + q[j]);
+            const float z = sigmoid(g[hidden + j] + q[hidden + j]);
+            const float c = tanhf(g[2 * hidden + j] + r * q[2 * hidden + j]);
+            out[j] = c + z * (hi[j] - c);
+            out_r[j] = r;
+            out_z[j] = z;
+            out_n[j] = c;
+        }
+        if (h_next16)
+            for (long j = 0; j < hidden; j++)
+                h_next16[i * hidden + j] = to_bf16(out[j]);
+        if (rz) {
+            memcpy(rz + i * 2 * hidden, out_r, sizeof out_r);
+            memcpy(rz + i * 2 * hidden + hidden, out_z, sizeof out_z);
+            memcpy(n + i * hidden, out_n, sizeof out_n);
+            memcpy(hn + i * hidden, q + 2 * hidden, sizeof out_n);
+        }
+    }
+}
+
+/* One row of the backward step (see primus_gru_backward_step). */
+static void backward_row(
+    long hidden, float *restrict d, const float *restrict go, const float *restrict r,
+    const float *restrict z, const float *restrict n, const float *restrict hn,
+    const float *restrict h, float *restrict g, float *restrict dn)
+{
+    if (go)
+        for (long j = 0; j < hidden; j++)
+            d[j] += go[j];
+    for (long j = 0; j < hidden; j++) {
+        const float dpre_n = d[j] * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
+        dn[j] = dpre_n;
+        g[j] = dpre_n * hn[j] * r[j] * (1.0f - r[j]);
+        g[hidden + j] = d[j] * (h[j] - n[j]) * z[j] * (1.0f - z[j]);
+        g[2 * hidden + j] = dpre_n * r[j];
+        d[j] *= z[j];
+    }
+}
+
+/* Backward step for `rows` rows of `hidden` units, from what the forward step kept.
+ *   dh (rows, hidden): the state's gradient after the step; grad_out (rows, hidden) or NULL,
+ *     the output's gradient at this step, added to it. On return dh holds dh * z, the part
+ *     of the previous state's gradient that bypasses the product with W_hh.
+ *   g (rows, 3 hidden): the gradients of (gi_r + gh_r, gi_z + gh_z, gh_n + b_hn);
+ *   dn (rows, hidden): the gradient of gi_n + r * hn, n's pre-activation. */
+void primus_gru_backward_step(
+    long rows, long hidden, float *dh, const float *grad_out, const float *rz, const float *n,
+    const float *hn, const float *h, float *g, float *dn, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long i = 0; i < rows; i++) {
+        const float *r = rz + i * 2 * hidden;
+        backward_row(
+            hidden, dh + i * hidden, grad_out ? grad_out + i * hidden : NULL, r, r + hidden,
+            n + i * hidden, hn + i * hidden, h + i * hidden, g + i * 3 * hidden,
+            dn + i * hidden);
+    }
+}

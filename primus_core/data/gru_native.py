@@ -1,0 +1,165 @@
+"""The GRU step kernels of ``gru_kernels.c``: compiled on first use, called through ctypes.
+
+A GRU time step on a CPU is one product with W_hh and element-wise work that torch runs as
+5 (forward) to 13 (backward) operators, each a pass over the step's tensors. The kernels do
+that work in one pass per row, and the input projection (a handful of features) with it. They
+are an accelerator, not a dependency: where no C compiler with OpenMP is found, or the build
+fails, or ``PRIMUS_NATIVE_KERNELS=0``, ``kernels()`` is None and the callers run torch's
+operators, which compute the same values (the tests hold both paths to torch.nn.GRU).
+
+The library is built once per source, compiler and CPU into ``$PRIMUS_HOME/kernels`` (written
+under a temporary name, then renamed, so concurrent first uses are safe), with ``-march=native``
+and glibc's vectorised exp and tanh. It is compiled and linked in two steps so that
+``-ffast-math`` does not link crtfastmath, which would flush denormals for the whole process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..paths import primus_home
+
+SOURCE = Path(__file__).with_name("gru_kernels.c")
+SWITCH = "PRIMUS_NATIVE_KERNELS"  # "0" (or "false", "no", "off") keeps torch's operators
+COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
+LINK_FLAGS = ["-shared", "-fopenmp"]
+LIBRARIES = ["-lmvec", "-lm"]  # glibc's vectorised expf/tanhf (used under -ffast-math)
+
+log = logging.getLogger(__name__)
+_long, _ptr, _int = ctypes.c_long, ctypes.c_void_p, ctypes.c_int
+SIGNATURES = {
+    "primus_gru_forward_step": [_long] * 2 + [_ptr] * 11 + [_int],
+    "primus_gru_backward_step": [_long] * 2 + [_ptr] * 8 + [_int],
+}
+
+
+def enabled() -> bool:
+    return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _build_key(compiler: str) -> str:
+    """What the library depends on: the source, the flags, the compiler and this CPU."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    cpu = ""
+    try:
+        cpu = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith(("flags", "Features"))),
+            "",
+        )
+    except OSError:
+        pass
+    parts = [SOURCE.read_bytes(), " ".join(COMPILE_FLAGS + LINK_FLAGS + LIBRARIES).encode(),
+             version.encode(), cpu.encode(), platform.machine().encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def build(folder: Path | None = None) -> Path:
+    """Compile the kernels (if not already built for this source, compiler and CPU) and
+    return the library's path. Raises RuntimeError with the compiler's message on failure."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (cc, gcc or $CC)")
+    folder = folder or primus_home() / "kernels"
+    target = folder / f"gru-{_build_key(compiler)}.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as scratch:
+        obj, lib = Path(scratch) / "gru.o", Path(scratch) / "gru.so"
+        for command in (
+            [compiler, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", str(obj)],
+            [compiler, *LINK_FLAGS, str(obj), "-o", str(lib), *LIBRARIES],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                message = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise RuntimeError(f"{' '.join(command[:2])} ... failed: {message}")
+        os.replace(lib, target)
+    return target
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | None:
+    if platform.system() != "Linux":  # glibc's libmvec; elsewhere torch's operators
+        return None
+    try:
+        library = ctypes.CDLL(str(build()))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        log.info("GRU step kernels unavailable, using torch's operators: %s", error)
+        return None
+    for name, argtypes in SIGNATURES.items():
+        getattr(library, name).argtypes = argtypes
+        getattr(library, name).restype = None
+    return library
+
+
+def kernels() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they are switched off or cannot be built."""
+    return _load() if enabled() else None
+
+
+def _address(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _pair(t: torch.Tensor) -> tuple[int | None, int | None]:
+    """(float32 address, bfloat16 address) of a tensor, the other None."""
+    return (None, t.data_ptr()) if t.dtype == torch.bfloat16 else (t.data_ptr(), None)
+
+
+def forward_step(
+    library: ctypes.CDLL,
+    gi: torch.Tensor,
+    gh: torch.Tensor,
+    b_hn: torch.Tensor | None,
+    h: torch.Tensor,
+    h_next: torch.Tensor,
+    h_next16: torch.Tensor | None = None,
+    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> None:
+    """One step (see gru_kernels.c): ``gi`` and ``gh`` (rows, 3 hidden) float32 or bfloat16,
+    the input projection and the recurrent product; ``b_hn`` (hidden) or None; h, h_next
+    (rows, hidden) float32; ``h_next16`` the new state in bfloat16 too; ``saved`` = (rz, n,
+    hn) for backward. Every tensor contiguous (the caller's contract: not checked per step)."""
+    rows, hidden = h.shape
+    r_z, n, hn = saved if saved is not None else (None, None, None)
+    library.primus_gru_forward_step(
+        rows, hidden, *_pair(gi), *_pair(gh), _address(b_hn), h.data_ptr(), h_next.data_ptr(),
+        _address(h_next16), _address(r_z), _address(n), _address(hn), torch.get_num_threads(),
+    )
+
+
+def backward_step(
+    library: ctypes.CDLL,
+    dh: torch.Tensor,
+    grad_out: torch.Tensor | None,
+    rz: torch.Tensor,
+    n: torch.Tensor,
+    hn: torch.Tensor,
+    h: torch.Tensor,
+    g: torch.Tensor,
+    dn: torch.Tensor,
+) -> None:
+    """One backward step (see gru_kernels.c); every tensor contiguous float32. On return dh
+    holds dh * z, g the gradients of the three gates' recurrent inputs, dn n's."""
+    rows, hidden = dh.shape
+    library.primus_gru_backward_step(
+        rows, hidden, dh.data_ptr(), _address(grad_out), rz.data_ptr(), n.data_ptr(),
+        hn.data_ptr(), h.data_ptr(), g.data_ptr(), dn.data_ptr(), torch.get_num_threads(),
+    )
