@@ -206,10 +206,13 @@ def test_bench_json_and_markdown_with_measurements_stubbed(cli, monkeypatch):
 
 def test_quality_cost_is_cosine_distance_to_fp32_and_the_5_shot_accuracy_change(monkeypatch):
     """measure_quality on a tiny model and synthetic labelled windows (the shipped model and
-    watch-exercises stubbed): the distances are 1 - cosine of a bf16 copy's embeddings to fp32's,
-    computed here by hand; the change is the bf16 5-shot accuracy minus fp32's."""
+    watch-exercises stubbed): the distances are 1 - cosine of the bf16 path's embeddings (the
+    GRU's products in bfloat16, Bf16GRU) to fp32's, computed here by hand; the change is the
+    bf16 5-shot accuracy minus fp32's."""
     import copy
     import functools
+
+    from primus_core.data.gru_scan import Bf16GRU
 
     from primus_core.data.windows import WindowSet
     from primus_core.evaluation import protocol, quality
@@ -230,7 +233,9 @@ def test_quality_cost_is_cosine_distance_to_fp32_and_the_5_shot_accuracy_change(
     with torch.no_grad():
         x = torch.from_numpy(imu)
         ref = encoder(x)["mmcl"]
-        low = copy.deepcopy(encoder).to(torch.bfloat16)(x.to(torch.bfloat16))["mmcl"].float()
+        low_encoder = copy.deepcopy(encoder).eval()
+        low_encoder.backbone[5] = Bf16GRU(encoder.backbone[5])
+        low = low_encoder(x)["mmcl"]
     distance = 1 - torch.nn.functional.cosine_similarity(ref, low, dim=1)
     assert got["variant"] == "bf16" and got["windows"] == 120
     assert got["max_cosine_distance"] == pytest.approx(float(distance.max()), rel=1e-3, abs=1e-6)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from primus_core.data import gru_native
 from primus_core.data.gru_scan import input_weights_with_biases, packed_product, with_ones
 
 CHUNK_ROWS = 2048  # rows (steps x batch) whose gate gradients are held at once in backward
@@ -45,10 +46,17 @@ class _GRUSequence(torch.autograd.Function):
         ns = x.new_empty(steps, batch, hidden)
         hn = x.new_empty(steps, batch, hidden)
         hs[0] = h0
+        library = (
+            gru_native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        )
         for t in range(steps):
             # this step's input projection only (all steps at once: 100 MB at batch 512)
             gi = torch.mm(x1[t * batch : (t + 1) * batch], w_ih1_t)
             gh = recurrent(hs[t])
+            if library is not None:  # the step's element-wise work in one pass
+                saved = (rz[t], ns[t], hn[t])
+                gru_native.forward_step(library, gi, gh, b_hn, hs[t], hs[t + 1], None, saved)
+                continue
             torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
             torch.add(gh[:, 2 * hidden :], b_hn, out=hn[t])
             r, z = rz[t, :, :hidden], rz[t, :, hidden:]
@@ -72,7 +80,13 @@ class _GRUSequence(torch.autograd.Function):
         grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
         grad_b_hh = w_hh.new_zeros(3 * hidden)
         grad_b_in = w_ih.new_zeros(hidden)
-        dh = grad_last.clone() if grad_last is not None else x_steps.new_zeros(batch, hidden)
+        if grad_last is not None:
+            dh = grad_last.clone(memory_format=torch.contiguous_format)
+        else:
+            dh = x_steps.new_zeros(batch, hidden)
+        library = (
+            gru_native.kernels() if dh.device.type == "cpu" and dh.dtype == torch.float32 else None
+        )
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
         rz_rows = slice(0, 2 * hidden)
         back = packed_product(w_hh.t().contiguous(), batch)  # g -> g @ W_hh, packed once
@@ -84,6 +98,14 @@ class _GRUSequence(torch.autograd.Function):
         for end in range(steps, 0, -chunk):
             begin = max(end - chunk, 0)
             for t in range(end - 1, begin - 1, -1):
+                if library is not None:  # the step's element-wise work in one pass
+                    out_t = None if grad_out is None else grad_out[t].contiguous()
+                    i = t - begin
+                    gru_native.backward_step(
+                        library, dh, out_t, rz[t], ns[t], hn[t], hs[t], gh[i], dns[i]
+                    )
+                    dh = back(gh[i]).add_(dh)  # dh held dh * z
+                    continue
                 if grad_out is not None:
                     dh += grad_out[t]
                 r, z = rz[t, :, :hidden], rz[t, :, hidden:]

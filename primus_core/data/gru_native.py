@@ -58,14 +58,22 @@ def _build_key(compiler: str) -> str:
     cpu = ""
     try:
         cpu = next(
-            (line for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith(("flags", "Features"))),
+            (
+                line
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith(("flags", "Features"))
+            ),
             "",
         )
     except OSError:
         pass
-    parts = [SOURCE.read_bytes(), " ".join(COMPILE_FLAGS + LINK_FLAGS + LIBRARIES).encode(),
-             version.encode(), cpu.encode(), platform.machine().encode()]
+    parts = [
+        SOURCE.read_bytes(),
+        " ".join(COMPILE_FLAGS + LINK_FLAGS + LIBRARIES).encode(),
+        version.encode(),
+        cpu.encode(),
+        platform.machine().encode(),
+    ]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
@@ -140,8 +148,18 @@ def forward_step(
     rows, hidden = h.shape
     r_z, n, hn = saved if saved is not None else (None, None, None)
     library.primus_gru_forward_step(
-        rows, hidden, *_pair(gi), *_pair(gh), _address(b_hn), h.data_ptr(), h_next.data_ptr(),
-        _address(h_next16), _address(r_z), _address(n), _address(hn), torch.get_num_threads(),
+        rows,
+        hidden,
+        *_pair(gi),
+        *_pair(gh),
+        _address(b_hn),
+        h.data_ptr(),
+        h_next.data_ptr(),
+        _address(h_next16),
+        _address(r_z),
+        _address(n),
+        _address(hn),
+        torch.get_num_threads(),
     )
 
 
@@ -160,6 +178,15 @@ def backward_step(
     holds dh * z, g the gradients of the three gates' recurrent inputs, dn n's."""
     rows, hidden = dh.shape
     library.primus_gru_backward_step(
-        rows, hidden, dh.data_ptr(), _address(grad_out), rz.data_ptr(), n.data_ptr(),
-        hn.data_ptr(), h.data_ptr(), g.data_ptr(), dn.data_ptr(), torch.get_num_threads(),
+        rows,
+        hidden,
+        dh.data_ptr(),
+        _address(grad_out),
+        rz.data_ptr(),
+        n.data_ptr(),
+        hn.data_ptr(),
+        h.data_ptr(),
+        g.data_ptr(),
+        dn.data_ptr(),
+        torch.get_num_threads(),
     )

@@ -57,12 +57,16 @@ def scan(
     steps, batch, _ = x.shape
     hidden = b_hh.shape[0] // 3
     x1 = with_ones(x).to(product_dtype).contiguous()  # (steps, batch, features + 1): small
-    project = input_product(input_weights_with_biases(w_ih.to(compute), b_ih, b_hh), batch, product_dtype)
+    project = input_product(
+        input_weights_with_biases(w_ih.to(compute), b_ih, b_hh), batch, product_dtype
+    )
     hs = x.new_empty(steps + 1, batch, hidden)  # hs[t]: the state before step t
     hs[0].zero_()
     library = gru_native.kernels() if x.device.type == "cpu" and compute == torch.float32 else None
     if library is not None:  # the state in the products' precision written by the kernel too
-        state = None if product_dtype == compute else hs.new_zeros(batch, hidden, dtype=product_dtype)
+        state = (
+            None if product_dtype == compute else hs.new_zeros(batch, hidden, dtype=product_dtype)
+        )
         for t in range(steps):
             gh = recurrent(hs[t] if state is None else state)
             gru_native.forward_step(library, project(x1[t]), gh, None, hs[t], hs[t + 1], state)
@@ -100,7 +104,12 @@ def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.addmm(bias, h, w_hh_t)
 
     return scan(
-        x, gru.weight_ih_l0, gru.bias_ih_l0, gru.bias_hh_l0, recurrent, gru.batch_first,
+        x,
+        gru.weight_ih_l0,
+        gru.bias_ih_l0,
+        gru.bias_hh_l0,
+        recurrent,
+        gru.batch_first,
         product_dtype=torch.bfloat16 if w_hh.dtype == torch.bfloat16 else None,
     )
 
@@ -166,7 +175,9 @@ class _ScanGRU(nn.Module):
     def __init__(self, gru: nn.GRU):
         super().__init__()
         if not scannable(gru):
-            raise ValueError(f"{type(self).__name__} needs a one-layer, unidirectional nn.GRU with biases")
+            raise ValueError(
+                f"{type(self).__name__} needs a one-layer, unidirectional nn.GRU with biases"
+            )
         self.batch_first = gru.batch_first
         for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
             self.register_buffer(name, getattr(gru, name).detach().float().clone())
@@ -183,7 +194,12 @@ class _ScanGRU(nn.Module):
             raise ValueError(f"{type(self).__name__} starts from zeros (h0 must be None)")
         recurrent = self._recurrent(x.shape[0 if self.batch_first else 1])
         return scan(
-            x, self.weight_ih_l0, self.bias_ih_l0, self.bias_hh_l0, recurrent, self.batch_first,
+            x,
+            self.weight_ih_l0,
+            self.bias_ih_l0,
+            self.bias_hh_l0,
+            recurrent,
+            self.batch_first,
             self.product_dtype,
         )
 

@@ -1,0 +1,171 @@
+"""The compiled GRU step kernels (primus_core/data/gru_native.py, gru_kernels.c): built with the
+machine's C compiler, the same values as torch.nn.GRU and as the torch-operator path they
+replace, bfloat16 stores rounded as torch rounds, and a clean fallback where they can't be built."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from primus_core.data import gru_native
+from primus_core.data.gru_scan import Bf16GRU, gru_scan
+
+needs_compiler = pytest.mark.skipif(
+    gru_native._compiler() is None, reason="no C compiler on this machine"
+)
+
+
+@pytest.fixture
+def kernels_on(monkeypatch):
+    monkeypatch.setenv(gru_native.SWITCH, "1")
+    library = gru_native.kernels()
+    assert library is not None, "a C compiler is here, yet the kernels did not build"
+    return library
+
+
+@needs_compiler
+def test_the_kernels_build_once_per_source_and_machine(tmp_path):
+    first = gru_native.build(tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert gru_native.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no build folder left behind
+
+
+@needs_compiler
+def test_loading_them_keeps_denormals(kernels_on):
+    """-ffast-math at link time would set flush-to-zero for the process (crtfastmath)."""
+    tiny = np.float32(1e-39)  # a float32 denormal
+    assert tiny * np.float32(1.0) != 0
+    assert torch.tensor(1e-39, dtype=torch.float32).item() != 0
+
+
+def test_a_failed_build_says_why_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with pytest.raises(RuntimeError, match="failed"):
+        gru_native.build(tmp_path / "kernels")
+    assert list((tmp_path / "kernels").iterdir()) == []
+
+
+def test_the_switch_turns_them_off(monkeypatch):
+    for value in ("0", "false", "no", "off"):
+        monkeypatch.setenv(gru_native.SWITCH, value)
+        assert gru_native.kernels() is None
+
+
+@needs_compiler
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_inference_scan_gives_torch_grus_values_either_way(switch, monkeypatch):
+    monkeypatch.setenv(gru_native.SWITCH, switch)
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(33, 64, batch_first=True)
+    x = torch.randn(9, 12, 33)
+    with torch.no_grad():
+        expected, expected_last = gru(x)
+        out, last = gru_scan(gru, x)
+    assert torch.allclose(out, expected, atol=2e-6) and torch.allclose(
+        last, expected_last, atol=2e-6
+    )
+
+
+@needs_compiler
+@pytest.mark.parametrize("used", ["both", "output", "last"])
+def test_training_gru_gives_torch_grus_gradients_with_the_kernels(used, kernels_on, monkeypatch):
+    """float32 (where the kernels run): outputs and every gradient as torch.nn.GRU's, to
+    float32 rounding, whichever output the loss uses; chunks of 3 steps, the last of 1."""
+    import primus_stackrnn.gru as module
+
+    monkeypatch.setattr(module, "CHUNK_ROWS", 15)
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(7, 24, batch_first=True)
+    x = torch.randn(5, 22, 7, requires_grad=True)
+    grads = []
+    for run in (gru, lambda v: module.gru_sequence(gru, v)):
+        x.grad = None
+        gru.zero_grad()
+        out, h_n = run(x)
+        loss = {"both": out.sin().sum() + h_n.cos().sum(), "output": out.sin().sum()}
+        loss.get(used, h_n.cos().sum()).backward()
+        grads.append([out.detach(), h_n.detach(), x.grad] + [p.grad for p in gru.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def gates(gi, gh, h, b_hn):
+    """The step as torch operators, in float32 (the reference the kernel is held to)."""
+    hidden = h.shape[1]
+    gi, gh = gi.float(), gh.float()
+    r = torch.sigmoid(gi[:, :hidden] + gh[:, :hidden])
+    z = torch.sigmoid(gi[:, hidden : 2 * hidden] + gh[:, hidden : 2 * hidden])
+    hn = gh[:, 2 * hidden :] + (0 if b_hn is None else b_hn)
+    n = torch.tanh(gi[:, 2 * hidden :] + r * hn)
+    return n + z * (h - n), r, z, n, hn
+
+
+@needs_compiler
+@pytest.mark.parametrize("half", [False, True])
+def test_one_forward_step_matches_torch_operators(half, kernels_on):
+    """Each of gi and gh may be bfloat16 (widened on load); the new state also comes back in
+    bfloat16, rounded to nearest even exactly as torch rounds it; r, z, n and gh_n + b_hn kept."""
+    torch.manual_seed(0)
+    rows, hidden = 13, 40
+    low = torch.bfloat16 if half else torch.float32
+    gi, gh = (torch.randn(rows, 3 * hidden).to(low) for _ in range(2))
+    h, b_hn = torch.randn(rows, hidden), torch.randn(hidden)
+    h_next, h16 = torch.empty(rows, hidden), torch.empty(rows, hidden, dtype=torch.bfloat16)
+    rz, n, hn = torch.empty(rows, 2 * hidden), torch.empty(rows, hidden), torch.empty(rows, hidden)
+    gru_native.forward_step(kernels_on, gi, gh, b_hn, h, h_next, h16, (rz, n, hn))
+    expected, r, z, n_ref, hn_ref = gates(gi, gh, h, b_hn)
+    assert torch.allclose(h_next, expected, atol=2e-6)
+    assert torch.equal(h16, h_next.bfloat16())
+    assert torch.allclose(rz, torch.cat([r, z], dim=1), atol=2e-6)
+    assert torch.allclose(n, n_ref, atol=2e-6) and torch.equal(hn, hn_ref)
+
+
+@needs_compiler
+@pytest.mark.parametrize("with_output_grad", [False, True])
+def test_one_backward_step_matches_autograd(with_output_grad, kernels_on):
+    torch.manual_seed(1)
+    rows, hidden = 11, 24
+    gi, gh = torch.randn(rows, 3 * hidden), torch.randn(rows, 3 * hidden, requires_grad=True)
+    h = torch.randn(rows, hidden, requires_grad=True)
+    gi_n = gi[:, 2 * hidden :].clone().requires_grad_()
+    gi_rz = gi[:, : 2 * hidden]
+    # autograd through the step, gi's n part and gh as leaves, b_hn in gh
+    r = torch.sigmoid(gi_rz[:, :hidden] + gh[:, :hidden])
+    z = torch.sigmoid(gi_rz[:, hidden:] + gh[:, hidden : 2 * hidden])
+    n = torch.tanh(gi_n + r * gh[:, 2 * hidden :])
+    h_next = n + z * (h - n)
+    dh, grad_out = torch.randn(rows, hidden), torch.randn(rows, hidden)
+    total = dh + grad_out if with_output_grad else dh
+    h_next.backward(total)
+    g, dn = torch.empty(rows, 3 * hidden), torch.empty(rows, hidden)
+    kernel_dh = dh.clone()
+    saved = (torch.cat([r, z], dim=1).detach(), n.detach(), gh[:, 2 * hidden :].detach().clone())
+    gru_native.backward_step(
+        kernels_on, kernel_dh, grad_out if with_output_grad else None, *saved, h.detach(), g, dn
+    )
+    assert torch.allclose(g, gh.grad, atol=1e-5)  # d(gh_r), d(gh_z), d(gh_n + b_hn)
+    assert torch.allclose(dn, gi_n.grad, atol=1e-5)
+    assert torch.allclose(kernel_dh, h.grad, atol=1e-5)  # the part through z alone
+    assert torch.allclose(kernel_dh, total * z.detach(), atol=1e-6)
+
+
+@needs_compiler
+def test_bf16_gru_runs_its_products_in_bfloat16_near_float32(kernels_on, monkeypatch):
+    """Bf16GRU (CPU bf16 inference): float32 in and out, near the float32 GRU, the same with
+    the kernels as with torch's operators, and differing from float32 (the products are
+    bfloat16)."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(33, 128, batch_first=True)
+    x = torch.randn(16, 32, 33)
+    half = Bf16GRU(gru)
+    with torch.no_grad():
+        reference = gru(x)[1]
+        ours = half(x)[1]
+        monkeypatch.setenv(gru_native.SWITCH, "0")
+        operators = half(x)[1]
+    assert ours.dtype == torch.float32
+    error = (ours - reference).abs().max()
+    assert 0 < error < 0.02
+    assert torch.allclose(ours, operators, atol=2e-3)
