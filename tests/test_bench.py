@@ -213,7 +213,6 @@ def test_quality_cost_is_cosine_distance_to_fp32_and_the_5_shot_accuracy_change(
     import functools
 
     from primus_core.data.gru_scan import Bf16GRU
-
     from primus_core.data.windows import WindowSet
     from primus_core.evaluation import protocol, quality
 

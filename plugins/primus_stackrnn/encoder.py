@@ -11,6 +11,7 @@ from primus_core.data.gru_scan import gru_scan, scannable
 
 from .config import IMU2CLIPConfig, StackedRNNConfig, _conv_out, conv_length, time_bins
 from .gru import gru_sequence, supports_fused
+from .pool import max_pool, pools_natively
 
 __all__ = ["IMU2CLIPConfig", "StackedRNNConfig", "StackedRNNEncoder", "conv_length", "time_bins"]
 
@@ -23,7 +24,11 @@ class ConvBlock(nn.Module):
         self.net = nn.Sequential(nn.Conv1d(c_in, c_out, kernel, dilation=2, bias=False), pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        conv, pool = self.net
+        y = conv(x)
+        if torch.is_grad_enabled() and pools_natively(pool, y):  # CPU training: 1 byte kept
+            return max_pool(y, pool.kernel_size)
+        return pool(y)
 
 
 class StackedRNNEncoder(nn.Module):

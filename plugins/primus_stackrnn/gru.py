@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from primus_core.data import gru_native
+from primus_core import native
 from primus_core.data.gru_scan import input_weights_with_biases, packed_product, with_ones
 
 CHUNK_ROWS = 2048  # rows (steps x batch) whose gate gradients are held at once in backward
@@ -46,16 +46,14 @@ class _GRUSequence(torch.autograd.Function):
         ns = x.new_empty(steps, batch, hidden)
         hn = x.new_empty(steps, batch, hidden)
         hs[0] = h0
-        library = (
-            gru_native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
-        )
+        library = native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
         for t in range(steps):
             # this step's input projection only (all steps at once: 100 MB at batch 512)
             gi = torch.mm(x1[t * batch : (t + 1) * batch], w_ih1_t)
             gh = recurrent(hs[t])
             if library is not None:  # the step's element-wise work in one pass
                 saved = (rz[t], ns[t], hn[t])
-                gru_native.forward_step(library, gi, gh, b_hn, hs[t], hs[t + 1], None, saved)
+                native.forward_step(library, gi, gh, b_hn, hs[t], hs[t + 1], None, saved)
                 continue
             torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
             torch.add(gh[:, 2 * hidden :], b_hn, out=hn[t])
@@ -85,7 +83,7 @@ class _GRUSequence(torch.autograd.Function):
         else:
             dh = x_steps.new_zeros(batch, hidden)
         library = (
-            gru_native.kernels() if dh.device.type == "cpu" and dh.dtype == torch.float32 else None
+            native.kernels() if dh.device.type == "cpu" and dh.dtype == torch.float32 else None
         )
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
         rz_rows = slice(0, 2 * hidden)
@@ -101,7 +99,7 @@ class _GRUSequence(torch.autograd.Function):
                 if library is not None:  # the step's element-wise work in one pass
                     out_t = None if grad_out is None else grad_out[t].contiguous()
                     i = t - begin
-                    gru_native.backward_step(
+                    native.backward_step(
                         library, dh, out_t, rz[t], ns[t], hn[t], hs[t], gh[i], dns[i]
                     )
                     dh = back(gh[i]).add_(dh)  # dh held dh * z

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import gru_native
+from .. import native
 
 
 def scannable(gru: nn.Module) -> bool:
@@ -47,7 +47,7 @@ def scan(
     ``product_dtype``: by default the compute precision, float32 (float64 for a float64
     ``x``), in which the gates and the state ``h`` are kept; bfloat16 runs the input
     projection in bfloat16 too. Each step's element-wise work runs in one compiled kernel
-    where ``gru_native`` has one, else as torch operators."""
+    where ``primus_core.native`` has one, else as torch operators."""
     dtype = x.dtype
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     product_dtype = product_dtype or compute
@@ -62,14 +62,14 @@ def scan(
     )
     hs = x.new_empty(steps + 1, batch, hidden)  # hs[t]: the state before step t
     hs[0].zero_()
-    library = gru_native.kernels() if x.device.type == "cpu" and compute == torch.float32 else None
+    library = native.kernels() if x.device.type == "cpu" and compute == torch.float32 else None
     if library is not None:  # the state in the products' precision written by the kernel too
         state = (
             None if product_dtype == compute else hs.new_zeros(batch, hidden, dtype=product_dtype)
         )
         for t in range(steps):
             gh = recurrent(hs[t] if state is None else state)
-            gru_native.forward_step(library, project(x1[t]), gh, None, hs[t], hs[t + 1], state)
+            native.forward_step(library, project(x1[t]), gh, None, hs[t], hs[t + 1], state)
     else:
         for t in range(steps):
             gi = project(x1[t]).to(compute)  # this step's input projection, in cache

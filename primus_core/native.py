@@ -1,4 +1,4 @@
-"""The GRU step kernels of ``gru_kernels.c``: compiled on first use, called through ctypes.
+"""The CPU kernels of ``native_kernels.c``: compiled on first use, called through ctypes.
 
 A GRU time step on a CPU is one product with W_hh and element-wise work that torch runs as
 5 (forward) to 13 (backward) operators, each a pass over the step's tensors. The kernels do
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from ..paths import primus_home
+from .paths import primus_home
 
-SOURCE = Path(__file__).with_name("gru_kernels.c")
+SOURCE = Path(__file__).with_name("native_kernels.c")
 SWITCH = "PRIMUS_NATIVE_KERNELS"  # "0" (or "false", "no", "off") keeps torch's operators
 COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
 LINK_FLAGS = ["-shared", "-fopenmp"]
@@ -41,6 +41,8 @@ _long, _ptr, _int = ctypes.c_long, ctypes.c_void_p, ctypes.c_int
 SIGNATURES = {
     "primus_gru_forward_step": [_long] * 2 + [_ptr] * 11 + [_int],
     "primus_gru_backward_step": [_long] * 2 + [_ptr] * 8 + [_int],
+    "primus_max_pool_forward": [_long] * 3 + [_ptr] * 3 + [_int],
+    "primus_max_pool_backward": [_long] * 3 + [_ptr] * 3 + [_int],
 }
 
 
@@ -141,7 +143,7 @@ def forward_step(
     h_next16: torch.Tensor | None = None,
     saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
-    """One step (see gru_kernels.c): ``gi`` and ``gh`` (rows, 3 hidden) float32 or bfloat16,
+    """One step (see native_kernels.c): ``gi`` and ``gh`` (rows, 3 hidden) float32 or bfloat16,
     the input projection and the recurrent product; ``b_hn`` (hidden) or None; h, h_next
     (rows, hidden) float32; ``h_next16`` the new state in bfloat16 too; ``saved`` = (rz, n,
     hn) for backward. Every tensor contiguous (the caller's contract: not checked per step)."""
@@ -174,7 +176,7 @@ def backward_step(
     g: torch.Tensor,
     dn: torch.Tensor,
 ) -> None:
-    """One backward step (see gru_kernels.c); every tensor contiguous float32. On return dh
+    """One backward step (see native_kernels.c); every tensor contiguous float32. On return dh
     holds dh * z, g the gradients of the three gates' recurrent inputs, dn n's."""
     rows, hidden = dh.shape
     library.primus_gru_backward_step(
@@ -190,3 +192,35 @@ def backward_step(
         dn.data_ptr(),
         torch.get_num_threads(),
     )
+
+
+def max_pool(library: ctypes.CDLL, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, offset) of max-pooling the last dimension of a contiguous float32 ``x`` by windows
+    of ``k`` (stride k): ``offset`` (uint8) is each maximum's place in its window."""
+    length = x.shape[-1]
+    out = x.new_empty(*x.shape[:-1], length // k)
+    offset = torch.empty(out.shape, dtype=torch.uint8)
+    planes = x.numel() // length if length else 0
+    library.primus_max_pool_forward(
+        planes, length, k, x.data_ptr(), out.data_ptr(), offset.data_ptr(), torch.get_num_threads()
+    )
+    return out, offset
+
+
+def max_pool_backward(
+    library: ctypes.CDLL, grad_out: torch.Tensor, offset: torch.Tensor, length: int, k: int
+) -> torch.Tensor:
+    """The input's gradient of ``max_pool``: ``grad_out`` at each window's maximum, else 0."""
+    grad_out = grad_out.contiguous()
+    grad_in = grad_out.new_empty(*grad_out.shape[:-1], length)
+    planes = grad_in.numel() // length if length else 0
+    library.primus_max_pool_backward(
+        planes,
+        length,
+        k,
+        grad_out.data_ptr(),
+        offset.data_ptr(),
+        grad_in.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return grad_in

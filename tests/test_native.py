@@ -1,4 +1,4 @@
-"""The compiled GRU step kernels (primus_core/data/gru_native.py, gru_kernels.c): built with the
+"""The compiled CPU kernels (primus_core/native.py, native_kernels.c): built with the
 machine's C compiler, the same values as torch.nn.GRU and as the torch-operator path they
 replace, bfloat16 stores rounded as torch rounds, and a clean fallback where they can't be built."""
 
@@ -8,27 +8,27 @@ import numpy as np
 import pytest
 import torch
 
-from primus_core.data import gru_native
+from primus_core import native
 from primus_core.data.gru_scan import Bf16GRU, gru_scan
 
 needs_compiler = pytest.mark.skipif(
-    gru_native._compiler() is None, reason="no C compiler on this machine"
+    native._compiler() is None, reason="no C compiler on this machine"
 )
 
 
 @pytest.fixture
 def kernels_on(monkeypatch):
-    monkeypatch.setenv(gru_native.SWITCH, "1")
-    library = gru_native.kernels()
+    monkeypatch.setenv(native.SWITCH, "1")
+    library = native.kernels()
     assert library is not None, "a C compiler is here, yet the kernels did not build"
     return library
 
 
 @needs_compiler
 def test_the_kernels_build_once_per_source_and_machine(tmp_path):
-    first = gru_native.build(tmp_path)
+    first = native.build(tmp_path)
     mtime = first.stat().st_mtime_ns
-    assert gru_native.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
+    assert native.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no build folder left behind
 
 
@@ -43,20 +43,20 @@ def test_loading_them_keeps_denormals(kernels_on):
 def test_a_failed_build_says_why_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
     with pytest.raises(RuntimeError, match="failed"):
-        gru_native.build(tmp_path / "kernels")
+        native.build(tmp_path / "kernels")
     assert list((tmp_path / "kernels").iterdir()) == []
 
 
 def test_the_switch_turns_them_off(monkeypatch):
     for value in ("0", "false", "no", "off"):
-        monkeypatch.setenv(gru_native.SWITCH, value)
-        assert gru_native.kernels() is None
+        monkeypatch.setenv(native.SWITCH, value)
+        assert native.kernels() is None
 
 
 @needs_compiler
 @pytest.mark.parametrize("switch", ["1", "0"])
 def test_inference_scan_gives_torch_grus_values_either_way(switch, monkeypatch):
-    monkeypatch.setenv(gru_native.SWITCH, switch)
+    monkeypatch.setenv(native.SWITCH, switch)
     torch.manual_seed(0)
     gru = torch.nn.GRU(33, 64, batch_first=True)
     x = torch.randn(9, 12, 33)
@@ -114,7 +114,7 @@ def test_one_forward_step_matches_torch_operators(half, kernels_on):
     h, b_hn = torch.randn(rows, hidden), torch.randn(hidden)
     h_next, h16 = torch.empty(rows, hidden), torch.empty(rows, hidden, dtype=torch.bfloat16)
     rz, n, hn = torch.empty(rows, 2 * hidden), torch.empty(rows, hidden), torch.empty(rows, hidden)
-    gru_native.forward_step(kernels_on, gi, gh, b_hn, h, h_next, h16, (rz, n, hn))
+    native.forward_step(kernels_on, gi, gh, b_hn, h, h_next, h16, (rz, n, hn))
     expected, r, z, n_ref, hn_ref = gates(gi, gh, h, b_hn)
     assert torch.allclose(h_next, expected, atol=2e-6)
     assert torch.equal(h16, h_next.bfloat16())
@@ -142,7 +142,7 @@ def test_one_backward_step_matches_autograd(with_output_grad, kernels_on):
     g, dn = torch.empty(rows, 3 * hidden), torch.empty(rows, hidden)
     kernel_dh = dh.clone()
     saved = (torch.cat([r, z], dim=1).detach(), n.detach(), gh[:, 2 * hidden :].detach().clone())
-    gru_native.backward_step(
+    native.backward_step(
         kernels_on, kernel_dh, grad_out if with_output_grad else None, *saved, h.detach(), g, dn
     )
     assert torch.allclose(g, gh.grad, atol=1e-5)  # d(gh_r), d(gh_z), d(gh_n + b_hn)
@@ -163,9 +163,77 @@ def test_bf16_gru_runs_its_products_in_bfloat16_near_float32(kernels_on, monkeyp
     with torch.no_grad():
         reference = gru(x)[1]
         ours = half(x)[1]
-        monkeypatch.setenv(gru_native.SWITCH, "0")
+        monkeypatch.setenv(native.SWITCH, "0")
         operators = half(x)[1]
     assert ours.dtype == torch.float32
     error = (ours - reference).abs().max()
     assert 0 < error < 0.02
     assert torch.allclose(ours, operators, atol=2e-3)
+
+
+@needs_compiler
+def test_max_pool_gives_torchs_values_and_gradients_keeping_one_byte(kernels_on):
+    """Ties (the first maximum takes the gradient, as in torch), a NaN (it is the maximum), a
+    tail no window covers (length 23 = 7 windows of 3 + 2): the same values and gradients as
+    torch's max-pool; what it keeps for backward is one uint8 per output."""
+    from primus_stackrnn.pool import max_pool
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 23).round(decimals=1)  # rounding makes ties
+    x[0, 0, :3] = 0.5  # a window of three equal values
+    x[1, 2, 4] = float("nan")
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        ours = max_pool(x.requires_grad_(), 3)
+    expected = torch.nn.functional.max_pool1d(x, 3)
+    assert torch.equal(ours.isnan(), expected.isnan())
+    assert torch.equal(ours.nan_to_num(), expected.nan_to_num())
+    assert [(t.dtype, tuple(t.shape)) for t in kept] == [(torch.uint8, (4, 5, 7))]
+    grad = torch.randn(4, 5, 7)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad)
+    assert torch.equal(ours_grad, expected_grad)
+
+
+def test_max_pool_applies_to_plain_float32_cpu_pools_only(monkeypatch):
+    from torch import nn
+
+    from primus_stackrnn.pool import pools_natively
+
+    monkeypatch.setenv(native.SWITCH, "1")
+    x = torch.randn(2, 3, 12)
+    if native.kernels() is not None:
+        assert pools_natively(nn.MaxPool1d(3), x)
+    for pool in (
+        nn.MaxPool1d(3, stride=2),
+        nn.MaxPool1d(3, padding=1),
+        nn.MaxPool1d(3, dilation=2),
+        nn.MaxPool1d(3, ceil_mode=True),
+        nn.AdaptiveAvgPool1d(4),
+    ):
+        assert not pools_natively(pool, x)
+    assert not pools_natively(nn.MaxPool1d(3), x.double())
+    monkeypatch.setenv(native.SWITCH, "0")
+    assert not pools_natively(nn.MaxPool1d(3), x)
+
+
+@needs_compiler
+def test_a_training_pass_pools_natively_and_matches_torchs_pools(monkeypatch):
+    """The encoder's training pass with the kernels (GRU and pools) against the same encoder
+    with torch's operators: outputs and parameter gradients to float32 rounding."""
+    from primus_core.components import create
+
+    torch.manual_seed(0)
+    encoder = create("encoder", "stacked-rnn", hidden_size=32, ssl_dim=8, mmcl_dim=8)
+    x = torch.randn(3, 6, 250)
+    grads = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(native.SWITCH, switch)
+        encoder.zero_grad()
+        out = encoder(x)["mmcl"]
+        out.square().sum().backward()
+        used = [p.grad.clone() for p in encoder.parameters() if p.grad is not None]
+        grads.append([out.detach(), *used])
+    assert len(grads[0]) == len(grads[1]) > 10  # the backbone's and the mmcl head's
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -1,5 +1,5 @@
 /* One GRU time step's element-wise work in one pass per row, for primus's CPU GRU paths
- * (primus_core/data/gru_native.py compiles this file on first use and calls it via ctypes).
+ * (primus_core/native.py compiles this file on first use and calls it via ctypes).
  *
  * torch runs the same step as 5 (forward) to 13 (backward) separate operators, each a pass over
  * the step's tensors; here each row's gates are computed in one pass, while the row is in
@@ -31,6 +31,13 @@ static inline bf16 to_bf16(float f)
     memcpy(&bits, &f, sizeof bits);
     bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest even (states are finite) */
     return (bf16)(bits >> 16);
+}
+
+static inline int is_nan(float f) /* by its bits: -ffast-math assumes no NaN in comparisons */
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return (bits & 0x7FFFFFFFu) > 0x7F800000u;
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -127,5 +134,48 @@ void primus_gru_backward_step(
             hidden, dh + i * hidden, grad_out ? grad_out + i * hidden : NULL, r, r + hidden,
             n + i * hidden, hn + i * hidden, h + i * hidden, g + i * 3 * hidden,
             dn + i * hidden);
+    }
+}
+
+/* Max-pooling of `planes` rows of `length` values by windows of `k` (stride k, no padding):
+ * out (planes, length / k) and, for backward, offset (planes, length / k): where in its window
+ * each maximum was (the first, on ties), one byte each instead of the input and 8-byte indices
+ * that torch's max-pool keeps. NaN propagates as in torch (a NaN is the maximum). */
+void primus_max_pool_forward(
+    long planes, long length, long k, const float *x, float *out, uint8_t *offset, int threads)
+{
+    const long bins = length / k;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long p = 0; p < planes; p++) {
+        const float *row = x + p * length;
+        for (long b = 0; b < bins; b++) {
+            float best = row[b * k];
+            uint8_t where = 0;
+            for (long m = 1; m < k; m++) {
+                const float v = row[b * k + m];
+                if (v > best || (is_nan(v) && !is_nan(best))) {
+                    best = v;
+                    where = (uint8_t)m;
+                }
+            }
+            out[p * bins + b] = best;
+            offset[p * bins + b] = where;
+        }
+    }
+}
+
+/* The input's gradient of primus_max_pool_forward: each window's output gradient at its
+ * maximum, zeros elsewhere (and in the tail that no window covers). */
+void primus_max_pool_backward(
+    long planes, long length, long k, const float *grad_out, const uint8_t *offset,
+    float *grad_in, int threads)
+{
+    const long bins = length / k;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long p = 0; p < planes; p++) {
+        float *row = grad_in + p * length;
+        memset(row, 0, length * sizeof *row);
+        for (long b = 0; b < bins; b++)
+            row[b * k + offset[p * bins + b]] = grad_out[p * bins + b];
     }
 }
