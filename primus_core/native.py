@@ -146,7 +146,7 @@ def forward_step(
     """One step (see native_kernels.c): ``gi`` and ``gh`` (rows, 3 hidden) float32 or bfloat16,
     the input projection and the recurrent product; ``b_hn`` (hidden) or None; h, h_next
     (rows, hidden) float32; ``h_next16`` the new state in bfloat16 too; ``saved`` = (rz, n,
-    hn) for backward. Every tensor contiguous (the caller's contract: not checked per step)."""
+    hn) for backward, each or None. Every tensor contiguous (the caller's contract: not checked per step)."""
     rows, hidden = h.shape
     r_z, n, hn = saved if saved is not None else (None, None, None)
     library.primus_gru_forward_step(

@@ -59,8 +59,8 @@ static void load_row(long n, const float *f32, const bf16 *half, float *restrict
  *     n part;
  *   h (rows, hidden): the state before the step; h_next (rows, hidden) the state after, and
  *     h_next16, if not NULL, the same in bfloat16 (the next bfloat16 product's input);
- *   rz (rows, 2 hidden), n and hn (rows, hidden), if not NULL: r and z, n, and gh_n + b_hn,
- *     kept for the backward step. */
+ *   rz (rows, 2 hidden) and n (rows, hidden), if not NULL: r and z, and n, kept for the
+ *     backward step; hn (rows, hidden), if not NULL: gh_n + b_hn. */
 void primus_gru_forward_step(
     long rows, long hidden, const float *gi, const bf16 *gi16, const float *gh, const bf16 *gh16,
     const float *b_hn, const float *h, float *h_next, bf16 *h_next16, float *rz, float *n,
@@ -93,8 +93,9 @@ void primus_gru_forward_step(
             memcpy(rz + i * 2 * hidden, out_r, sizeof out_r);
             memcpy(rz + i * 2 * hidden + hidden, out_z, sizeof out_z);
             memcpy(n + i * hidden, out_n, sizeof out_n);
-            memcpy(hn + i * hidden, q + 2 * hidden, sizeof out_n);
         }
+        if (hn)
+            memcpy(hn + i * hidden, q + 2 * hidden, sizeof out_n);
     }
 }
 
