@@ -2,7 +2,9 @@
 machine (each in its own process), so that a change in the machine's load falls on both.
 
     git worktree add /tmp/before <commit>
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/before_after.py /tmp/before ROUNDS OUT.json
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/before_after.py /tmp/before ROUNDS OUT.json [KINDS]
+
+KINDS (optional): a comma-separated subset of the measures (step, inference) to run.
 
 Each checkout runs from its own folder (``PYTHONPATH`` and the working directory), with this
 environment's packages. Rows: round, code, measure, batch, variant, windows/s, peak RSS (MiB).
@@ -37,11 +39,13 @@ def measure(root: Path, kind: str, batch: int, variant: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(before: str, rounds: int, out: str) -> None:
+def main(before: str, rounds: int, out: str, kinds: str = "") -> None:
     codes = {"before": Path(before).resolve(), "after": Path(__file__).resolve().parents[1]}
     rows = []
     for round_ in range(rounds):
         for kind, batch, variant in PLAN:
+            if kinds and kind not in kinds.split(","):
+                continue
             for code, root in codes.items():
                 result = measure(root, kind, batch, variant)
                 row = {"round": round_, "code": code, "measure": kind, "batch": batch}
@@ -53,4 +57,4 @@ def main(before: str, rounds: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(*sys.argv[1:2], int(sys.argv[2]), *sys.argv[3:5])

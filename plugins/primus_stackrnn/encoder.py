@@ -70,7 +70,7 @@ class StackedRNNEncoder(nn.Module):
         on_cpu = features.device.type == "cpu"
         same_dtype = features.dtype == gru.weight_hh_l0.dtype  # not so under CPU autocast
         if on_cpu and torch.is_grad_enabled() and same_dtype and supports_fused(gru):
-            _, h_n = gru_sequence(gru, features, with_output=False)  # CPU training
+            _, h_n = gru_sequence(gru, features)  # training on a CPU: hand-written backward
         elif on_cpu and not torch.is_grad_enabled() and scannable(gru):
             _, h_n = gru_scan(gru, features)  # inference on a CPU: few operators per step
         else:

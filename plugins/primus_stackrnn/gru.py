@@ -27,7 +27,7 @@ CHUNK_ROWS = 2048  # rows (steps x batch) whose gate gradients are held at once 
 
 class _GRUSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, with_output):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
         batch, steps, _ = x.shape
         hidden = h0.shape[1]
         x_steps = x.transpose(0, 1).reshape(steps * batch, -1)  # time-major, small
@@ -41,37 +41,33 @@ class _GRUSequence(torch.autograd.Function):
                 return torch.mm(h, w_hh_t)
 
         b_hn = b_hh[2 * hidden :]
-        # hs[t], the state before step t, r, z and n kept per step: blocks of a few MB that a
-        # CPU heap reuses step after step, where whole-sequence blocks (35-67 MB) left holes
-        # that grew the peak from step to step (by ~60 MB at batch 256)
-        hs = [h0.contiguous()] + [x.new_empty(batch, hidden) for _ in range(steps)]
-        rz = [x.new_empty(batch, 2 * hidden) for _ in range(steps)]
-        ns = [x.new_empty(batch, hidden) for _ in range(steps)]
-        hn = x.new_empty(batch, hidden)  # W_hn h + b_hn of the step: recomputed in backward
+        hs = x.new_empty(steps + 1, batch, hidden)  # hs[t] is the state before step t
+        rz = x.new_empty(steps, batch, 2 * hidden)
+        ns = x.new_empty(steps, batch, hidden)
+        hn = x.new_empty(steps, batch, hidden)
+        hs[0] = h0
         library = native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
         for t in range(steps):
             # this step's input projection only (all steps at once: 100 MB at batch 512)
             gi = torch.mm(x1[t * batch : (t + 1) * batch], w_ih1_t)
             gh = recurrent(hs[t])
             if library is not None:  # the step's element-wise work in one pass
-                saved = (rz[t], ns[t], None)
+                saved = (rz[t], ns[t], hn[t])
                 native.forward_step(library, gi, gh, b_hn, hs[t], hs[t + 1], None, saved)
                 continue
             torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
-            torch.add(gh[:, 2 * hidden :], b_hn, out=hn)
-            r, z = rz[t][:, :hidden], rz[t][:, hidden:]
-            torch.addcmul(gi[:, 2 * hidden :], r, hn, out=ns[t]).tanh_()
+            torch.add(gh[:, 2 * hidden :], b_hn, out=hn[t])
+            r, z = rz[t, :, :hidden], rz[t, :, hidden:]
+            torch.addcmul(gi[:, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
             torch.lerp(ns[t], hs[t], z, out=hs[t + 1])
-        ctx.save_for_backward(x_steps, w_ih, w_hh, b_hh, *hs[:steps], *rz, *ns)
+        ctx.save_for_backward(x_steps, w_ih, w_hh, hs, rz, ns, hn)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
-        output = torch.stack(hs[1:], dim=1) if with_output else x.new_empty(0)
-        return output, hs[steps]
+        return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        x_steps, w_ih, w_hh, b_hh, *kept = ctx.saved_tensors
-        steps, (batch, hidden) = len(kept) // 3, kept[-1].shape
-        hs, rz, ns = kept[:steps], kept[steps : 2 * steps], kept[2 * steps :]
+        x_steps, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
+        steps, batch, hidden = ns.shape
         chunk = min(steps, max(1, CHUNK_ROWS // batch))  # 4 steps at batch 512
         # per chunk of steps: gh = d(W_hh h + b_hh), i.e. d(pre-activation) of r and z, and
         # d(W_hn h + b_hn) = dn * r; dn = d(pre-activation) of n, the input side's third part.
@@ -97,38 +93,33 @@ class _GRUSequence(torch.autograd.Function):
             def back(g):
                 return torch.mm(g, w_hh)
 
-        w_hn, b_hn = w_hh[2 * hidden :], b_hh[2 * hidden :]
-        hns = x_steps.new_empty(chunk * batch, hidden)
         for end in range(steps, 0, -chunk):
             begin = max(end - chunk, 0)
-            h_prev = torch.cat(hs[begin:end])  # (rows, hidden)
-            # the chunk's W_hn h + b_hn, recomputed in one product (kept, 17 % of the saved)
-            hn = torch.addmm(b_hn, h_prev, w_hn.t(), out=hns[: (end - begin) * batch])
-            hn = hn.view(end - begin, batch, hidden)
             for t in range(end - 1, begin - 1, -1):
                 if library is not None:  # the step's element-wise work in one pass
                     out_t = None if grad_out is None else grad_out[t].contiguous()
                     i = t - begin
                     native.backward_step(
-                        library, dh, out_t, rz[t], ns[t], hn[i], hs[t], gh[i], dns[i]
+                        library, dh, out_t, rz[t], ns[t], hn[t], hs[t], gh[i], dns[i]
                     )
                     dh = back(gh[i]).add_(dh)  # dh held dh * z
                     continue
                 if grad_out is not None:
                     dh += grad_out[t]
-                r, z = rz[t][:, :hidden], rz[t][:, hidden:]
+                r, z = rz[t, :, :hidden], rz[t, :, hidden:]
                 n, h, i = ns[t], hs[t], t - begin
                 dr, dz, d_hn = gh[i].split(hidden, dim=1)
                 dn, one_minus_z = dns[i], 1 - z
                 torch.mul(dh, one_minus_z, out=dn)  # through the lerp, then the tanh:
                 dn.addcmul_(dn * n, n, value=-1)  # dn (1 - n^2)
                 torch.mul(dh, h - n, out=dz).mul_(z * one_minus_z)
-                torch.mul(dn, hn[i], out=dr).mul_(torch.addcmul(r, r, r, value=-1))  # r (1 - r)
+                torch.mul(dn, hn[t], out=dr).mul_(torch.addcmul(r, r, r, value=-1))  # r (1 - r)
                 torch.mul(dn, r, out=d_hn)
                 dh = back(gh[i]).addcmul_(dh, z)  # one product for r, z and n
             rows = (end - begin) * batch
             flat = gh[: end - begin].view(rows, 3 * hidden)
             flat_n = dns[: end - begin].view(rows, hidden)
+            h_prev = hs[begin:end].reshape(rows, hidden)
             x_rows = x_steps[begin * batch : end * batch]
             grad_w_hh.addmm_(flat.t(), h_prev)
             grad_b_hh += flat.sum(0)
@@ -140,21 +131,17 @@ class _GRUSequence(torch.autograd.Function):
             grad_w_ih[2 * hidden :].addmm_(flat_n.t(), x_rows)
             grad_b_in += flat_n.sum(0)
         grad_b_ih = torch.cat([grad_b_hh[rz_rows], grad_b_in])
-        grads = grad_x.transpose(0, 1), dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
-        return *grads, None
+        return grad_x.transpose(0, 1), dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
-def gru_sequence(
-    gru: nn.GRU, x: torch.Tensor, with_output: bool = True
-) -> tuple[torch.Tensor | None, torch.Tensor]:
+def gru_sequence(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(output (batch, steps, hidden), h_n (1, batch, hidden)) of a one-layer, unidirectional,
-    batch-first ``gru`` with biases, starting from zeros; same values as ``gru(x)``. Without
-    ``with_output`` the output is None (not assembled: a copy of every step's state)."""
+    batch-first ``gru`` with biases, starting from zeros; same values as ``gru(x)``."""
     h0 = x.new_zeros(x.shape[0], gru.hidden_size)
     out, last = _GRUSequence.apply(
-        x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0, with_output
+        x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
     )
-    return (out if with_output else None), last.unsqueeze(0)
+    return out, last.unsqueeze(0)
 
 
 def supports_fused(gru: nn.GRU) -> bool:
