@@ -237,3 +237,20 @@ def test_a_training_pass_pools_natively_and_matches_torchs_pools(monkeypatch):
     assert len(grads[0]) == len(grads[1]) > 10  # the backbone's and the mmcl head's
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("length", "bins"), [(15, 32), (23, 32), (77, 5), (32, 32), (5, 7)])
+def test_adaptive_average_pool_as_a_product_is_torchs(length, bins):
+    """The encoder's adaptive pooling as one product with an averaging matrix: torch's values
+    and gradients, shrinking (77 -> 5), growing (15 -> 32, PRIMUS's last pool) or neither."""
+    from primus_stackrnn.pool import adaptive_avg_pool
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, length, dtype=torch.float64, requires_grad=True)
+    ours = adaptive_avg_pool(x, bins)
+    expected = torch.nn.functional.adaptive_avg_pool1d(x, bins)
+    assert ours.shape == expected.shape and torch.allclose(ours, expected, atol=1e-12)
+    grad = torch.randn_like(expected)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad)
+    assert torch.allclose(ours_grad, expected_grad, atol=1e-12)

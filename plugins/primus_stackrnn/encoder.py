@@ -11,7 +11,7 @@ from primus_core.data.gru_scan import gru_scan, scannable
 
 from .config import IMU2CLIPConfig, StackedRNNConfig, _conv_out, conv_length, time_bins
 from .gru import gru_sequence, supports_fused
-from .pool import max_pool, pools_natively
+from .pool import adaptive_avg_pool, max_pool, pools_natively
 
 __all__ = ["IMU2CLIPConfig", "StackedRNNConfig", "StackedRNNEncoder", "conv_length", "time_bins"]
 
@@ -28,6 +28,8 @@ class ConvBlock(nn.Module):
         y = conv(x)
         if torch.is_grad_enabled() and pools_natively(pool, y):  # CPU training: 1 byte kept
             return max_pool(y, pool.kernel_size)
+        if isinstance(pool, nn.AdaptiveAvgPool1d) and isinstance(pool.output_size, int):
+            return adaptive_avg_pool(y, pool.output_size)
         return pool(y)
 
 

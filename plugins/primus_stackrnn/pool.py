@@ -1,4 +1,5 @@
-"""Max-pooling for CPU training that keeps one byte per output for backward.
+"""The encoder's pools: max-pooling for CPU training that keeps one byte per output for
+backward, and adaptive average pooling as one product.
 
 torch's max-pool keeps its whole input and 8-byte indices for backward: at PRIMUS's batch of
 256 (two views) that is 33 MB for the encoder's two max-pools. ``max_pool`` keeps each
@@ -8,6 +9,8 @@ kernels of ``primus_core.native``; ``pools_natively`` says when it applies.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -52,3 +55,21 @@ def pools_natively(pool: nn.Module, x: torch.Tensor) -> bool:
 def max_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     """Max-pool the last dimension of ``x`` by windows of ``k`` (stride k)."""
     return _MaxPool.apply(x, k)
+
+
+@functools.lru_cache(maxsize=16)
+def _averaging_matrix(length: int, bins: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """(length, bins): column j averages the inputs of adaptive-average bin j, which spans
+    [floor(j L / bins), ceil((j + 1) L / bins)) as in torch.nn.AdaptiveAvgPool1d."""
+    matrix = torch.zeros(length, bins, dtype=torch.float64)
+    for j in range(bins):
+        start, end = (j * length) // bins, -((-(j + 1) * length) // bins)
+        matrix[start:end, j] = 1.0 / (end - start)
+    return matrix.to(dtype=dtype, device=device)
+
+
+def adaptive_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``AdaptiveAvgPool1d(bins)(x)`` as one product with a fixed averaging matrix: torch's
+    CPU adaptive pooling loops plane by plane (1.7 ms for the encoder's 256 x 32 x 15 -> 32;
+    the product takes a few microseconds), the same values to rounding."""
+    return x @ _averaging_matrix(x.shape[-1], bins, x.dtype, str(x.device))
