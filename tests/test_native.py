@@ -254,3 +254,25 @@ def test_adaptive_average_pool_as_a_product_is_torchs(length, bins):
     (ours_grad,) = torch.autograd.grad(ours, x, grad)
     (expected_grad,) = torch.autograd.grad(expected, x, grad)
     assert torch.allclose(ours_grad, expected_grad, atol=1e-12)
+
+
+def test_without_a_working_compiler_the_gru_runs_on_torch_operators(tmp_path, monkeypatch):
+    """The first use finds no working compiler (CC fails): no kernels, the reason logged, and
+    the GRU still gives torch.nn.GRU's values."""
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setenv("PRIMUS_HOME", str(tmp_path))
+    monkeypatch.setenv(native.SWITCH, "1")
+    native._load.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            records = []
+            patch.setattr(native.log, "info", lambda *args: records.append(args[0] % args[1:]))
+            assert native.kernels() is None
+        assert records and "failed" in records[0]
+        torch.manual_seed(0)
+        gru = torch.nn.GRU(5, 8, batch_first=True)
+        x = torch.randn(3, 4, 5)
+        with torch.no_grad():
+            assert torch.allclose(gru_scan(gru, x)[1], gru(x)[1], atol=1e-6)
+    finally:
+        native._load.cache_clear()  # the next use builds (or finds) the real kernels again
