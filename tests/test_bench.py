@@ -141,7 +141,7 @@ def test_markdown_row_of_a_known_summary_including_an_old_one_without_variants()
     }
     assert markdown_row(summary) == (
         "| 16 CPU threads, 812 GFLOP/s matmul | 320 | 450 | 90% of 500 | 250 MiB "
-        "| 2,800 / 6,000 / 5,600 (2.1x, 2.0x of fp32) | 12,000 |"
+        "| 2,800 / 6,000 / 5,600 (2.14x, 2.00x of fp32) | 12,000 |"
     )
     assert markdown_row(summary).count("|") == MARKDOWN_HEADER.splitlines()[0].count("|")
     # a summary written before variants existed: step rows are eager, inference rows fp32
@@ -201,7 +201,7 @@ def test_bench_json_and_markdown_with_measurements_stubbed(cli, monkeypatch):
     assert targets["step at batch 16 >= 300 windows/s"] is True
     res = cli("bench", "--device", "cpu", "--no-quality", "--seconds", "0.01", "--markdown")
     assert "| device (what ran `primus bench`) |" in res.out
-    assert "| 350 | 480 |" in res.out and "(2.0x, 2.0x of fp32)" in res.out
+    assert "| 350 | 480 |" in res.out and "(2.00x, 2.00x of fp32)" in res.out
 
 
 def test_quality_cost_is_cosine_distance_to_fp32_and_the_5_shot_accuracy_change(monkeypatch):

@@ -127,7 +127,7 @@ def markdown_row(summary: dict) -> str:
     bound = step.get("of_compute_bound")
     graph = rows.get(("step", 16, "graph"))
     device = summary["gpu"] or f"{summary['threads']} CPU threads"
-    ratios = [f"{r:.1f}x" for v in ("bf16", "int8") if (r := speedup(rows, v)) is not None]
+    ratios = [f"{r:.2f}x" for v in ("bf16", "int8") if (r := speedup(rows, v)) is not None]
     inference = " / ".join(rate(("inference", 256, v)) for v in ("fp32", "bf16", "int8"))
     ceiling = step.get("ceiling_windows_per_s", summary["step_ceiling_windows_per_s"])
     share = f"{bound:.0%} of {ceiling:,.0f}" if bound else "-"
