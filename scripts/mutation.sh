@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 2) of the core modules (training loop and checkpoints, data windowing, zoo
 # verification, evaluation probes, objectives, augmentations, the restricted unpickler, the CPU
-# GRU paths), each against its fast test subset.
+# GRU paths, the compiled kernels' Python side), each against its fast test subset.
 #   bash scripts/mutation.sh [MODULE...]     # default: every module below
 # mutmut 2 rewrites the mutated file in place, so it runs in a copy of the tree (MUTDIR, default
 # /tmp/primus-mutation) that PYTHONPATH puts before the editable install: the checkout is never
@@ -35,7 +35,8 @@ declare -A TESTS=(
   [safe_pickle]="tests/test_guard_pickle.py"
   [checkpoint]="tests/test_checkpoint.py tests/test_guard_train.py::test_resume_restores_weights_optimiser_and_step_counter tests/test_train.py::test_exact_resume tests/test_train.py::test_resume_from_an_earlier_checkpoint_does_not_repeat_steps"
   [trainer]="tests/test_trainer.py"
-  [gru]="tests/test_gru_scan.py tests/test_encoder.py"
+  [gru]="tests/test_gru_scan.py tests/test_encoder.py tests/test_native.py"
+  [native]="tests/test_native.py"
 )
 declare -A FILES=(
   [augment]="plugins/primus_objectives/augment.py"
@@ -47,6 +48,7 @@ declare -A FILES=(
   [checkpoint]="primus_core/training/checkpoint.py"
   [trainer]="primus_core/training/trainer.py"
   [gru]="primus_core/data/gru_scan.py,plugins/primus_stackrnn/gru.py"
+  [native]="primus_core/native.py,plugins/primus_stackrnn/pool.py"
 )
 # large modules: only the functions the issue names (scripts/mutation_scope.py)
 declare -A SCOPE=(
@@ -57,7 +59,7 @@ declare -A SCOPE=(
 )
 
 modules=("$@")
-[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer gru)
+[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer gru native)
 
 "$PY" scripts/mutation_runner.py serve "$SOCK" &
 server=$!
