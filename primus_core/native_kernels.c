@@ -142,6 +142,20 @@ void primus_gru_backward_step(
  * out (planes, length / k) and, for backward, offset (planes, length / k): where in its window
  * each maximum was (the first, on ties), one byte each instead of the input and 8-byte indices
  * that torch's max-pool keeps. NaN propagates as in torch (a NaN is the maximum). */
+/* One row of windows of 3 (the encoder's pools), written so that the compiler vectorises it. */
+static void max_pool3_row(
+    long bins, const float *restrict row, float *restrict out, uint8_t *restrict offset)
+{
+    for (long b = 0; b < bins; b++) {
+        const float v0 = row[3 * b], v1 = row[3 * b + 1], v2 = row[3 * b + 2];
+        const int take1 = v1 > v0 || (is_nan(v1) && !is_nan(v0));
+        const float best = take1 ? v1 : v0;
+        const int take2 = v2 > best || (is_nan(v2) && !is_nan(best));
+        out[b] = take2 ? v2 : best;
+        offset[b] = (uint8_t)(take2 ? 2 : take1);
+    }
+}
+
 void primus_max_pool_forward(
     long planes, long length, long k, const float *x, float *out, uint8_t *offset, int threads)
 {
@@ -149,6 +163,10 @@ void primus_max_pool_forward(
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long p = 0; p < planes; p++) {
         const float *row = x + p * length;
+        if (k == 3) {
+            max_pool3_row(bins, row, out + p * bins, offset + p * bins);
+            continue;
+        }
         for (long b = 0; b < bins; b++) {
             float best = row[b * k];
             uint8_t where = 0;
