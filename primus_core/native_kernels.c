@@ -141,16 +141,16 @@ void primus_gru_backward_step(
 /* Max-pooling of `planes` rows of `length` values by windows of `k` (stride k, no padding):
  * out (planes, length / k) and, for backward, offset (planes, length / k): where in its window
  * each maximum was (the first, on ties), one byte each instead of the input and 8-byte indices
- * that torch's max-pool keeps. NaN propagates as in torch (a NaN is the maximum). */
+ * that torch's max-pool keeps. As in torch, a NaN is the maximum (the last NaN of a window). */
 /* One row of windows of 3 (the encoder's pools), written so that the compiler vectorises it. */
 static void max_pool3_row(
     long bins, const float *restrict row, float *restrict out, uint8_t *restrict offset)
 {
     for (long b = 0; b < bins; b++) {
         const float v0 = row[3 * b], v1 = row[3 * b + 1], v2 = row[3 * b + 2];
-        const int take1 = v1 > v0 || (is_nan(v1) && !is_nan(v0));
+        const int take1 = v1 > v0 || is_nan(v1);
         const float best = take1 ? v1 : v0;
-        const int take2 = v2 > best || (is_nan(v2) && !is_nan(best));
+        const int take2 = v2 > best || is_nan(v2);
         out[b] = take2 ? v2 : best;
         offset[b] = (uint8_t)(take2 ? 2 : take1);
     }
@@ -172,7 +172,7 @@ void primus_max_pool_forward(
             uint8_t where = 0;
             for (long m = 1; m < k; m++) {
                 const float v = row[b * k + m];
-                if (v > best || (is_nan(v) && !is_nan(best))) {
+                if (v > best || is_nan(v)) {
                     best = v;
                     where = (uint8_t)m;
                 }

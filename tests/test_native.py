@@ -172,24 +172,27 @@ def test_bf16_gru_runs_its_products_in_bfloat16_near_float32(kernels_on, monkeyp
 
 
 @needs_compiler
-def test_max_pool_gives_torchs_values_and_gradients_keeping_one_byte(kernels_on):
-    """Ties (the first maximum takes the gradient, as in torch), a NaN (it is the maximum), a
-    tail no window covers (length 23 = 7 windows of 3 + 2): the same values and gradients as
-    torch's max-pool; what it keeps for backward is one uint8 per output."""
+@pytest.mark.parametrize("k", [3, 4])  # 3: the encoder's (a vectorised loop), 4: any other
+def test_max_pool_gives_torchs_values_and_gradients_keeping_one_byte(k, kernels_on):
+    """Ties (the first maximum takes the gradient, as in torch), a NaN (it is the maximum) and
+    two in a window (the last takes the gradient, as in torch), a tail no window covers (23 = 7 windows of 3 + 2, or 5 of 4 + 3): the same
+    values and gradients as torch's max-pool; what it keeps for backward is one uint8 per
+    output."""
     from primus_stackrnn.pool import max_pool
 
     torch.manual_seed(0)
     x = torch.randn(4, 5, 23).round(decimals=1)  # rounding makes ties
-    x[0, 0, :3] = 0.5  # a window of three equal values
-    x[1, 2, 4] = float("nan")
+    x[0, 0, :k] = 0.5  # a window of equal values
+    x[1, 2, 1] = float("nan")  # a NaN in the middle of the first window
+    x[2, 3, k : k + 2] = float("nan")  # two NaNs in one window
     kept = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
-        ours = max_pool(x.requires_grad_(), 3)
-    expected = torch.nn.functional.max_pool1d(x, 3)
+        ours = max_pool(x.requires_grad_(), k)
+    expected = torch.nn.functional.max_pool1d(x, k)
     assert torch.equal(ours.isnan(), expected.isnan())
     assert torch.equal(ours.nan_to_num(), expected.nan_to_num())
-    assert [(t.dtype, tuple(t.shape)) for t in kept] == [(torch.uint8, (4, 5, 7))]
-    grad = torch.randn(4, 5, 7)
+    assert [(t.dtype, tuple(t.shape)) for t in kept] == [(torch.uint8, (4, 5, 23 // k))]
+    grad = torch.randn(4, 5, 23 // k)
     (ours_grad,) = torch.autograd.grad(ours, x, grad)
     (expected_grad,) = torch.autograd.grad(expected, x, grad)
     assert torch.equal(ours_grad, expected_grad)
