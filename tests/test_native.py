@@ -48,9 +48,67 @@ def test_a_failed_build_says_why_and_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_the_switch_turns_them_off(monkeypatch):
-    for value in ("0", "false", "no", "off"):
-        monkeypatch.setenv(native.SWITCH, value)
+    for value in ("0", "false", "no", "off", " Off "):
+        monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", value)  # the documented name
         assert native.kernels() is None
+
+
+def fake_compiler(folder, version: str = "fakecc 1.0"):
+    """A "compiler" that states its version and fails every build with two lines on stderr."""
+    script = folder / "fakecc"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "--version" ]; then echo "{version}"; exit 0; fi\n'
+        'echo "first line" >&2; echo "fakecc: error: no such thing" >&2; exit 1\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_failed_build_names_the_compilers_last_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", fake_compiler(tmp_path))
+    with pytest.raises(RuntimeError) as failure:
+        native.build(tmp_path / "kernels")
+    assert str(failure.value).endswith("failed: fakecc: error: no such thing")
+    assert str(failure.value).startswith(f"{tmp_path / 'fakecc'} -O3 ... failed")
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match=r"no C compiler found \(cc, gcc or \$CC\)"):
+        native.build(tmp_path / "kernels")
+
+
+def test_the_library_is_named_by_source_flags_compiler_and_cpu(tmp_path, monkeypatch):
+    """Another source, other flags, another compiler version or another CPU: another file."""
+    first = fake_compiler(tmp_path)
+    key = native._build_key(first)
+    assert len(key) == 16 and native._build_key(first) == key
+    (tmp_path / "v2").mkdir()
+    assert native._build_key(fake_compiler(tmp_path / "v2", "fakecc 2.0")) != key
+    source = tmp_path / "kernels.c"
+    source.write_bytes(native.SOURCE.read_bytes() + b"\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(native, "SOURCE", source)
+        assert native._build_key(first) != key
+    with monkeypatch.context() as patch:
+        patch.setattr(native, "COMPILE_FLAGS", [*native.COMPILE_FLAGS, "-g"])
+        assert native._build_key(first) != key
+    read_text = native.Path.read_text
+
+    def other_cpu(path, *args, **kwargs):
+        text = read_text(path, *args, **kwargs)
+        return text.replace("flags", "flags\t: other", 1) if str(path) == "/proc/cpuinfo" else text
+
+    with monkeypatch.context() as patch:
+        patch.setattr(native.Path, "read_text", other_cpu)
+        if native.Path("/proc/cpuinfo").exists():
+            assert native._build_key(first) != key
+
+
+@needs_compiler
+def test_the_library_is_built_under_primus_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRIMUS_HOME", str(tmp_path))
+    path = native.build()
+    assert path.parent == tmp_path / "kernels" and path.name.startswith("gru-")
+    assert path.suffix == ".so"
 
 
 @needs_compiler
