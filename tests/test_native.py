@@ -41,9 +41,10 @@ def test_loading_them_keeps_denormals(kernels_on):
 
 
 def test_a_failed_build_says_why_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    with pytest.raises(RuntimeError, match="failed"):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails, silently
+    with pytest.raises(RuntimeError) as failure:
         native.build(tmp_path / "kernels")
+    assert str(failure.value).endswith("... failed: (no output)")
     assert list((tmp_path / "kernels").iterdir()) == []
 
 
@@ -72,8 +73,9 @@ def test_a_failed_build_names_the_compilers_last_line(tmp_path, monkeypatch):
     assert str(failure.value).endswith("failed: fakecc: error: no such thing")
     assert str(failure.value).startswith(f"{tmp_path / 'fakecc'} -O3 ... failed")
     monkeypatch.setattr(native, "_compiler", lambda: None)
-    with pytest.raises(RuntimeError, match=r"no C compiler found \(cc, gcc or \$CC\)"):
+    with pytest.raises(RuntimeError) as failure:
         native.build(tmp_path / "kernels")
+    assert str(failure.value) == "no C compiler found (cc, gcc or $CC)"
 
 
 def test_the_library_is_named_by_source_flags_compiler_and_cpu(tmp_path, monkeypatch):
@@ -105,9 +107,10 @@ def test_the_library_is_named_by_source_flags_compiler_and_cpu(tmp_path, monkeyp
 
 @needs_compiler
 def test_the_library_is_built_under_primus_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRIMUS_HOME", str(tmp_path))
+    home = tmp_path / "not" / "yet"  # made on the way
+    monkeypatch.setenv("PRIMUS_HOME", str(home))
     path = native.build()
-    assert path.parent == tmp_path / "kernels" and path.name.startswith("gru-")
+    assert path.parent == home / "kernels" and path.name.startswith("gru-")
     assert path.suffix == ".so"
 
 
