@@ -129,29 +129,6 @@ def test_inference_scan_gives_torch_grus_values_either_way(switch, monkeypatch):
     )
 
 
-@needs_compiler
-@pytest.mark.parametrize("used", ["both", "output", "last"])
-def test_training_gru_gives_torch_grus_gradients_with_the_kernels(used, kernels_on, monkeypatch):
-    """float32 (where the kernels run): outputs and every gradient as torch.nn.GRU's, to
-    float32 rounding, whichever output the loss uses; chunks of 3 steps, the last of 1."""
-    import primus_stackrnn.gru as module
-
-    monkeypatch.setattr(module, "CHUNK_ROWS", 15)
-    torch.manual_seed(0)
-    gru = torch.nn.GRU(7, 24, batch_first=True)
-    x = torch.randn(5, 22, 7, requires_grad=True)
-    grads = []
-    for run in (gru, lambda v: module.gru_sequence(gru, v)):
-        x.grad = None
-        gru.zero_grad()
-        out, h_n = run(x)
-        loss = {"both": out.sin().sum() + h_n.cos().sum(), "output": out.sin().sum()}
-        loss.get(used, h_n.cos().sum()).backward()
-        grads.append([out.detach(), h_n.detach(), x.grad] + [p.grad for p in gru.parameters()])
-    for a, b in zip(*grads, strict=True):
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-
-
 def gates(gi, gh, h, b_hn):
     """The step as torch operators, in float32 (the reference the kernel is held to)."""
     hidden = h.shape[1]
