@@ -2,8 +2,9 @@
 CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with:
 - each step's input projection computed where it is used, its biases on a column of ones;
 - per step, one product with W_hh forward and one backward (r, z and n together), W_hh packed
-  once per call for MKL's product where torch has it, and a few fused element-wise ops
-  (sigmoid on r and z together, addcmul, tanh, lerp);
+  once per call for MKL's product where torch has it, and the step's element-wise work in one
+  compiled kernel (``primus_core.native``; where it cannot be built, a few torch operators:
+  sigmoid on r and z together, addcmul, tanh, lerp);
 - the weight and input gradients in one product each per chunk of steps (2,048 rows: 4 steps
   at batch 512; only a chunk's gate gradients held);
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
