@@ -2,11 +2,13 @@
 
 ``torch.nn.GRU`` on a CPU computes the input projection of every step at once (at batch 256 and 32
 steps a 50 MB tensor written and read back) and about 20 operators per step. ``gru_scan`` projects
-each step's input where it is used (it stays in cache) and takes 5 element-wise operators per
-step besides the two products; the gates and the state stay in float32 whatever the weights'
-precision, so only the products change with it:
+each step's input where it is used (it stays in cache) and does the step's element-wise work in
+one compiled kernel (``primus_core.native``; 5 torch operators where it cannot be built); the
+gates and the state stay in float32 whatever the weights' precision, so only the products
+change with it:
 - float32 weights: float32 products (the same values as ``nn.GRU``, to rounding);
-- bfloat16 weights: the products in bfloat16 (AMX or AVX-512 BF16 where the CPU has them);
+- bfloat16 weights, or ``Bf16GRU``: the products in bfloat16 (AMX or AVX-512 BF16 where the
+  CPU has them), the input projection of all steps in one product;
 - ``Int8GRU``: the recurrent product int8 dynamically quantised (weights per output row,
   the state per step), through oneDNN where torch has it.
 
