@@ -10,6 +10,7 @@ sees the mutant mutmut just wrote), runs pytest on the given arguments and repor
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -30,13 +31,14 @@ def serve(path: str) -> None:
     while True:
         conn, _ = server.accept()
         args = conn.recv(65536).decode().split("\0")
+        bytecode = tempfile.mkdtemp(prefix="mutpyc-")  # the child's, removed once it is done
         pid = os.fork()
         if pid == 0:
             server.close()
             os.setsid()
             # never reuse bytecode: a mutant can keep the source's size and mtime second
             sys.dont_write_bytecode = True
-            sys.pycache_prefix = tempfile.mkdtemp(prefix="mutpyc-")
+            sys.pycache_prefix = bytecode
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
@@ -45,6 +47,7 @@ def serve(path: str) -> None:
             code = pytest.main(args)
             os._exit(int(code))
         code = wait_or_kill(pid, conn)
+        shutil.rmtree(bytecode, ignore_errors=True)
         try:
             conn.sendall(str(code).encode())
         except OSError:  # the client is gone (mutmut's timeout)
