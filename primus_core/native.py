@@ -2,8 +2,8 @@
 
 A GRU time step on a CPU is one product with W_hh and element-wise work that torch runs as
 5 (forward) to 13 (backward) operators, each a pass over the step's tensors. The kernels do
-that work in one pass per row, and the input projection (a handful of features) with it. They
-are an accelerator, not a dependency: where no C compiler with OpenMP is found, or the build
+that work in one pass per row; another pair max-pools for training, keeping one byte per
+output for backward (``primus_stackrnn.pool``). They are an accelerator, not a dependency: where no C compiler with OpenMP is found, or the build
 fails, or ``PRIMUS_NATIVE_KERNELS=0``, ``kernels()`` is None and the callers run torch's
 operators, which compute the same values (the tests hold both paths to torch.nn.GRU).
 
@@ -111,7 +111,7 @@ def _load() -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(build()))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        log.info("GRU step kernels unavailable, using torch's operators: %s", error)
+        log.info("CPU kernels unavailable, using torch's operators: %s", error)
         return None
     for name, argtypes in SIGNATURES.items():
         getattr(library, name).argtypes = argtypes
@@ -146,7 +146,8 @@ def forward_step(
     """One step (see native_kernels.c): ``gi`` and ``gh`` (rows, 3 hidden) float32 or bfloat16,
     the input projection and the recurrent product; ``b_hn`` (hidden) or None; h, h_next
     (rows, hidden) float32; ``h_next16`` the new state in bfloat16 too; ``saved`` = (rz, n,
-    hn) for backward, each or None. Every tensor contiguous (the caller's contract: not checked per step)."""
+    hn) for backward, each or None. Every tensor contiguous (the caller's contract, not
+    checked per step)."""
     rows, hidden = h.shape
     r_z, n, hn = saved if saved is not None else (None, None, None)
     library.primus_gru_forward_step(

@@ -21,7 +21,12 @@ import torch
 from torch import nn
 
 from primus_core import native
-from primus_core.data.gru_scan import input_weights_with_biases, packed_product, with_ones
+from primus_core.data.gru_scan import (
+    input_projections,
+    input_weights_with_biases,
+    packed_product,
+    with_ones,
+)
 
 CHUNK_ROWS = 2048  # rows (steps x batch) whose gate gradients are held at once in backward
 
@@ -33,7 +38,8 @@ class _GRUSequence(torch.autograd.Function):
         hidden = h0.shape[1]
         x_steps = x.transpose(0, 1).reshape(steps * batch, -1)  # time-major, small
         # the input projection's bias, and W_hh's for r and z, ride on a column of ones
-        x1, w_ih1_t = with_ones(x_steps), input_weights_with_biases(w_ih, b_ih, b_hh)
+        x1 = with_ones(x_steps).view(steps, batch, -1)
+        project = input_projections(x1, input_weights_with_biases(w_ih, b_ih, b_hh), x.dtype)
         recurrent = packed_product(w_hh, batch)  # W_hh packed once for this call's steps
         if recurrent is None:
             w_hh_t = w_hh.t()
@@ -50,7 +56,7 @@ class _GRUSequence(torch.autograd.Function):
         library = native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
         for t in range(steps):
             # this step's input projection only (all steps at once: 100 MB at batch 512)
-            gi = torch.mm(x1[t * batch : (t + 1) * batch], w_ih1_t)
+            gi = project(t)
             gh = recurrent(hs[t])
             if library is not None:  # the step's element-wise work in one pass
                 saved = (rz[t], ns[t], hn[t])

@@ -106,19 +106,12 @@ def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weights' precision (float32 or bfloat16), the gates in float32."""
     w_hh, bias = gru.weight_hh_l0.detach(), recurrent_bias(gru.bias_hh_l0.detach())
     batch = x.shape[0 if gru.batch_first else 1]
-    recurrent = packed_product(w_hh, batch, bias)
-    if recurrent is None:
-        w_hh_t = w_hh.t()
-
-        def recurrent(h: torch.Tensor) -> torch.Tensor:
-            return torch.addmm(bias, h, w_hh_t)
-
     return scan(
         x,
         gru.weight_ih_l0,
         gru.bias_ih_l0,
         gru.bias_hh_l0,
-        recurrent,
+        recurrent_product(w_hh, batch, bias),
         gru.batch_first,
         product_dtype=torch.bfloat16 if w_hh.dtype == torch.bfloat16 else None,
     )
@@ -137,6 +130,18 @@ def input_weights_with_biases(
     bias = b_ih.to(w_ih.dtype, copy=True)
     bias[: 2 * (b_hh.shape[0] // 3)] += b_hh[: 2 * (b_hh.shape[0] // 3)].to(w_ih.dtype)
     return torch.cat([w_ih, bias[:, None]], dim=1).t()
+
+
+def recurrent_product(
+    w_hh: torch.Tensor, batch: int, bias: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """h -> W_hh h + bias in ``w_hh``'s precision: packed for ``batch`` rows where the library
+    is there (``packed_product``), else addmm."""
+    product = packed_product(w_hh, batch, bias)
+    if product is not None:
+        return product
+    w_hh_t = w_hh.t()
+    return lambda h: torch.addmm(bias, h, w_hh_t)
 
 
 def recurrent_bias(b_hh: torch.Tensor) -> torch.Tensor:
@@ -215,25 +220,17 @@ class _ScanGRU(nn.Module):
 
 
 class Bf16GRU(_ScanGRU):
-    """A GRU whose recurrent product (W_hh h, 94 % of a GRU's multiply-adds at PRIMUS's shapes)
-    runs in bfloat16 (AMX or AVX-512 BF16 where the CPU has them), W_hh packed once per batch
-    size; the input projection, the gates and the state stay float32."""
+    """A GRU whose products, the input projection and W_hh h (94 % of a GRU's multiply-adds at
+    PRIMUS's shapes), run in bfloat16 (AMX or AVX-512 BF16 where the CPU has them), W_hh packed
+    once per batch size; the gates and the state stay float32."""
 
     product_dtype = torch.bfloat16
 
     def _recurrent(self, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
         self._packed = self._packed or {}
         if batch not in self._packed:
-            w_hh = self.weight_hh_l0.bfloat16()
             bias = recurrent_bias(self.bias_hh_l0).bfloat16()
-            product = packed_product(w_hh, batch, bias)
-            if product is None:
-                w_hh_t = w_hh.t()
-
-                def product(h: torch.Tensor) -> torch.Tensor:
-                    return torch.addmm(bias, h, w_hh_t)
-
-            self._packed[batch] = product
+            self._packed[batch] = recurrent_product(self.weight_hh_l0.bfloat16(), batch, bias)
         return self._packed[batch]
 
 
