@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 _long, _ptr, _int = ctypes.c_long, ctypes.c_void_p, ctypes.c_int
 SIGNATURES = {
     "primus_gru_forward_step": [_long] * 2 + [_ptr] * 11 + [_int],
-    "primus_gru_backward_step": [_long] * 2 + [_ptr] * 8 + [_int],
+    "primus_gru_backward_step": [_long] * 2 + [_ptr] * 9 + [_int],
+    "primus_transpose": [_long] * 2 + [_ptr] * 2 + [_int],
     "primus_max_pool_forward": [_long] * 3 + [_ptr] * 3 + [_int],
     "primus_max_pool_backward": [_long] * 3 + [_ptr] * 3 + [_int],
 }
@@ -169,6 +170,7 @@ def forward_step(
 def backward_step(
     library: ctypes.CDLL,
     dh: torch.Tensor,
+    through: torch.Tensor | None,
     grad_out: torch.Tensor | None,
     rz: torch.Tensor,
     n: torch.Tensor,
@@ -177,13 +179,15 @@ def backward_step(
     g: torch.Tensor,
     dn: torch.Tensor,
 ) -> None:
-    """One backward step (see native_kernels.c); every tensor contiguous float32. On return dh
-    holds dh * z, g the gradients of the three gates' recurrent inputs, dn n's."""
+    """One backward step (see native_kernels.c); every tensor contiguous float32. The state's
+    gradient is dh + through (+ grad_out); on return dh holds that times z, g the gradients of
+    the three gates' recurrent inputs, dn n's."""
     rows, hidden = dh.shape
     library.primus_gru_backward_step(
         rows,
         hidden,
         dh.data_ptr(),
+        _address(through),
         _address(grad_out),
         rz.data_ptr(),
         n.data_ptr(),
@@ -193,6 +197,18 @@ def backward_step(
         dn.data_ptr(),
         torch.get_num_threads(),
     )
+
+
+def transposed(library: ctypes.CDLL | None, x: torch.Tensor) -> torch.Tensor:
+    """``x.t().contiguous()`` for a 2-d tensor, by tiles where the kernels are there and ``x``
+    is contiguous float32 on the CPU."""
+    cpu_float32 = x.device.type == "cpu" and x.dtype == torch.float32
+    if library is None or not cpu_float32 or not x.is_contiguous():
+        return x.t().contiguous()
+    rows, cols = x.shape
+    out = x.new_empty(cols, rows)
+    library.primus_transpose(rows, cols, x.data_ptr(), out.data_ptr(), torch.get_num_threads())
+    return out
 
 
 def max_pool(library: ctypes.CDLL, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -162,7 +162,10 @@ def test_one_forward_step_matches_torch_operators(half, kernels_on):
 
 @needs_compiler
 @pytest.mark.parametrize("with_output_grad", [False, True])
-def test_one_backward_step_matches_autograd(with_output_grad, kernels_on):
+@pytest.mark.parametrize("with_through", [False, True])
+def test_one_backward_step_matches_autograd(with_output_grad, with_through, kernels_on):
+    """The state's gradient arrives in up to three parts (the bypass dh, the product's part
+    ``through``, the output's); the kernel sums them and returns the gates' gradients."""
     torch.manual_seed(1)
     rows, hidden = 11, 24
     gi, gh = torch.randn(rows, 3 * hidden), torch.randn(rows, 3 * hidden, requires_grad=True)
@@ -174,19 +177,37 @@ def test_one_backward_step_matches_autograd(with_output_grad, kernels_on):
     z = torch.sigmoid(gi_rz[:, hidden:] + gh[:, hidden : 2 * hidden])
     n = torch.tanh(gi_n + r * gh[:, 2 * hidden :])
     h_next = n + z * (h - n)
-    dh, grad_out = torch.randn(rows, hidden), torch.randn(rows, hidden)
-    total = dh + grad_out if with_output_grad else dh
+    dh, through, grad_out = (torch.randn(rows, hidden) for _ in range(3))
+    total = dh + (through if with_through else 0) + (grad_out if with_output_grad else 0)
     h_next.backward(total)
     g, dn = torch.empty(rows, 3 * hidden), torch.empty(rows, hidden)
     kernel_dh = dh.clone()
     saved = (torch.cat([r, z], dim=1).detach(), n.detach(), gh[:, 2 * hidden :].detach().clone())
     native.backward_step(
-        kernels_on, kernel_dh, grad_out if with_output_grad else None, *saved, h.detach(), g, dn
+        kernels_on,
+        kernel_dh,
+        through if with_through else None,
+        grad_out if with_output_grad else None,
+        *saved,
+        h.detach(),
+        g,
+        dn,
     )
     assert torch.allclose(g, gh.grad, atol=1e-5)  # d(gh_r), d(gh_z), d(gh_n + b_hn)
     assert torch.allclose(dn, gi_n.grad, atol=1e-5)
     assert torch.allclose(kernel_dh, h.grad, atol=1e-5)  # the part through z alone
     assert torch.allclose(kernel_dh, total * z.detach(), atol=1e-6)
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(1536, 512), (33, 70), (1, 5), (64, 1)])
+def test_tiled_transpose_is_torchs(shape, kernels_on):
+    x = torch.randn(*shape)
+    ours = native.transposed(kernels_on, x)
+    assert ours.is_contiguous() and torch.equal(ours, x.t())
+    assert torch.equal(native.transposed(None, x), x.t())  # without the kernels: torch's
+    column = torch.randn(5, 8)[:, 2:5]  # not contiguous: torch's copy
+    assert torch.equal(native.transposed(kernels_on, column), column.t())
 
 
 @needs_compiler

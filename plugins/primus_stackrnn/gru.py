@@ -6,7 +6,7 @@ CPU). It computes what ``torch.nn.GRU`` computes, from the same parameters, with
   compiled kernel (``primus_core.native``; where it cannot be built, a few torch operators:
   sigmoid on r and z together, addcmul, tanh, lerp);
 - the weight and input gradients in one product each per chunk of steps (2,048 rows: 4 steps
-  at batch 512; only a chunk's gate gradients held);
+  at batch 512; only a chunk's gate gradients held), the input biases' on the column of ones;
 - only r, z, n, W_hn h + b_hn and the hidden states kept for backward (autograd's GRU keeps
   about three times as much).
 
@@ -67,39 +67,43 @@ class _GRUSequence(torch.autograd.Function):
             r, z = rz[t, :, :hidden], rz[t, :, hidden:]
             torch.addcmul(gi[:, 2 * hidden :], r, hn[t], out=ns[t]).tanh_()
             torch.lerp(ns[t], hs[t], z, out=hs[t + 1])
-        ctx.save_for_backward(x_steps, w_ih, w_hh, hs, rz, ns, hn)
+        ctx.save_for_backward(x1, w_ih, w_hh, hs, rz, ns, hn)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        x_steps, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
+        x1, w_ih, w_hh, hs, rz, ns, hn = ctx.saved_tensors
         steps, batch, hidden = ns.shape
+        x1 = x1.view(steps * batch, -1)  # the inputs and a column of ones, time-major
         chunk = min(steps, max(1, CHUNK_ROWS // batch))  # 4 steps at batch 512
         # per chunk of steps: gh = d(W_hh h + b_hh), i.e. d(pre-activation) of r and z, and
         # d(W_hn h + b_hn) = dn * r; dn = d(pre-activation) of n, the input side's third part.
-        # The weight gradients are summed chunk by chunk.
-        gh = x_steps.new_empty(chunk, batch, 3 * hidden)
-        dns = x_steps.new_empty(chunk, batch, hidden)
-        grad_x = x_steps.new_empty(steps, batch, x_steps.shape[1])
-        grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
-        grad_b_hh = w_hh.new_zeros(3 * hidden)
-        grad_b_in = w_ih.new_zeros(hidden)
+        # The weight gradients are summed chunk by chunk; x1's column of ones gives b_ih's
+        # gradient (and b_hr's, b_hz's) in the same product as W_ih's, kept transposed
+        # (x1^T g: 1.2x faster than g^T x1 here).
+        gh = x1.new_empty(chunk, batch, 3 * hidden)
+        dns = x1.new_empty(chunk, batch, hidden)
+        grad_x = x1.new_empty(steps, batch, x1.shape[1] - 1)
+        grad_w_ih1_t = x1.new_empty(x1.shape[1], 3 * hidden)
+        grad_w_hh, grad_b_hn = torch.empty_like(w_hh), w_hh.new_zeros(hidden)
+        ones = x1.new_ones(chunk * batch)  # column sums as products (b_hn's gradient)
         if grad_last is not None:
             dh = grad_last.clone(memory_format=torch.contiguous_format)
         else:
-            dh = x_steps.new_zeros(batch, hidden)
+            dh = x1.new_zeros(batch, hidden)
         library = (
             native.kernels() if dh.device.type == "cpu" and dh.dtype == torch.float32 else None
         )
         grad_out = None if grad_out is None else grad_out.transpose(0, 1)
         rz_rows = slice(0, 2 * hidden)
-        back = packed_product(w_hh.t().contiguous(), batch)  # g -> g @ W_hh, packed once
+        back = packed_product(native.transposed(library, w_hh), batch)  # g -> g @ W_hh
         if back is None:
 
             def back(g):
                 return torch.mm(g, w_hh)
 
+        through = None  # with the kernels: g @ W_hh of the step after, not yet added to dh
         for end in range(steps, 0, -chunk):
             begin = max(end - chunk, 0)
             for t in range(end - 1, begin - 1, -1):
@@ -107,9 +111,9 @@ class _GRUSequence(torch.autograd.Function):
                     out_t = None if grad_out is None else grad_out[t].contiguous()
                     i = t - begin
                     native.backward_step(
-                        library, dh, out_t, rz[t], ns[t], hn[t], hs[t], gh[i], dns[i]
+                        library, dh, through, out_t, rz[t], ns[t], hn[t], hs[t], gh[i], dns[i]
                     )
-                    dh = back(gh[i]).add_(dh)  # dh held dh * z
+                    through = back(gh[i])  # dh now holds dh * z
                     continue
                 if grad_out is not None:
                     dh += grad_out[t]
@@ -127,18 +131,30 @@ class _GRUSequence(torch.autograd.Function):
             flat = gh[: end - begin].view(rows, 3 * hidden)
             flat_n = dns[: end - begin].view(rows, hidden)
             h_prev = hs[begin:end].reshape(rows, hidden)
-            x_rows = x_steps[begin * batch : end * batch]
-            grad_w_hh.addmm_(flat.t(), h_prev)
-            grad_b_hh += flat.sum(0)
+            x_rows_t = x1[begin * batch : end * batch].t()
+            first = end == steps  # the first chunk writes the sums, the others add to them
+            _accumulate(grad_w_hh, flat.t(), h_prev, first)
+            grad_b_hn.addmv_(flat[:, 2 * hidden :].t(), ones[:rows])
             # the input side: r and z as above, n from dn
             grad_x_rows = grad_x[begin:end].view(rows, -1)
             torch.mm(flat[:, rz_rows], w_ih[rz_rows], out=grad_x_rows)
             grad_x_rows.addmm_(flat_n, w_ih[2 * hidden :])
-            grad_w_ih[rz_rows].addmm_(flat[:, rz_rows].t(), x_rows)
-            grad_w_ih[2 * hidden :].addmm_(flat_n.t(), x_rows)
-            grad_b_in += flat_n.sum(0)
-        grad_b_ih = torch.cat([grad_b_hh[rz_rows], grad_b_in])
+            _accumulate(grad_w_ih1_t[:, rz_rows], x_rows_t, flat[:, rz_rows], first)
+            _accumulate(grad_w_ih1_t[:, 2 * hidden :], x_rows_t, flat_n, first)
+        if through is not None:
+            dh += through
+        grad_w_ih = grad_w_ih1_t[:-1].t().contiguous()
+        grad_b_ih = grad_w_ih1_t[-1].clone()  # the ones column's row
+        grad_b_hh = torch.cat([grad_b_ih[rz_rows], grad_b_hn])
         return grad_x.transpose(0, 1), dh, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+
+
+def _accumulate(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool) -> None:
+    """out = a @ b if first, else out += a @ b."""
+    if first:
+        torch.mm(a, b, out=out)
+    else:
+        out.addmm_(a, b)
 
 
 def gru_sequence(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
