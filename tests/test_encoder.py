@@ -142,3 +142,47 @@ def test_a_training_pass_under_cpu_autocast_takes_torch_gru():
         out = encoder(torch.randn(3, 6, 250))["mmcl"]
     out.float().sum().backward()
     assert encoder.backbone[5].weight_hh_l0.grad is not None
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_the_first_norm_folded_into_the_conv_gives_the_same_values_and_gradients(affine):
+    """norm_then_conv (the training path of the first block): conv(norm(x)) with the norm's
+    scale and shift in the conv's weights, so that the conv's backward has no input gradient
+    to compute."""
+    from primus_stackrnn.encoder import norm_then_conv
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(2, 6, affine=affine).double()
+    conv = torch.nn.Conv1d(6, 8, 10, dilation=2, bias=False).double()
+    if affine:
+        torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(norm.bias, -0.5, 0.5)
+    x = 3 * torch.randn(4, 6, 60, dtype=torch.float64) + 1
+    grads = []
+    for run in (lambda: conv(norm(x)), lambda: norm_then_conv(x, norm, conv)):
+        norm.zero_grad()
+        conv.zero_grad()
+        y = run()
+        (y.sin().sum()).backward()
+        grads.append([y.detach()] + [p.grad for p in (*norm.parameters(), conv.weight)])
+    for plain, folded in zip(*grads, strict=True):
+        assert torch.allclose(plain, folded, atol=1e-12)
+    folded = norm_then_conv(x, norm, conv)
+    assert folded.grad_fn.next_functions[0][0] is None  # the conv's input: no gradient
+
+
+def test_training_uses_the_folded_norm_unless_the_input_needs_a_gradient(monkeypatch):
+    import primus_stackrnn.encoder as module
+
+    encoder = primus_core.create("encoder", "stacked-rnn", hidden_size=16, ssl_dim=0)
+    calls = []
+    original = module.norm_then_conv
+    monkeypatch.setattr(module, "norm_then_conv", lambda *a: calls.append(1) or original(*a))
+    x = torch.randn(3, 6, 250)
+    folded = encoder(x)["mmcl"]
+    assert calls == [1]
+    plain = encoder(x.clone().requires_grad_())["mmcl"]  # saliency maps: the plain blocks
+    with torch.no_grad():
+        inference = encoder(x)["mmcl"]
+    assert calls == [1]
+    assert torch.allclose(folded, plain, atol=1e-6) and torch.allclose(folded, inference, atol=1e-6)
