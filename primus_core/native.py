@@ -173,15 +173,16 @@ def backward_step(
     through: torch.Tensor | None,
     grad_out: torch.Tensor | None,
     rz: torch.Tensor,
-    n: torch.Tensor,
+    gi_n: torch.Tensor,
     hn: torch.Tensor,
     h: torch.Tensor,
     g: torch.Tensor,
     dn: torch.Tensor,
 ) -> None:
     """One backward step (see native_kernels.c); every tensor contiguous float32. The state's
-    gradient is dh + through (+ grad_out); on return dh holds that times z, g the gradients of
-    the three gates' recurrent inputs, dn n's."""
+    gradient is dh + through (+ grad_out); n is computed again from gi_n, r and hn. On return
+    dh holds the state's gradient times z, g the gradients of the three gates' recurrent
+    inputs, dn n's."""
     rows, hidden = dh.shape
     library.primus_gru_backward_step(
         rows,
@@ -190,7 +191,7 @@ def backward_step(
         _address(through),
         _address(grad_out),
         rz.data_ptr(),
-        n.data_ptr(),
+        gi_n.data_ptr(),
         hn.data_ptr(),
         h.data_ptr(),
         g.data_ptr(),

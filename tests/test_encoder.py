@@ -107,6 +107,27 @@ def test_hand_written_gru_backward_matches_torch_gru(used, dtype, monkeypatch):
         assert torch.allclose(a, b, **tolerance)
 
 
+@pytest.mark.parametrize("kernels", ["1", "0"])
+def test_the_training_gru_keeps_the_states_r_z_and_hn_only(kernels, monkeypatch):
+    """What the hand-written GRU saves for backward: per step and row the state, r, z and
+    W_hn h + b_hn (4 x hidden values; n is computed again in backward), plus its small inputs
+    and weights."""
+    import primus_stackrnn.gru as module
+
+    monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", kernels)
+    batch, steps, features, hidden = 6, 9, 5, 16
+    gru = torch.nn.GRU(features, hidden, batch_first=True)
+    x = torch.randn(batch, steps, features, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        _, h_n = module.gru_sequence(gru, x)
+    per_step = sum(t.numel() for t in saved if t.dim() == 3 and t.shape[-1] % hidden == 0)
+    assert per_step == (steps + 1 + 3 * steps) * batch * hidden  # states (and h0), r z, hn
+    h_n.sum().backward()
+    expected = torch.autograd.grad(gru(x)[1].sum(), x)[0]
+    assert torch.allclose(x.grad, expected, atol=1e-5)
+
+
 def test_only_one_layer_batch_first_grus_with_biases_take_the_hand_written_path():
     from primus_stackrnn.gru import supports_fused
 

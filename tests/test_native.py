@@ -182,7 +182,8 @@ def test_one_backward_step_matches_autograd(with_output_grad, with_through, kern
     h_next.backward(total)
     g, dn = torch.empty(rows, 3 * hidden), torch.empty(rows, hidden)
     kernel_dh = dh.clone()
-    saved = (torch.cat([r, z], dim=1).detach(), n.detach(), gh[:, 2 * hidden :].detach().clone())
+    # what the training GRU keeps (r, z and hn) and n's input projection, from which n again
+    saved = (torch.cat([r, z], dim=1).detach(), gi_n.detach(), gh[:, 2 * hidden :].detach().clone())
     native.backward_step(
         kernels_on,
         kernel_dh,

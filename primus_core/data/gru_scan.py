@@ -87,17 +87,18 @@ def input_projections(
     x1: torch.Tensor, w_ih1_t: torch.Tensor, dtype: torch.dtype
 ) -> Callable[[int], torch.Tensor]:
     """t -> step t's input projection x1[t] @ w_ih1_t, (batch, 3 hidden) in ``dtype``, for x1
-    (steps, batch, features + 1). In float32 (float64) each step's where it is used, the
-    weights packed: all steps at once would write 50 MB of fresh pages per call at batch 256
-    (4.7x slower here). In bfloat16 all steps in one product (25 MB; 2.7x faster than step by
-    step: the per-step product, with 33 inputs, is too small for the bfloat16 kernels)."""
+    (steps, batch, features + 1). In float32 (float64) each step's where it is used: all steps
+    at once would write 50 MB of fresh pages per call at batch 256 (4.7x slower here); not
+    packed, since MKL's packed copy of these (features + 1, 3 hidden) weights takes 10 MiB,
+    for no gain at 32-512 rows. In bfloat16 all steps in one product (25 MB; 2.7x faster than
+    step by step: the per-step product, with 33 inputs, is too small for the bfloat16
+    kernels)."""
     steps, batch, width = x1.shape
-    w = w_ih1_t.t().to(dtype).contiguous()
+    w = w_ih1_t.to(dtype).contiguous()  # (features + 1, 3 hidden)
     if dtype == torch.bfloat16:
-        every = torch.mm(x1.view(-1, width), w.t()).view(steps, batch, -1)
+        every = torch.mm(x1.view(-1, width), w).view(steps, batch, -1)
         return every.__getitem__
-    product = packed_product(w, batch) or (lambda rows: torch.mm(rows, w.t()))
-    return lambda t: product(x1[t])
+    return lambda t: torch.mm(x1[t], w)
 
 
 def gru_scan(gru: nn.GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -127,10 +127,10 @@ def measure_step(batch: int, device: torch.device, seconds: float, variant: str 
         if static is not None:
             static(x, x_aug, teachers, masks, labels)
             return
+        opt.zero_grad(set_to_none=True)  # as the trainer: before the forward pass
         with clock("forward"), torch.autocast(device.type, dtype=dtype, enabled=use_amp):
             total, _ = model(x, x_aug, teachers, masks, labels, gather=False)
         with clock("backward"):
-            opt.zero_grad(set_to_none=True)
             total.backward()
         with clock("optimiser"):
             opt.step()
