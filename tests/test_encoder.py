@@ -82,15 +82,19 @@ def test_bad_encoder_params_name_the_field():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("used", ["both", "output", "last"])
-def test_hand_written_gru_backward_matches_torch_gru(used, dtype, monkeypatch):
+@pytest.mark.parametrize("all_steps_bytes", [None, 0])
+def test_hand_written_gru_backward_matches_torch_gru(used, dtype, all_steps_bytes, monkeypatch):
     """The CPU training path (primus_stackrnn.gru) gives torch.nn.GRU's outputs and gradients,
     whichever of its outputs the loss uses (an unused one's gradient arrives as None): to
     1e-10 in float64 (torch operators), to float32 rounding in float32 (where the compiled
     kernels of primus_core.native run, if this machine can build them)."""
+    import primus_core.data.gru_scan as gru_scan_module
     import primus_stackrnn.gru as module
 
     monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", "1")
     monkeypatch.setattr(module, "CHUNK_ROWS", 15)  # chunks of 3 steps at batch 5, the last of 1
+    if all_steps_bytes is not None:  # 0: the input projection step by step (inputs > 32 MiB)
+        monkeypatch.setattr(gru_scan_module, "ALL_STEPS_BYTES", all_steps_bytes)
     torch.manual_seed(0)
     gru = torch.nn.GRU(7, 11, batch_first=True).to(getattr(torch, dtype))
     x = torch.randn(5, 22, 7, dtype=getattr(torch, dtype), requires_grad=True)

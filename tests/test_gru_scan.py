@@ -10,7 +10,14 @@ from primus_core.data.gru_scan import Int8GRU, gru_scan, scannable
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_scan_gives_torch_grus_output_and_last_state(batch_first):
+@pytest.mark.parametrize("all_steps_bytes", [None, 0])
+def test_scan_gives_torch_grus_output_and_last_state(batch_first, all_steps_bytes, monkeypatch):
+    """The input projection of all steps in one product (small inputs) or step by step
+    (``ALL_STEPS_BYTES`` 0: what inputs over 32 MiB take), both torch.nn.GRU's values."""
+    import primus_core.data.gru_scan as module
+
+    if all_steps_bytes is not None:
+        monkeypatch.setattr(module, "ALL_STEPS_BYTES", all_steps_bytes)
     torch.manual_seed(0)
     gru = torch.nn.GRU(7, 11, batch_first=batch_first)
     x = torch.randn(5, 9, 7)  # (batch, steps) or (steps, batch)

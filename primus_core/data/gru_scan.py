@@ -83,19 +83,24 @@ def scan(
     return output.to(dtype), hs[steps].to(dtype).unsqueeze(0)
 
 
+ALL_STEPS_BYTES = 32 << 20  # up to this size, the input projection of all steps in one product
+
+
 def input_projections(
     x1: torch.Tensor, w_ih1_t: torch.Tensor, dtype: torch.dtype
 ) -> Callable[[int], torch.Tensor]:
-    """t -> step t's input projection x1[t] @ w_ih1_t, (batch, 3 hidden) in ``dtype``, for x1
-    (steps, batch, features + 1). In float32 (float64) each step's where it is used: all steps
-    at once would write 50 MB of fresh pages per call at batch 256 (4.7x slower here); not
-    packed, since MKL's packed copy of these (features + 1, 3 hidden) weights takes 10 MiB,
-    for no gain at 32-512 rows. In bfloat16 all steps in one product (25 MB; 2.7x faster than
-    step by step: the per-step product, with 33 inputs, is too small for the bfloat16
-    kernels)."""
+    """t -> step t's input projection x1[t] @ w_ih1_t, (batch, 3 hidden) in ``dtype``, for a
+    contiguous x1 (steps, batch, features + 1). All steps in one product where the result
+    takes at most ``ALL_STEPS_BYTES`` (the training step at batch 64: 1.05x, 10 paired
+    rounds) and always in bfloat16 (25 MB at batch 256; 2.7x faster than step by step: the
+    per-step product, with 33 inputs, is too small for the bfloat16 kernels). Otherwise each
+    step's where it is used: all steps at once would write 50 MB of fresh pages per call at
+    batch 256 in float32 (4.7x slower here). Never packed: MKL's packed copy of these
+    (features + 1, 3 hidden) weights takes 10 MiB, for no gain at 32-512 rows."""
     steps, batch, width = x1.shape
     w = w_ih1_t.to(dtype).contiguous()  # (features + 1, 3 hidden)
-    if dtype == torch.bfloat16:
+    size = steps * batch * w.shape[1] * w.element_size()
+    if dtype == torch.bfloat16 or size <= ALL_STEPS_BYTES:
         every = torch.mm(x1.view(-1, width), w).view(steps, batch, -1)
         return every.__getitem__
     return lambda t: torch.mm(x1[t], w)
