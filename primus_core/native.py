@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _long, _ptr, _int = ctypes.c_long, ctypes.c_void_p, ctypes.c_int
 SIGNATURES = {
     "primus_gru_forward_step": [_long] * 2 + [_ptr] * 11 + [_int],
-    "primus_gru_backward_step": [_long] * 2 + [_ptr] * 9 + [_int],
+    "primus_gru_backward_step": [_long] * 2 + [_ptr] * 8 + [_int],
     "primus_transpose": [_long] * 2 + [_ptr] * 2 + [_int],
     "primus_max_pool_forward": [_long] * 3 + [_ptr] * 3 + [_int],
     "primus_max_pool_backward": [_long] * 3 + [_ptr] * 3 + [_int],
@@ -177,12 +177,11 @@ def backward_step(
     hn: torch.Tensor,
     h: torch.Tensor,
     g: torch.Tensor,
-    dn: torch.Tensor,
 ) -> None:
     """One backward step (see native_kernels.c); every tensor contiguous float32. The state's
     gradient is dh + through (+ grad_out); n is computed again from gi_n, r and hn. On return
     dh holds the state's gradient times z, g the gradients of the three gates' recurrent
-    inputs, dn n's."""
+    inputs, and gi_n n's pre-activation's gradient (in place)."""
     rows, hidden = dh.shape
     library.primus_gru_backward_step(
         rows,
@@ -195,7 +194,6 @@ def backward_step(
         hn.data_ptr(),
         h.data_ptr(),
         g.data_ptr(),
-        dn.data_ptr(),
         torch.get_num_threads(),
     )
 

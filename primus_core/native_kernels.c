@@ -103,8 +103,8 @@ void primus_gru_forward_step(
 /* One row of the backward step (see primus_gru_backward_step). */
 static void backward_row(
     long hidden, float *restrict d, const float *restrict through, const float *restrict go,
-    const float *restrict r, const float *restrict z, const float *restrict gi_n,
-    const float *restrict hn, const float *restrict h, float *restrict g, float *restrict dn)
+    const float *restrict r, const float *restrict z, float *restrict gi_n_dn,
+    const float *restrict hn, const float *restrict h, float *restrict g)
 {
     if (through)
         for (long j = 0; j < hidden; j++)
@@ -113,9 +113,9 @@ static void backward_row(
         for (long j = 0; j < hidden; j++)
             d[j] += go[j];
     for (long j = 0; j < hidden; j++) {
-        const float n = tanhf(gi_n[j] + r[j] * hn[j]); /* as the forward step computed it */
+        const float n = tanhf(gi_n_dn[j] + r[j] * hn[j]); /* as the forward step computed it */
         const float dpre_n = d[j] * (1.0f - z[j]) * (1.0f - n * n);
-        dn[j] = dpre_n;
+        gi_n_dn[j] = dpre_n;
         g[j] = dpre_n * hn[j] * r[j] * (1.0f - r[j]);
         g[hidden + j] = d[j] * (h[j] - n) * z[j] * (1.0f - z[j]);
         g[2 * hidden + j] = dpre_n * r[j];
@@ -124,27 +124,27 @@ static void backward_row(
 }
 
 /* Backward step for `rows` rows of `hidden` units, from what the forward step kept (r, z and
- * hn) and the input projection's n part, gi_n (rows, hidden), from which n is computed again
- * (one tanh per unit instead of keeping n: 34 MB at batch 512).
+ * hn) and the input projection's n part, gi_n_dn (rows, hidden), from which n is computed
+ * again (one tanh per unit instead of keeping n: 34 MB at batch 512).
  *   dh (rows, hidden): the state's gradient after the step, or the part of it that bypassed
  *     the last product (d * z); through (rows, hidden) or NULL: the product's part (g W_hh),
  *     added to it; grad_out (rows, hidden) or NULL, the output's gradient at this step, added
  *     too. On return dh holds dh * z, the part of the previous state's gradient that bypasses
  *     the product with W_hh.
  *   g (rows, 3 hidden): the gradients of (gi_r + gh_r, gi_z + gh_z, gh_n + b_hn);
- *   dn (rows, hidden): the gradient of gi_n + r * hn, n's pre-activation. */
+ *   gi_n_dn on return: the gradient of gi_n + r * hn, n's pre-activation, in place of
+ *     gi_n (one buffer for both). */
 void primus_gru_backward_step(
     long rows, long hidden, float *dh, const float *through, const float *grad_out,
-    const float *rz, const float *gi_n, const float *hn, const float *h, float *g, float *dn,
-    int threads)
+    const float *rz, float *gi_n_dn, const float *hn, const float *h, float *g, int threads)
 {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long i = 0; i < rows; i++) {
         const float *r = rz + i * 2 * hidden;
         backward_row(
             hidden, dh + i * hidden, through ? through + i * hidden : NULL,
-            grad_out ? grad_out + i * hidden : NULL, r, r + hidden, gi_n + i * hidden,
-            hn + i * hidden, h + i * hidden, g + i * 3 * hidden, dn + i * hidden);
+            grad_out ? grad_out + i * hidden : NULL, r, r + hidden, gi_n_dn + i * hidden,
+            hn + i * hidden, h + i * hidden, g + i * 3 * hidden);
     }
 }
 

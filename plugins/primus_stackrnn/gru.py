@@ -83,8 +83,8 @@ class _GRUSequence(torch.autograd.Function):
         # gradient (and b_hr's, b_hz's) in the same product as W_ih's, kept transposed
         # (x1^T g: 1.2x faster than g^T x1 here).
         gh = x1.new_empty(chunk, batch, 3 * hidden)
+        # n's input projection, for n again; then, in place, dn = d(pre-activation) of n
         dns = x1.new_empty(chunk, batch, hidden)
-        gi_n = x1.new_empty(chunk, batch, hidden)  # n's input projection, for n again
         w_in1_t = torch.cat([w_ih[2 * hidden :], b_ih[2 * hidden :, None]], dim=1).t()
         grad_x = x1.new_empty(steps, batch, x1.shape[1] - 1)
         grad_w_ih1_t = x1.new_empty(x1.shape[1], 3 * hidden)
@@ -110,13 +110,13 @@ class _GRUSequence(torch.autograd.Function):
             begin = max(end - chunk, 0)
             rows = (end - begin) * batch
             x_rows = x1[begin * batch : end * batch]
-            torch.mm(x_rows, w_in1_t, out=gi_n[: end - begin].view(rows, hidden))
+            torch.mm(x_rows, w_in1_t, out=dns[: end - begin].view(rows, hidden))
             for t in range(end - 1, begin - 1, -1):
                 if library is not None:  # the step's element-wise work in one pass
                     out_t = None if grad_out is None else grad_out[t].contiguous()
                     i = t - begin
                     native.backward_step(
-                        library, dh, through, out_t, rz[t], gi_n[i], hn[t], hs[t], gh[i], dns[i]
+                        library, dh, through, out_t, rz[t], dns[i], hn[t], hs[t], gh[i]
                     )
                     through = back(gh[i])  # dh now holds dh * z
                     continue
@@ -124,7 +124,7 @@ class _GRUSequence(torch.autograd.Function):
                     dh += grad_out[t]
                 r, z = rz[t, :, :hidden], rz[t, :, hidden:]
                 h, i = hs[t], t - begin
-                n = torch.addcmul(gi_n[i], r, hn[t]).tanh_()  # as forward computed it
+                n = torch.addcmul(dns[i], r, hn[t]).tanh_()  # as forward computed it
                 dr, dz, d_hn = gh[i].split(hidden, dim=1)
                 dn, one_minus_z = dns[i], 1 - z
                 torch.mul(dh, one_minus_z, out=dn)  # through the lerp, then the tanh:
