@@ -216,3 +216,28 @@ def test_int8_weights_have_a_scale_per_row_where_the_engine_allows():
     small = slice(0, 96, 2)
     error = (product[:, small] - expected[:, small]).abs().max()
     assert error < 0.02 * expected[:, small].abs().max(), error
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_input_projection_is_one_product_up_to_32_mib(dtype, monkeypatch):
+    """All steps' projection in one product where it takes at most ALL_STEPS_BYTES (and always
+    in bfloat16), else one product per step when the step is asked for; the same values."""
+    import primus_core.data.gru_scan as module
+
+    calls = []
+    original = torch.mm
+    monkeypatch.setattr(module.torch, "mm", lambda *a, **k: calls.append(1) or original(*a, **k))
+    steps, batch, hidden = 4, 5, 6  # the projection: 4 x 5 x 18 values
+    x1 = torch.randn(steps, batch, 8).to(dtype)
+    w = torch.randn(8, 3 * hidden)
+    expected = (x1.float() @ w.to(dtype).float()).to(dtype)
+    at_most = steps * batch * 3 * hidden * x1.element_size()
+    for limit, products in ((at_most, 1), (at_most - 1, 0 if dtype == torch.float32 else 1)):
+        monkeypatch.setattr(module, "ALL_STEPS_BYTES", limit)
+        calls.clear()
+        project = module.input_projections(x1, w, dtype)
+        assert len(calls) == products  # computed up front: one product for every step
+        got = torch.stack([project(t) for t in range(steps)])
+        assert len(calls) == (1 if products else steps)
+        assert got.dtype == dtype
+        assert torch.allclose(got.float(), expected.float(), rtol=2e-2, atol=1e-2)
