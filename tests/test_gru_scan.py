@@ -190,8 +190,11 @@ def test_int8_gru_on_the_other_quantised_engines(engine, monkeypatch):
     assert quantised.engine == engine and cosine.min() > 0.99
 
 
-def test_the_scan_records_no_graph_even_with_gradients_on():
-    """Inference only: called with gradients enabled, nothing is recorded for backward."""
+@pytest.mark.parametrize("kernels", ["1", "0"])
+def test_the_scan_records_no_graph_even_with_gradients_on(kernels, monkeypatch):
+    """Inference only: called with gradients enabled, nothing is recorded for backward, with
+    the compiled kernels (whose writes autograd never sees) or torch's operators."""
+    monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", kernels)
     gru = torch.nn.GRU(3, 4, batch_first=True)
     out, last = gru_scan(gru, torch.randn(2, 5, 3, requires_grad=True))
     assert not out.requires_grad and not last.requires_grad

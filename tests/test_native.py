@@ -117,13 +117,19 @@ def test_the_library_is_built_under_primus_home(tmp_path, monkeypatch):
 @needs_compiler
 @pytest.mark.parametrize("switch", ["1", "0"])
 def test_inference_scan_gives_torch_grus_values_either_way(switch, monkeypatch):
+    """The scan runs each step's gates in the kernel where they are on, and gives torch's
+    values either way."""
     monkeypatch.setenv(native.SWITCH, switch)
+    steps = []
+    original = native.forward_step
+    monkeypatch.setattr(native, "forward_step", lambda *a: steps.append(1) or original(*a))
     torch.manual_seed(0)
     gru = torch.nn.GRU(33, 64, batch_first=True)
     x = torch.randn(9, 12, 33)
     with torch.no_grad():
         expected, expected_last = gru(x)
         out, last = gru_scan(gru, x)
+    assert len(steps) == (12 if switch == "1" else 0)
     assert torch.allclose(out, expected, atol=2e-6) and torch.allclose(
         last, expected_last, atol=2e-6
     )
