@@ -205,6 +205,24 @@ def test_one_backward_step_matches_autograd(with_output_grad, with_through, kern
     assert torch.allclose(kernel_dh, total * z.detach(), atol=1e-6)
 
 
+def test_the_tiled_transpose_takes_contiguous_float32_cpu_tensors_only():
+    """Which tensors go to the kernel (the rest to torch's copy), with a stand-in library that
+    records its calls."""
+
+    class Library:
+        calls = []
+
+        def primus_transpose(self, rows, cols, src, dst, threads):
+            self.calls.append((rows, cols))
+
+    library = Library()
+    native.transposed(library, torch.zeros(3, 4))
+    assert library.calls == [(3, 4)]
+    for other in (torch.zeros(3, 4, dtype=torch.float64), torch.zeros(4, 3).t()):
+        assert torch.equal(native.transposed(library, other), other.t())
+    assert library.calls == [(3, 4)]
+
+
 @needs_compiler
 @pytest.mark.parametrize("shape", [(1536, 512), (33, 70), (1, 5), (64, 1)])
 def test_tiled_transpose_is_torchs(shape, kernels_on):
