@@ -84,9 +84,8 @@ class StackedRNNEncoder(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, samples) -> (batch, hidden) GRU last hidden state."""
-        norm, first = self.backbone[0], self.backbone[1]
         if torch.is_grad_enabled() and not x.requires_grad:  # training: see norm_then_conv
-            features = self.backbone[2:5](first(x, norm))
+            features = self.backbone[2:5](self.backbone[1](x, norm=self.backbone[0]))
         else:
             features = self.backbone[:5](x)  # (batch, conv_channels, time_bins)
         gru = self.backbone[5]  # the GRU scans the conv channels (reference quirk)

@@ -40,7 +40,8 @@ class _GRUSequence(torch.autograd.Function):
         x_steps = x.transpose(0, 1).reshape(steps * batch, -1)  # time-major, small
         # the input projection's bias, and W_hh's for r and z, ride on a column of ones
         x1 = with_ones(x_steps).view(steps, batch, -1)
-        project = input_projections(x1, input_weights_with_biases(w_ih, b_ih, b_hh), x.dtype)
+        w_ih1_t = input_weights_with_biases(w_ih, b_ih, b_hh)  # (features + 1, 3 hidden)
+        project = input_projections(x1, w_ih1_t, x.dtype)
         recurrent = packed_product(w_hh, batch)  # W_hh packed once for this call's steps
         if recurrent is None:
             w_hh_t = w_hh.t()
@@ -67,13 +68,13 @@ class _GRUSequence(torch.autograd.Function):
             r, z = rz[t, :, :hidden], rz[t, :, hidden:]
             n = torch.addcmul(gi[:, 2 * hidden :], r, hn[t]).tanh_()
             torch.lerp(n, hs[t], z, out=hs[t + 1])
-        ctx.save_for_backward(x1, w_ih, w_hh, b_ih, hs, rz, hn)
+        ctx.save_for_backward(x1, w_ih1_t, w_ih, w_hh, hs, rz, hn)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        x1, w_ih, w_hh, b_ih, hs, rz, hn = ctx.saved_tensors
+        x1, w_ih1_t, w_ih, w_hh, hs, rz, hn = ctx.saved_tensors
         steps, batch, hidden = hn.shape
         x1 = x1.view(steps * batch, -1)  # the inputs and a column of ones, time-major
         chunk = min(steps, max(1, CHUNK_ROWS // batch))  # 4 steps at batch 512
@@ -85,7 +86,7 @@ class _GRUSequence(torch.autograd.Function):
         gh = x1.new_empty(chunk, batch, 3 * hidden)
         # n's input projection, for n again; then, in place, dn = d(pre-activation) of n
         dns = x1.new_empty(chunk, batch, hidden)
-        w_in1_t = torch.cat([w_ih[2 * hidden :], b_ih[2 * hidden :, None]], dim=1).t()
+        w_in1_t = w_ih1_t[:, 2 * hidden :]  # n's input weights and b_in, as forward used them
         grad_x = x1.new_empty(steps, batch, x1.shape[1] - 1)
         grad_w_ih1_t = x1.new_empty(x1.shape[1], 3 * hidden)
         grad_w_hh, grad_b_hn = torch.empty_like(w_hh), w_hh.new_zeros(hidden)
