@@ -52,6 +52,85 @@ static void load_row(long n, const float *f32, const bf16 *half, float *restrict
         memcpy(out, f32, n * sizeof *out);
 }
 
+/* One row's step, in one pass over float32 operands read where they lie: r, z and n, the new
+ * state, and (both or neither NULL) r and z, and hn = gh_n + b_hn, for backward. Copying the row
+ * into local arrays first, and saving through them, took 1.4-1.8x as long (2.9-4.5 against
+ * 2.0-3.0 ns per unit on one core, 64-256 rows). */
+static void forward_row(
+    long hidden, const float *restrict g, const float *restrict q, const float *restrict b_hn,
+    const float *restrict h, float *restrict out, float *restrict rz, float *restrict hn)
+{
+    if (rz && hn) {
+        for (long j = 0; j < hidden; j++) {
+            const float r = sigmoid(g[j] + q[j]);
+            const float z = sigmoid(g[hidden + j] + q[hidden + j]);
+            const float a = q[2 * hidden + j] + b_hn[j];
+            const float c = tanhf(g[2 * hidden + j] + r * a);
+            out[j] = c + z * (h[j] - c);
+            rz[j] = r;
+            rz[hidden + j] = z;
+            hn[j] = a;
+        }
+        return;
+    }
+    for (long j = 0; j < hidden; j++) {
+        const float r = sigmoid(g[j] + q[j]);
+        const float z = sigmoid(g[hidden + j] + q[hidden + j]);
+        const float c = tanhf(g[2 * hidden + j] + r * (q[2 * hidden + j] + b_hn[j]));
+        out[j] = c + z * (h[j] - c);
+    }
+}
+
+/* The same with bfloat16 products (gi16, gh16), widened as they are read; the new state is
+ * written in float32 and, if h_next16 is not NULL, in bfloat16 too (the next product's input). */
+static void forward_row16(
+    long hidden, const bf16 *restrict g, const bf16 *restrict q, const float *restrict b_hn,
+    const float *restrict h, float *restrict out, bf16 *restrict out16)
+{
+    for (long j = 0; j < hidden; j++) {
+        const float r = sigmoid(from_bf16(g[j]) + from_bf16(q[j]));
+        const float z = sigmoid(from_bf16(g[hidden + j]) + from_bf16(q[hidden + j]));
+        const float a = from_bf16(q[2 * hidden + j]) + b_hn[j];
+        const float c = tanhf(from_bf16(g[2 * hidden + j]) + r * a);
+        out[j] = c + z * (h[j] - c);
+    }
+    if (out16)
+        for (long j = 0; j < hidden; j++)
+            out16[j] = to_bf16(out[j]);
+}
+
+/* Any other mix of float32 and bfloat16 operands, or with n kept: the row copied into float32
+ * first. */
+static void forward_row_mixed(
+    long hidden, const float *gi, const bf16 *gi16, const float *gh, const bf16 *gh16,
+    const float *b_hn, const float *hi, float *out, bf16 *out16, float *rz, float *n, float *hn)
+{
+    const long width = 3 * hidden;
+    float g[width], q[width], out_n[hidden];
+    load_row(width, gi, gi16, g);
+    load_row(width, gh, gh16, q);
+    for (long j = 0; j < hidden; j++)
+        q[2 * hidden + j] += b_hn[j];
+    for (long j = 0; j < hidden; j++) {
+        const float r = sigmoid(g[j] + q[j]);
+        const float z = sigmoid(g[hidden + j] + q[hidden + j]);
+        const float c = tanhf(g[2 * hidden + j] + r * q[2 * hidden + j]);
+        out[j] = c + z * (hi[j] - c);
+        out_n[j] = c;
+        if (rz) {
+            rz[j] = r;
+            rz[hidden + j] = z;
+        }
+    }
+    if (out16)
+        for (long j = 0; j < hidden; j++)
+            out16[j] = to_bf16(out[j]);
+    if (n)
+        memcpy(n, out_n, sizeof out_n);
+    if (hn)
+        memcpy(hn, q + 2 * hidden, sizeof out_n);
+}
+
 /* Forward step for `rows` rows of `hidden` units; every array is a contiguous row-major
  * matrix and the float32 or the bfloat16 one of each pair is given, the other NULL.
  *   gi / gi16 (rows, 3 hidden): the input projection with its biases and (b_hr, b_hz, 0);
@@ -67,36 +146,28 @@ void primus_gru_forward_step(
     float *hn, int threads)
 {
     const long width = 3 * hidden;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long i = 0; i < rows; i++) {
-        float g[width], q[width], out_r[hidden], out_z[hidden], out_n[hidden];
-        load_row(width, gi ? gi + i * width : NULL, gi16 ? gi16 + i * width : NULL, g);
-        load_row(width, gh ? gh + i * width : NULL, gh16 ? gh16 + i * width : NULL, q);
-        if (b_hn)
-            for (long j = 0; j < hidden; j++)
-                q[2 * hidden + j] += b_hn[j];
-        const float *hi = h + i * hidden;
-        float *out = h_next + i * hidden;
-        for (long j = 0; j < hidden; j++) {
-            const float r = sigmoid(g[j] + q[j]);
-            const float z = sigmoid(g[hidden + j] + q[hidden + j]);
-            const float c = tanhf(g[2 * hidden + j] + r * q[2 * hidden + j]);
-            out[j] = c + z * (hi[j] - c);
-            out_r[j] = r;
-            out_z[j] = z;
-            out_n[j] = c;
+#pragma omp parallel num_threads(threads)
+    {
+        float zeros[b_hn ? 1 : hidden]; /* b_hn's stand-in where the product added it */
+        if (!b_hn)
+            memset(zeros, 0, sizeof zeros);
+        const float *bias = b_hn ? b_hn : zeros;
+#pragma omp for schedule(static)
+        for (long i = 0; i < rows; i++) {
+            const float *hi = h + i * hidden;
+            float *out = h_next + i * hidden;
+            bf16 *out16 = h_next16 ? h_next16 + i * hidden : NULL;
+            float *rz_i = rz ? rz + i * 2 * hidden : NULL, *hn_i = hn ? hn + i * hidden : NULL;
+            if (gi && gh && !h_next16 && !n && !rz == !hn)
+                forward_row(hidden, gi + i * width, gh + i * width, bias, hi, out, rz_i, hn_i);
+            else if (gi16 && gh16 && !rz && !n && !hn)
+                forward_row16(hidden, gi16 + i * width, gh16 + i * width, bias, hi, out, out16);
+            else
+                forward_row_mixed(
+                    hidden, gi ? gi + i * width : NULL, gi16 ? gi16 + i * width : NULL,
+                    gh ? gh + i * width : NULL, gh16 ? gh16 + i * width : NULL, bias, hi, out,
+                    out16, rz_i, n ? n + i * hidden : NULL, hn_i);
         }
-        if (h_next16)
-            for (long j = 0; j < hidden; j++)
-                h_next16[i * hidden + j] = to_bf16(out[j]);
-        if (rz) {
-            memcpy(rz + i * 2 * hidden, out_r, sizeof out_r);
-            memcpy(rz + i * 2 * hidden + hidden, out_z, sizeof out_z);
-        }
-        if (n)
-            memcpy(n + i * hidden, out_n, sizeof out_n);
-        if (hn)
-            memcpy(hn + i * hidden, q + 2 * hidden, sizeof out_n);
     }
 }
 

@@ -36,6 +36,7 @@ declare -A TESTS=(
   [checkpoint]="tests/test_checkpoint.py tests/test_guard_train.py::test_resume_restores_weights_optimiser_and_step_counter tests/test_train.py::test_exact_resume tests/test_train.py::test_resume_from_an_earlier_checkpoint_does_not_repeat_steps"
   [trainer]="tests/test_trainer.py"
   [gru]="tests/test_gru_scan.py tests/test_encoder.py tests/test_native.py"
+  [gru_training]="tests/test_gru_scan.py tests/test_encoder.py tests/test_native.py"
   [native]="tests/test_native.py"
 )
 declare -A FILES=(
@@ -48,6 +49,7 @@ declare -A FILES=(
   [checkpoint]="primus_core/training/checkpoint.py"
   [trainer]="primus_core/training/trainer.py"
   [gru]="primus_core/data/gru_scan.py,plugins/primus_stackrnn/gru.py"
+  [gru_training]="plugins/primus_stackrnn/gru.py"  # the training GRU alone, in its own MUTDIR
   [native]="primus_core/native.py,plugins/primus_stackrnn/pool.py"
 )
 # large modules: only the functions the issue names (scripts/mutation_scope.py)

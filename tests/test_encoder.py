@@ -132,6 +132,36 @@ def test_the_training_gru_keeps_the_states_r_z_and_hn_only(kernels, monkeypatch)
     assert torch.allclose(x.grad, expected, atol=1e-5)
 
 
+def test_the_training_gru_runs_every_step_in_the_kernels_where_they_are_built(monkeypatch):
+    """With the compiled kernels, each forward and each backward step of the training GRU is
+    one kernel call, and an output the loss does not use sends no gradient (None, not a tensor
+    of zeros for the kernel to add)."""
+    import primus_stackrnn.gru as module
+
+    from primus_core import native
+
+    monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", "1")
+    if native.kernels() is None:
+        pytest.skip("no C compiler with OpenMP on this machine: torch operators run instead")
+    calls: dict[str, list] = {"forward": [], "backward": []}
+    for name in calls:
+        original = getattr(native, f"{name}_step")
+
+        def record(*args, _name=name, _original=original):
+            calls[_name].append(args)
+            return _original(*args)
+
+        monkeypatch.setattr(native, f"{name}_step", record)
+    steps = 9
+    gru = torch.nn.GRU(5, 16, batch_first=True)
+    x = torch.randn(6, steps, 5, requires_grad=True)
+    _, h_n = module.gru_sequence(gru, x)
+    assert len(calls["forward"]) == steps and not calls["backward"]
+    h_n.sum().backward()
+    assert len(calls["backward"]) == steps
+    assert all(args[3] is None for args in calls["backward"])  # grad_out: the output is unused
+
+
 def test_only_one_layer_batch_first_grus_with_biases_take_the_hand_written_path():
     from primus_stackrnn.gru import supports_fused
 

@@ -167,6 +167,42 @@ def test_one_forward_step_matches_torch_operators(half, kernels_on):
 
 
 @needs_compiler
+@pytest.mark.parametrize("products", ["float32", "bfloat16", "mixed"])
+@pytest.mark.parametrize("kept", ["r z hn", "none", "r z"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_every_way_through_the_forward_step_gives_the_same_values(
+    products, kept, with_bias, kernels_on
+):
+    """The step's rows take one of three ways: float32 products read in place (inference, and
+    training keeping r, z and hn), bfloat16 products widened as they are read (inference), any
+    other mix copied into float32 first. Each gives torch's values, with b_hn or without it
+    (the product added it), with the state in bfloat16 too or not."""
+    torch.manual_seed(1)
+    rows, hidden = 11, 24
+    dtype_i, dtype_h = {
+        "float32": (torch.float32, torch.float32),
+        "bfloat16": (torch.bfloat16, torch.bfloat16),
+        "mixed": (torch.float32, torch.bfloat16),
+    }[products]
+    gi, gh = torch.randn(rows, 3 * hidden).to(dtype_i), torch.randn(rows, 3 * hidden).to(dtype_h)
+    h = torch.randn(rows, hidden)
+    b_hn = torch.randn(hidden) if with_bias else None
+    h_next = torch.full((rows, hidden), float("nan"))
+    h16 = None if products == "float32" else torch.empty(rows, hidden, dtype=torch.bfloat16)
+    rz = None if kept == "none" else torch.full((rows, 2 * hidden), float("nan"))
+    hn = torch.full((rows, hidden), float("nan")) if kept == "r z hn" else None
+    native.forward_step(kernels_on, gi, gh, b_hn, h, h_next, h16, (rz, None, hn))
+    expected, r, z, _, hn_ref = gates(gi, gh, h, b_hn)
+    assert torch.allclose(h_next, expected, atol=2e-6)
+    if h16 is not None:
+        assert torch.equal(h16, h_next.bfloat16())
+    if rz is not None:
+        assert torch.allclose(rz, torch.cat([r, z], dim=1), atol=2e-6)
+    if hn is not None:
+        assert torch.equal(hn, hn_ref)
+
+
+@needs_compiler
 @pytest.mark.parametrize("with_output_grad", [False, True])
 @pytest.mark.parametrize("with_through", [False, True])
 def test_one_backward_step_matches_autograd(with_output_grad, with_through, kernels_on):
