@@ -6,7 +6,9 @@
 # mutmut 2 rewrites the mutated file in place, so it runs in a copy of the tree (MUTDIR, default
 # /tmp/primus-mutation) that PYTHONPATH puts before the editable install: the checkout is never
 # touched and other tests can run meanwhile. Results: MUTDIR/.mutmut-cache (`mutmut results`
-# there) and MUTDIR/summary.txt.
+# there) and MUTDIR/summary.txt. Do not run `mutmut show` in MUTDIR while a run is going: it
+# re-reads the file into the cache's lines while a mutant is applied to it, and the run then
+# stops with "Attribute Mutant.line is required" (read progress from the run's output instead).
 # Too slow for every CI run (minutes per module on 2 cores); benchmarks/mutation.md holds the
 # last summary and the review of every surviving mutant.
 # Large modules are scoped with --use-coverage: only the lines their test subset runs (the
