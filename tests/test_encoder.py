@@ -112,6 +112,25 @@ def test_hand_written_gru_backward_matches_torch_gru(used, dtype, all_steps_byte
 
 
 @pytest.mark.parametrize("kernels", ["1", "0"])
+def test_the_hand_written_gru_gives_an_initial_states_gradient_too(kernels, monkeypatch):
+    """The encoder starts the GRU from zeros, but the autograd function takes any h0 and
+    returns its gradient (the last step's product with W_hh included) as torch.nn.GRU does."""
+    import primus_stackrnn.gru as module
+
+    monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", kernels)  # the kernels run in float32 only
+    torch.manual_seed(2)
+    gru = torch.nn.GRU(4, 9, batch_first=True)
+    x = torch.randn(3, 7, 4)
+    h0 = torch.randn(3, 9, requires_grad=True)
+    weights = (gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+    out, last = module._GRUSequence.apply(x, h0, *weights)
+    ours = torch.autograd.grad(out.sin().sum() + last.cos().sum(), h0)[0]
+    out, last = gru(x, h0[None])
+    expected = torch.autograd.grad(out.sin().sum() + last.cos().sum(), h0)[0]
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["1", "0"])
 def test_the_training_gru_keeps_the_states_r_z_and_hn_only(kernels, monkeypatch):
     """What the hand-written GRU saves for backward: per step and row the state, r, z and
     W_hn h + b_hn (4 x hidden values; n is computed again in backward), plus its small inputs
