@@ -341,3 +341,33 @@ def test_reduced_precision_copies_leave_the_callers_encoder_as_it_was():
         for key, value in encoder.state_dict().items():
             assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
     assert for_inference(encoder, "fp32") is encoder and not encoder.training
+
+
+def test_the_bound_is_sampled_between_slices_of_a_figures_timing_and_not_timed(monkeypatch):
+    """``timed(..., between=sample)`` measures the bound's matmul every BOUND_EVERY_S of the
+    figure's calls, outside the figure's time; a step or inference row reports the median of
+    those samples and the one taken just before, with their range."""
+    import time
+
+    from primus_core.training import bench as training_bench
+
+    monkeypatch.setattr(training_bench, "BOUND_EVERY_S", 0.02)
+    pauses = []
+
+    def between():
+        pauses.append(1)
+        time.sleep(0.1)  # 50 calls' time: timed with them, it would make each look 3x slower
+
+    per_call = training_bench.timed(
+        lambda: time.sleep(0.002), torch.device("cpu"), 0.1, between=between
+    )
+    assert len(pauses) >= 3 and per_call < 0.006
+
+    sample, samples = training_bench.bound_sampler(torch.device("cpu"))
+    sample()
+    sample()
+    assert len(samples) == 2 and all(gflops > 0 for gflops in samples)
+
+    row = training_bench.child("inference", 4, "cpu", 0.6, "fp32")
+    low, high = row["matmul_gflops_range"]
+    assert row["matmul_samples"] >= 2 and low <= row["matmul_gflops"] <= high

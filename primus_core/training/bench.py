@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -26,6 +28,11 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
     precision the training step runs in (float32 on CPUs, bfloat16 under autocast on GPUs): the
     better of torch's product and, on CPUs with MKL, the product with the weight packed once
     (what the encoder's inference scan runs), so that no path runs above its bound."""
+    products = _bound_products(device)
+    return max(_gflops(product, device, seconds / len(products)) for product in products)
+
+
+def _bound_products(device: torch.device) -> list:
     from ..data.gru_scan import packed_product
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -35,11 +42,32 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
     packed = packed_product(w, 256) if device.type == "cpu" else None
     if packed is not None:
         products.append(lambda: packed(a))
-    return max(_gflops(product, device, seconds / len(products)) for product in products)
+    return products
 
 
-def _gflops(product, device: torch.device, seconds: float) -> float:
-    for _ in range(3):
+BOUND_EVERY_S = 0.5  # the figure's own timing between two samples of the bound
+BOUND_SAMPLE_S = 0.1
+
+
+def bound_sampler(device: torch.device) -> tuple[Callable[[], None], list[float]]:
+    """(sample, samples): ``sample()`` measures the bound's matmul for ``BOUND_SAMPLE_S`` and
+    appends its GFLOP/s to ``samples``. ``timed(..., between=sample)`` calls it between slices
+    of a figure's timing, so that the bound and the figure are measured side by side: a
+    machine whose speed drifts moves both (runs minutes apart here differ by up to 30 %). Its
+    operands are made for each sample and freed after it, so that they add nothing to the
+    figure's peak memory."""
+    samples: list[float] = []
+
+    def sample() -> None:
+        products = _bound_products(device)
+        share = BOUND_SAMPLE_S / len(products)
+        samples.append(max(_gflops(product, device, share, warmup=1) for product in products))
+
+    return sample, samples
+
+
+def _gflops(product, device: torch.device, seconds: float, warmup: int = 3) -> float:
+    for _ in range(warmup):
         product()
     sync(device)
     count, start = 0, time.perf_counter()
@@ -62,16 +90,28 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def timed(fn, device: torch.device, min_seconds: float, min_iters: int = 3) -> float:
-    """Seconds per call after a warm-up call."""
+def timed(
+    fn,
+    device: torch.device,
+    min_seconds: float,
+    min_iters: int = 3,
+    between: Callable[[], None] | None = None,
+) -> float:
+    """Seconds per call after a warm-up call. ``between``, if given, runs after every
+    ``BOUND_EVERY_S`` of calls, outside the timing (see ``bound_sampler``)."""
     fn()
     sync(device)
-    count, start = 0, time.perf_counter()
-    while count < min_iters or time.perf_counter() - start < min_seconds:
+    count, spent, start = 0, 0.0, time.perf_counter()
+    while count < min_iters or spent + time.perf_counter() - start < min_seconds:
         fn()
         count += 1
+        if between is not None and time.perf_counter() - start >= BOUND_EVERY_S:
+            sync(device)
+            spent += time.perf_counter() - start
+            between()
+            start = time.perf_counter()
     sync(device)
-    return (time.perf_counter() - start) / count
+    return (spent + time.perf_counter() - start) / count
 
 
 def synthetic_run(batch: int, device: torch.device, windows: int):
@@ -99,9 +139,16 @@ def synthetic_run(batch: int, device: torch.device, windows: int):
     return model, augs, source
 
 
-def measure_step(batch: int, device: torch.device, seconds: float, variant: str = "eager") -> dict:
+def measure_step(
+    batch: int,
+    device: torch.device,
+    seconds: float,
+    variant: str = "eager",
+    between: Callable[[], None] | None = None,
+) -> dict:
     """The training step's windows/s; ``variant`` eager, or graph (the static step captured in a
-    CUDA graph, train.step=graph); on CPUs the step's profile is measured too."""
+    CUDA graph, train.step=graph); on CPUs the step's profile is measured too. ``between``:
+    see ``timed``."""
     from .trainer import build_optimizer
 
     model, augs, source = synthetic_run(batch, device, windows=max(4 * batch, 1024))
@@ -135,7 +182,7 @@ def measure_step(batch: int, device: torch.device, seconds: float, variant: str 
         with clock("optimiser"):
             opt.step()
 
-    per_step = timed(step, device, seconds)
+    per_step = timed(step, device, seconds, between=between)
     result = {"windows_per_s": batch / per_step, "step_ms": per_step * 1e3, "variant": variant}
     if static is None:
         result["profile"] = step_profile(step, model, device, steps=3)
@@ -234,9 +281,16 @@ def step_profile(step, model, device: torch.device, steps: int) -> dict[str, flo
     return {name: value / total for name, value in parts.items()}
 
 
-def measure_inference(batch: int, device: torch.device, seconds: float, variant: str = "fp32"):
+def measure_inference(
+    batch: int,
+    device: torch.device,
+    seconds: float,
+    variant: str = "fp32",
+    between: Callable[[], None] | None = None,
+):
     """Windows/s of the encoder's forward pass in precision ``variant`` (fp32, bf16, int8). The
-    fp32 row also times the other precisions against fp32 call by call (``paired_speedups``)."""
+    fp32 row also times the other precisions against fp32 call by call (``paired_speedups``).
+    ``between``: see ``timed``."""
     from ..components import create
     from ..data.embed import for_inference
 
@@ -247,7 +301,7 @@ def measure_inference(batch: int, device: torch.device, seconds: float, variant:
     def run():
         encoder(x)
 
-    per_call = timed(run, device, seconds)
+    per_call = timed(run, device, seconds, between=between)
     result = {"windows_per_s": batch / per_call, "variant": variant}
     if variant == "fp32":
         others = ["bf16"] + (["int8"] if device.type == "cpu" else [])
@@ -344,11 +398,16 @@ def child(kind: str, batch: int, device: str, seconds: float, variant: str = "")
 
         module, _, name = measure.partition(":")
         measure = getattr(importlib.import_module(module), name)
-    if kind in ("step", "inference"):  # the bound at this moment, in this process
-        gflops = matmul_gflops(dev, seconds=min(1.0, seconds / 3))
-    result = measure(batch, dev, seconds, *args)
-    if kind in ("step", "inference"):
-        result["matmul_gflops"] = gflops
+    if kind in ("step", "inference"):  # the bound in this process, side by side with the figure
+        before = matmul_gflops(dev, seconds=min(1.0, seconds / 3))
+        sample, samples = bound_sampler(dev)
+        result = measure(batch, dev, seconds, *args, between=sample)
+        samples.append(before)
+        result["matmul_gflops"] = statistics.median(samples)
+        result["matmul_gflops_range"] = [min(samples), max(samples)]
+        result["matmul_samples"] = len(samples)
+    else:
+        result = measure(batch, dev, seconds, *args)
     result["peak_mib"] = peak_memory_mib(dev)
     result["baseline_mib"] = baseline
     if dev.type == "cuda":
