@@ -156,7 +156,6 @@ def test_the_training_gru_runs_every_step_in_the_kernels_where_they_are_built(mo
     one kernel call, and an output the loss does not use sends no gradient (None, not a tensor
     of zeros for the kernel to add)."""
     import primus_stackrnn.gru as module
-
     from primus_core import native
 
     monkeypatch.setenv("PRIMUS_NATIVE_KERNELS", "1")
