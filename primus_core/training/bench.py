@@ -402,6 +402,7 @@ def child(kind: str, batch: int, device: str, seconds: float, variant: str = "")
         before = matmul_gflops(dev, seconds=min(1.0, seconds / 3))
         sample, samples = bound_sampler(dev)
         result = measure(batch, dev, seconds, *args, between=sample)
+        result["matmul_gflops_before"] = before
         samples.append(before)
         result["matmul_gflops"] = statistics.median(samples)
         result["matmul_gflops_range"] = [min(samples), max(samples)]
