@@ -52,10 +52,10 @@ static void load_row(long n, const float *f32, const bf16 *half, float *restrict
         memcpy(out, f32, n * sizeof *out);
 }
 
-/* One row's step, in one pass over float32 operands read where they lie: r, z and n, the new
- * state, and (both or neither NULL) r and z, and hn = gh_n + b_hn, for backward. Copying the row
- * into local arrays first, and saving through them, took 1.4-1.8x as long (2.9-4.5 against
- * 2.0-3.0 ns per unit on one core, 64-256 rows). */
+/* One row's step in one pass over float32 operands read where they lie: the new state and,
+ * where rz and hn are given (both or neither), r and z and hn = gh_n + b_hn for backward.
+ * Copying the row into local arrays first, and saving through them, took 1.4-1.8x as long
+ * (2.9-4.5 against 2.0-3.0 ns per unit on one core, 64-256 rows). */
 static void forward_row(
     long hidden, const float *restrict g, const float *restrict q, const float *restrict b_hn,
     const float *restrict h, float *restrict out, float *restrict rz, float *restrict hn)
