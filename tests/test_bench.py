@@ -62,6 +62,7 @@ def test_plan_and_report_name_every_variant():
         row.setdefault("peak_mib", 800.0)
         row.setdefault("baseline_mib", 700.0)
     rows[1]["profile"] = {"GRU forward": 0.3, "backward": 0.7}
+    rows[1].update(matmul_gflops=225.4, matmul_gflops_range=[190.2, 261.7])
     rows.append({"measure": "quality", "batch": 256, "variant": "int8", "error": "no data"})
     summary = {
         "device": "cpu",
@@ -79,6 +80,7 @@ def test_plan_and_report_name_every_variant():
     text = report(summary)
     assert "2.14x" in text and "GRU forward 30%" in text and "target MISSED: x" in text
     assert "int8 vs fp32: not measured (no data)" in text
+    assert "225 (190-262)" in text  # the step's bound: the samples' median and range
 
 
 def test_measurements_run_in_their_own_process():

@@ -142,6 +142,15 @@ def markdown_row(summary: dict) -> str:
     )
 
 
+def bound_samples(row: dict) -> str:
+    """The matmul rate a row's share was computed from: the median of the samples taken
+    before and during its figure, and their range."""
+    if "of_compute_bound" not in row or "matmul_gflops" not in row:
+        return "-"
+    low, high = row.get("matmul_gflops_range", [row["matmul_gflops"]] * 2)
+    return f"{row['matmul_gflops']:.0f} ({low:.0f}-{high:.0f})"
+
+
 def report(summary: dict) -> str:
     """The human-readable bench report."""
     from ..training.bench import speedup
@@ -154,7 +163,8 @@ def report(summary: dict) -> str:
         f"{summary['step_ceiling_windows_per_s']:,.0f} windows/s, inference ceiling "
         f"{summary['inference_ceiling_windows_per_s']:,.0f} windows/s",
         f"{'measure':<10} {'variant':<7} {'batch':>5} {'windows/s':>11} {'of bound':>9} "
-        f"{'vs fp32':>7} {'peak MiB':>9} {'(imports)':>9}" + ("  GPU util" if gpu else ""),
+        f"{'vs fp32':>7} {'peak MiB':>9} {'(imports)':>9}  bound's GFLOP/s (range)"
+        + ("  GPU util" if gpu else ""),
     ]
     rows = [r for r in summary["rows"] if r["measure"] != "quality"]
     keyed = {(r["measure"], r["batch"], r["variant"]): r for r in rows}
@@ -165,11 +175,11 @@ def report(summary: dict) -> str:
         line = (
             f"{r['measure']:<10} {r['variant'] or '-':<7} {r['batch']:>5} "
             f"{r['windows_per_s']:>11,.0f} {bound:>9} {ratio:>7} {r['peak_mib']:>9,.0f} "
-            f"{r['baseline_mib']:>9,.0f}"
+            f"{r['baseline_mib']:>9,.0f}  {bound_samples(r):<23}"
         )
         if gpu:
             line += f"  {r.get('gpu_util_pct')}"
-        lines.append(line)
+        lines.append(line.rstrip())
     for r in summary["rows"]:
         if r["measure"] == "quality" and "error" in r:
             lines.append(f"{r['variant']} vs fp32: not measured ({r['error']})")
