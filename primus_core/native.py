@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -196,6 +197,94 @@ def backward_step(
         g.data_ptr(),
         torch.get_num_threads(),
     )
+
+
+def _float32_contiguous(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("the kernels' buffers must be contiguous float32 CPU tensors")
+
+
+def _base_and_step(x: torch.Tensor) -> tuple[int, int]:
+    """(address of x[0], bytes from x[t] to x[t + 1]) of a contiguous tensor."""
+    return x.data_ptr(), x.stride(0) * x.element_size()
+
+
+def forward_steps(
+    library: ctypes.CDLL, hs: torch.Tensor, b_hn: torch.Tensor, rz: torch.Tensor, hn: torch.Tensor
+) -> Callable[[int, torch.Tensor, torch.Tensor], None]:
+    """``step(t, gi, gh)`` = ``forward_step(library, gi, gh, b_hn, hs[t], hs[t + 1], None,
+    (rz[t], None, hn[t]))`` over one sequence's buffers: hs (steps + 1, rows, hidden), rz
+    (steps, rows, 2 hidden), hn (steps, rows, hidden), contiguous float32, checked here once;
+    gi and gh (rows, 3 hidden) contiguous float32 per call. The buffers' addresses are worked
+    out once instead of through views at every step: the training GRU's loops ran 1.04-1.05x
+    faster at batch 16 (10 paired rounds, twice)."""
+    _float32_contiguous(hs, b_hn, rz, hn)
+    rows, hidden = hs.shape[1], hs.shape[2]
+    call, threads, bias = library.primus_gru_forward_step, torch.get_num_threads(), b_hn.data_ptr()
+    (h, h_step), (r_z, rz_step), (h_n, hn_step) = map(_base_and_step, (hs, rz, hn))
+
+    def step(t: int, gi: torch.Tensor, gh: torch.Tensor) -> None:
+        call(
+            rows,
+            hidden,
+            gi.data_ptr(),
+            None,
+            gh.data_ptr(),
+            None,
+            bias,
+            h + t * h_step,
+            h + (t + 1) * h_step,
+            None,
+            r_z + t * rz_step,
+            None,
+            h_n + t * hn_step,
+            threads,
+        )
+
+    return step
+
+
+def backward_steps(
+    library: ctypes.CDLL,
+    dh: torch.Tensor,
+    rz: torch.Tensor,
+    hn: torch.Tensor,
+    hs: torch.Tensor,
+    gi_n: torch.Tensor,
+    g: torch.Tensor,
+) -> Callable[[int, int, torch.Tensor | None, torch.Tensor | None], None]:
+    """``step(t, i, through, grad_out)`` = ``backward_step(library, dh, through, grad_out,
+    rz[t], gi_n[i], hn[t], hs[t], g[i])`` over one sequence's buffers (gi_n and g: a chunk's,
+    indexed by the step's place i in it), contiguous float32, checked here once; through and
+    grad_out (rows, hidden) contiguous float32 or None per call. See ``forward_steps``."""
+    _float32_contiguous(dh, rz, hn, hs, gi_n, g)
+    rows, hidden = dh.shape
+    call, threads, state_grad = (
+        library.primus_gru_backward_step,
+        torch.get_num_threads(),
+        dh.data_ptr(),
+    )
+    (r_z, rz_step), (h_n, hn_step), (h, h_step), (n, n_step), (grad, g_step) = map(
+        _base_and_step, (rz, hn, hs, gi_n, g)
+    )
+
+    def step(t: int, i: int, through: torch.Tensor | None, grad_out: torch.Tensor | None) -> None:
+        call(
+            rows,
+            hidden,
+            state_grad,
+            None if through is None else through.data_ptr(),
+            None if grad_out is None else grad_out.data_ptr(),
+            r_z + t * rz_step,
+            n + i * n_step,
+            h_n + t * hn_step,
+            h + t * h_step,
+            grad + i * g_step,
+            threads,
+        )
+
+    return step
 
 
 def transposed(library: ctypes.CDLL | None, x: torch.Tensor) -> torch.Tensor:

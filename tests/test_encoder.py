@@ -163,13 +163,18 @@ def test_the_training_gru_runs_every_step_in_the_kernels_where_they_are_built(mo
         pytest.skip("no C compiler with OpenMP on this machine: torch operators run instead")
     calls: dict[str, list] = {"forward": [], "backward": []}
     for name in calls:
-        original = getattr(native, f"{name}_step")
+        bind = getattr(native, f"{name}_steps")
 
-        def record(*args, _name=name, _original=original):
-            calls[_name].append(args)
-            return _original(*args)
+        def recording(*buffers, _name=name, _bind=bind):
+            step = _bind(*buffers)
 
-        monkeypatch.setattr(native, f"{name}_step", record)
+            def record(*args):
+                calls[_name].append(args)
+                return step(*args)
+
+            return record
+
+        monkeypatch.setattr(native, f"{name}_steps", recording)
     steps = 9
     gru = torch.nn.GRU(5, 16, batch_first=True)
     x = torch.randn(6, steps, 5, requires_grad=True)
@@ -177,6 +182,7 @@ def test_the_training_gru_runs_every_step_in_the_kernels_where_they_are_built(mo
     assert len(calls["forward"]) == steps and not calls["backward"]
     h_n.sum().backward()
     assert len(calls["backward"]) == steps
+    assert [args[0] for args in calls["backward"]] == list(range(steps - 1, -1, -1))
     assert all(args[3] is None for args in calls["backward"])  # grad_out: the output is unused
 
 

@@ -203,6 +203,55 @@ def test_every_way_through_the_forward_step_gives_the_same_values(
 
 
 @needs_compiler
+def test_a_sequences_bound_steps_are_the_step_kernels_on_its_views(kernels_on):
+    """forward_steps / backward_steps work out the buffers' addresses once; step t (and its
+    place i in a chunk) reaches exactly the rows that forward_step / backward_step on the
+    views hs[t], hs[t + 1], rz[t], ... reach. Buffers that are not contiguous float32 are
+    refused when bound."""
+    torch.manual_seed(3)
+    steps, rows, hidden, chunk = 5, 3, 8, 2
+    b_hn = torch.randn(hidden)
+    gis, ghs = torch.randn(steps, rows, 3 * hidden), torch.randn(steps, rows, 3 * hidden)
+    bound, views = [torch.zeros(steps + 1, rows, hidden)], [torch.zeros(steps + 1, rows, hidden)]
+    for buffers in (bound, views):
+        buffers[0][0] = torch.randn(rows, hidden, generator=torch.Generator().manual_seed(4))
+        buffers += [torch.zeros(steps, rows, 2 * hidden), torch.zeros(steps, rows, hidden)]
+    step = native.forward_steps(kernels_on, bound[0], b_hn, bound[1], bound[2])
+    for t in range(steps):
+        step(t, gis[t], ghs[t])
+        hs, rz, hn = views
+        native.forward_step(
+            kernels_on, gis[t], ghs[t], b_hn, hs[t], hs[t + 1], None, (rz[t], None, hn[t])
+        )
+    for a, b in zip(bound, views, strict=True):
+        assert torch.equal(a, b)
+    hs, rz, hn = views
+    results = []
+    for use_bound in (True, False):
+        dh = torch.randn(rows, hidden, generator=torch.Generator().manual_seed(5))
+        gi_n = torch.randn(chunk, rows, hidden, generator=torch.Generator().manual_seed(6))
+        g = torch.zeros(chunk, rows, 3 * hidden)
+        seeded = torch.Generator().manual_seed(7)
+        through, grad_out = (torch.randn(rows, hidden, generator=seeded) for _ in range(2))
+        step = native.backward_steps(kernels_on, dh, rz, hn, hs, gi_n, g) if use_bound else None
+        for t, i in ((4, 1), (3, 0)):  # the last chunk of two steps, last step first
+            if step is not None:
+                step(t, i, through, grad_out if t == 4 else None)
+            else:
+                out = grad_out if t == 4 else None
+                native.backward_step(
+                    kernels_on, dh, through, out, rz[t], gi_n[i], hn[t], hs[t], g[i]
+                )
+        results.append((dh, gi_n, g))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        native.forward_steps(kernels_on, hs.transpose(1, 2), b_hn, rz, hn)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        native.backward_steps(kernels_on, dh.double(), rz, hn, hs, gi_n, g)
+
+
+@needs_compiler
 @pytest.mark.parametrize("with_output_grad", [False, True])
 @pytest.mark.parametrize("with_through", [False, True])
 def test_one_backward_step_matches_autograd(with_output_grad, with_through, kernels_on):

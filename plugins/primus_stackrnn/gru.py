@@ -55,13 +55,15 @@ class _GRUSequence(torch.autograd.Function):
         hn = x.new_empty(steps, batch, hidden)
         hs[0] = h0
         library = native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        states = hs.unbind(0)  # views made once (not one per use per step)
+        # the step's element-wise work in one pass, the buffers' addresses worked out once
+        kernel = None if library is None else native.forward_steps(library, hs, b_hn, rz, hn)
         for t in range(steps):
             # this step's input projection only (all steps at once: 100 MB at batch 512)
             gi = project(t)
-            gh = recurrent(hs[t])
-            if library is not None:  # the step's element-wise work in one pass
-                saved = (rz[t], None, hn[t])
-                native.forward_step(library, gi, gh, b_hn, hs[t], hs[t + 1], None, saved)
+            gh = recurrent(states[t])
+            if kernel is not None:
+                kernel(t, gi, gh)
                 continue
             torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden], out=rz[t]).sigmoid_()
             torch.add(gh[:, 2 * hidden :], b_hn, out=hn[t])
@@ -107,19 +109,20 @@ class _GRUSequence(torch.autograd.Function):
                 return torch.mm(g, w_hh)
 
         through = None  # with the kernels: g @ W_hh of the step after, not yet added to dh
+        kernel = (
+            None if library is None else native.backward_steps(library, dh, rz, hn, hs, dns, gh)
+        )
+        chunk_grads = gh.unbind(0)
         for end in range(steps, 0, -chunk):
             begin = max(end - chunk, 0)
             rows = (end - begin) * batch
             x_rows = x1[begin * batch : end * batch]
             torch.mm(x_rows, w_in1_t, out=dns[: end - begin].view(rows, hidden))
             for t in range(end - 1, begin - 1, -1):
-                if library is not None:  # the step's element-wise work in one pass
+                if kernel is not None:  # the step's element-wise work in one pass
                     out_t = None if grad_out is None else grad_out[t].contiguous()
-                    i = t - begin
-                    native.backward_step(
-                        library, dh, through, out_t, rz[t], dns[i], hn[t], hs[t], gh[i]
-                    )
-                    through = back(gh[i])  # dh now holds dh * z
+                    kernel(t, t - begin, through, out_t)
+                    through = back(chunk_grads[t - begin])  # dh now holds dh * z
                     continue
                 if grad_out is not None:
                     dh += grad_out[t]
