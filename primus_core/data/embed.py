@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, PrimusError
 from .windows import resample
 
 
@@ -25,8 +25,8 @@ def read_input(path: str | Path, key: str | None = None) -> np.ndarray:
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
+        try:  # memory-mapped: windows are read batch by batch, never the whole file at once
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty or truncated file
             raise DataError(
                 f"{path}: not a readable numeric .npy array ({_first_line(exc)})"
@@ -105,7 +105,10 @@ def prepare_windows(
     input_rate_hz: float | None = None,
     stride: int | None = None,
 ) -> np.ndarray:
-    """Check an input array and turn it into (N, channels, window) float32 windows."""
+    """Check an input array and turn it into (N, channels, window) windows: a view of the input
+    (a memory map too) where no resampling is asked for, in the input's numeric dtype, which
+    ``embed_windows`` converts to float32 batch by batch; so a large input is never copied, and
+    windows that overlap (``stride`` < ``window``) take no memory of their own."""
     array = np.asarray(array)
     if array.size == 0:
         raise DataError("input is empty")
@@ -125,12 +128,13 @@ def prepare_windows(
             f"the model expects {channels}{transposed_hint(array, channels)}"
         )
     check_finite(array, "input has")
-    with np.errstate(over="ignore", invalid="ignore"):
-        array = array.astype(np.float32)
-        check_finite(array, "input has float32 overflow:")
-        if input_rate_hz is not None and input_rate_hz != rate_hz:
-            array = resample(array, input_rate_hz, rate_hz, axis=-1).astype(np.float32)
-            check_finite(array, "input resampled to float32 has")
+    if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4:
+        check_finite(array, "input has float32 overflow:", as_float32=True)
+    if input_rate_hz is not None and input_rate_hz != rate_hz:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = resample(array.astype(np.float32), input_rate_hz, rate_hz, axis=-1)
+            array = array.astype(np.float32, copy=False)
+        check_finite(array, "input resampled to float32 has")
     length = array.shape[-1]
     if length < window:
         raise DataError(
@@ -138,18 +142,40 @@ def prepare_windows(
             f"({window / rate_hz:g} s)"
         )
     if array.ndim == 3:
-        return np.ascontiguousarray(array[..., :window])
-    stride = stride or window
-    starts = range(0, length - window + 1, stride)
-    return np.stack([array[:, s : s + window] for s in starts])
+        return array[..., :window]
+    every = np.lib.stride_tricks.sliding_window_view(array, window, axis=-1)  # (C, starts, window)
+    return every[:, :: stride or window].transpose(1, 0, 2)
 
 
-def check_finite(array: np.ndarray, what: str) -> None:
-    """Raise a DataError naming how many values are NaN/inf and where the first one is."""
-    bad = ~np.isfinite(array)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{what} {int(bad.sum())} NaN/inf values (first at index {first})")
+CHECK_BLOCK_BYTES = 64 << 20  # how much of an input the checks read at a time
+
+
+def check_finite(array: np.ndarray, what: str, as_float32: bool = False) -> None:
+    """Raise a DataError naming how many values are NaN/inf (``as_float32``: become so in
+    float32) and where the first one is. Reads ``CHECK_BLOCK_BYTES`` at a time, along the first
+    axis (the last for a 2-D recording), so that a memory-mapped input is never loaded whole."""
+    axis = array.ndim - 1 if array.ndim == 2 else 0
+    length = array.shape[axis] if array.ndim else 1
+    step = max(1, CHECK_BLOCK_BYTES * length // max(array.nbytes, 1))
+    count, first = 0, None
+    for start in range(0, length, step):
+        index = [slice(None)] * array.ndim
+        if array.ndim:
+            index[axis] = slice(start, start + step)
+        block = array[tuple(index)]
+        if as_float32:
+            with np.errstate(over="ignore", invalid="ignore"):
+                block = block.astype(np.float32)
+        bad = ~np.isfinite(block)
+        found = int(bad.sum())
+        if found:
+            count += found
+            where = [int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape)]
+            if array.ndim:
+                where[axis] += start
+            first = min(first or tuple(where), tuple(where))
+    if count:
+        raise DataError(f"{what} {count} NaN/inf values (first at index {first})")
 
 
 INFERENCE_DTYPES = ("fp32", "bf16", "int8")
@@ -213,6 +239,37 @@ def for_inference(
 
 
 @torch.no_grad()
+def batched_outputs(
+    encoder: torch.nn.Module,
+    windows: Any,
+    head: str,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+) -> np.ndarray:
+    """(N, D) float32 outputs of ``head`` of an encoder ready for inference (``for_inference``)
+    for (N, C, T) ``windows`` (anything that slices into arrays: a memory map too), batch by
+    batch on ``device``. Each batch's vectors are copied into the result as they come: an
+    output that is a view of a larger tensor does not keep it alive, and no second copy of all
+    vectors is made at the end."""
+    from tqdm.auto import tqdm
+
+    size = encoder.output_sizes[head]
+    vectors = np.empty((len(windows), size), dtype=np.float32)
+    starts = range(0, len(windows), batch_size)
+    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
+        batch = torch.from_numpy(np.array(windows[start : start + batch_size], dtype=np.float32))
+        out = encoder(batch.to(device, non_blocking=True))[head]
+        if tuple(out.shape) != (len(batch), size):
+            raise PrimusError(
+                f"the encoder's '{head}' output has shape {tuple(out.shape)} for {len(batch)} "
+                f"windows; it declares {size} values per window (output_sizes)"
+            )
+        vectors[start : start + len(batch)] = out.float().cpu().numpy()
+        del batch, out  # the next batch runs without this one's tensors
+    return vectors
+
+
 def embed_windows(
     encoder: torch.nn.Module,
     windows: np.ndarray,
@@ -230,15 +287,7 @@ def embed_windows(
         raise DataError(f"batch size must be at least 1 (got {batch_size})")
     device = device or next(encoder.parameters()).device
     encoder = for_inference(encoder, dtype, device)
-    from tqdm.auto import tqdm
-
-    out = []
-    starts = range(0, len(windows), batch_size)
-    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
-        batch = torch.from_numpy(np.array(windows[start : start + batch_size], dtype=np.float32))
-        batch = batch.to(device, non_blocking=True)
-        out.append(encoder(batch)[head].float().cpu())
-    vectors = torch.cat(out).numpy()
+    vectors = batched_outputs(encoder, windows, head, batch_size, device, progress)
     bad_rows = ~np.isfinite(vectors).all(axis=1)
     if bad_rows.any():
         first = int(np.argmax(bad_rows))

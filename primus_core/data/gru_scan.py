@@ -80,7 +80,9 @@ def scan(
             n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh[:, 2 * hidden :])
             torch.lerp(n.tanh_(), hs[t], rz[:, hidden:], out=hs[t + 1])
     output = hs[1:].transpose(0, 1) if batch_first else hs[1:]
-    return output.to(dtype), hs[steps].to(dtype).unsqueeze(0)
+    # h_n copied: as a view it would keep every state alive as long as the caller keeps it
+    # (17 MB per batch of 256 at hidden 512; `primus embed` kept one per batch)
+    return output.to(dtype), hs[steps].to(dtype, copy=True).unsqueeze(0)
 
 
 ALL_STEPS_BYTES = 32 << 20  # up to this size, the input projection of all steps in one product

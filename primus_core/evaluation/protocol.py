@@ -299,14 +299,10 @@ def embed_all(
 ) -> torch.Tensor:
     """(N, D) float32 embeddings of every window (encoder frozen, eval mode, computed in
     ``dtype``: see data.embed.for_inference), on the CPU."""
-    from ..data.embed import for_inference
+    from ..data.embed import batched_outputs, for_inference
 
     encoder = for_inference(encoder, dtype, device)
-    parts = []
-    for start in range(0, len(imu), batch_size):
-        x = torch.from_numpy(np.array(imu[start : start + batch_size], np.float32))
-        parts.append(encoder(x.to(device))[head].float().cpu())
-    return torch.cat(parts) if parts else torch.zeros(0, encoder.output_sizes[head])
+    return torch.from_numpy(batched_outputs(encoder, imu, head, batch_size, device))
 
 
 # ---------------------------------------------------------------------------- prompts
