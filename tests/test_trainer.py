@@ -130,6 +130,23 @@ def test_batch_source_returns_the_rows_of_the_indices():
     assert BatchSource(imu, {}, None, CPU).batch(torch.tensor([1]))[3] is None
 
 
+def test_a_read_only_memory_mapped_cache_gives_no_warning(tmp_path):
+    """Prepared windows are memory-mapped read-only; torch warns (once per process, so in a
+    fresh one here) about a non-writable array that BatchSource only reads."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", np.arange(4 * 6 * 5, dtype=np.float32).reshape(4, 6, 5))
+    code = (
+        "import numpy as np, torch; from primus_core.training.trainer import BatchSource; "
+        f"m = np.load({str(tmp_path / 'x.npy')!r}, mmap_mode='r'); "
+        "x = BatchSource(m, {}, None, torch.device('cpu')).batch(torch.tensor([2]))[0]; "
+        "assert torch.equal(x, torch.from_numpy(np.array(m[[2]])))"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-500:]
+
+
 def test_epoch_order_splits_one_permutation_across_ranks_like_distributed_sampler():
     n, seed = 23, 5
     single = epoch_order(n, seed, 0, Ranks())

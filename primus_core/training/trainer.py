@@ -15,6 +15,7 @@ import platform
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,9 @@ class BatchSource:
     ):
         self.device = device
         self.resident = device.type == "cuda" and imu.nbytes <= resident_bytes
-        self.imu = torch.from_numpy(np.ascontiguousarray(imu))
+        with warnings.catch_warnings():  # a read-only memory map: only read (batches index it)
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            self.imu = torch.from_numpy(np.ascontiguousarray(imu))
         if self.resident:
             self.imu = self.imu.to(device)
         self.targets = {m: (e.to(device), k.to(device)) for m, (e, k) in targets.items()}
