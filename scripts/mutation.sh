@@ -40,6 +40,7 @@ declare -A TESTS=(
   [gru]="tests/test_gru_scan.py tests/test_encoder.py tests/test_native.py"
   [gru_training]="tests/test_gru_scan.py tests/test_encoder.py tests/test_native.py"
   [native]="tests/test_native.py"
+  [embed]="tests/test_embed_memory.py tests/test_embed.py tests/test_embed_api.py tests/test_guard_data.py $P::test_embedding_input_gives_finite_embeddings_or_one_data_error $P::test_embedding_rejects_non_numbers_and_complex tests/test_embed_property.py::test_embedding_api_gives_finite_vectors_or_a_data_error"
 )
 declare -A FILES=(
   [augment]="plugins/primus_objectives/augment.py"
@@ -53,12 +54,14 @@ declare -A FILES=(
   [gru]="primus_core/data/gru_scan.py,plugins/primus_stackrnn/gru.py"
   [gru_training]="plugins/primus_stackrnn/gru.py"  # the training GRU alone, in its own MUTDIR
   [native]="primus_core/native.py,plugins/primus_stackrnn/pool.py"
+  [embed]="primus_core/data/embed.py"
 )
 # large modules: only the functions the issue names (scripts/mutation_scope.py)
 declare -A SCOPE=(
   [evaluate]="metrics,training_steps,warmup_cosine,CosineHead,head_lr,fit_head,batch_indices,knn_predict,split_for_seed,shot_indices"
   [data]="resample,resampled_length,sliding_windows,gather_windows,centred_starts,label_runs,recording_windows,to_contract_channels,unit_factor,check_finite,check_columns"
   [trainer]="Pretrainer,epoch_order,select_corpus,teacher_targets,share_temperatures,compat_hash,__init__,state,restore,augment,train_step,validate,run_loop,read_losses,end_of_epoch,after_validation"
+  [embed]="read_input,read_npz,read_csv,prepare_windows,check_finite,batched_outputs,embed_windows"
   [zoo]="check_file,cached_hub_snapshot,pull_hub,expected_local_files,installed,check_local_dir,_install,_staging_dir,pull_shipped,pull,cached_dir,verify,_complete"
 )
 

@@ -179,6 +179,7 @@ def test_hub_ids_and_zoo_names_work_in_embed_and_eval_and_offline_from_the_cache
     assert scores(by_id) == scores(by_folder) and len(by_id["runs"]) == 1
     # and a zoo name: the same folder shipped under a name in a PRIMUS_REGISTRY file
     import hashlib
+    import uuid
 
     import yaml
 
@@ -188,12 +189,13 @@ def test_hub_ids_and_zoo_names_work_in_embed_and_eval_and_offline_from_the_cache
     }
     entry = {"description": "d", "source": {"shipped": "src"}, "files": files, "licence": "cc0"}
     registry = tmp_path / "registry.yaml"
-    registry.write_text(yaml.safe_dump({"zoo": {"tiny-by-name": entry}}))
+    name = f"tiny-by-name-{uuid.uuid4().hex[:8]}"  # new in a home kept across sessions too
+    registry.write_text(yaml.safe_dump({"zoo": {name: entry}}))
     monkeypatch.setenv("PRIMUS_REGISTRY", str(registry))
-    by_name = json.loads(cli("eval", "tiny-by-name", *args).out)
-    assert by_name["models"][0]["name"] == "tiny-by-name"
+    by_name = json.loads(cli("eval", name, *args).out)
+    assert by_name["models"][0]["name"] == name
     assert scores(by_name) == scores(by_folder)
-    cli("embed", "tiny-by-name", tmp_path / "w.npy", "--out", tmp_path / "e.npy")
+    cli("embed", name, tmp_path / "w.npy", "--out", tmp_path / "e.npy")
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected, rtol=1e-5, atol=1e-6)
     missing = cli("zoo", "pull", "hf-hub:primus-test/never-pulled", expect=1)
     (line,) = missing.err.strip().splitlines()
