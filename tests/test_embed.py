@@ -209,6 +209,18 @@ def test_api_refuses_zero_rate_and_stride():
             prepare_windows(x, channels=6, window=250, rate_hz=50.0, **kwargs)
 
 
+def test_the_smallest_stride_and_a_rate_below_1_hz_are_accepted():
+    """The bounds just inside the refusals above: stride 1 (every sample starts a window) and
+    any positive rate (0.5 Hz upsampled 100x to 50 Hz)."""
+    from primus_core.data.embed import prepare_windows
+
+    x = np.arange(6 * 252, dtype=np.float32).reshape(6, 252)
+    every = prepare_windows(x, channels=6, window=250, rate_hz=50.0, stride=1)
+    assert every.shape == (3, 6, 250) and every[2, 0, 0] == x[0, 2]
+    slow = prepare_windows(np.ones((6, 5)), channels=6, window=250, rate_hz=50.0, input_rate_hz=0.5)
+    assert slow.shape == (2, 6, 250)
+
+
 def test_out_must_be_a_writable_file(cli, model_dir, tmp_path):
     """Item 6: --out an existing folder, or under a file."""
     np.save(tmp_path / "x.npy", np.zeros((1, 6, 250), np.float32))

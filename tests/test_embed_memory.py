@@ -122,3 +122,44 @@ def test_a_float64_input_beyond_float32_is_refused_before_embedding():
         DataError, match=r"float32 overflow: 1 NaN/inf values \(first at index \(1, 2, 3\)\)"
     ):
         prepare_windows(x, channels=6, window=250, rate_hz=50.0)
+
+
+# ---------------------------------------------------------------- written from surviving mutants
+@pytest.fixture(scope="module")
+def encoder():
+    import primus_core
+
+    torch.manual_seed(0)
+    return primus_core.create("encoder", "stacked-rnn", conv_channels=8, hidden_size=16)
+
+
+def test_a_batch_of_one_window_gives_the_same_vectors(encoder):
+    windows = np.random.default_rng(3).normal(size=(3, 6, 250)).astype(np.float32)
+    one = embed_windows(encoder, windows, head="emb", batch_size=1)
+    np.testing.assert_allclose(one, embed_windows(encoder, windows, head="emb"), atol=1e-6)
+
+
+def test_no_progress_bar_unless_asked(encoder, capsys):
+    windows = np.zeros((2, 6, 250), np.float32)
+    embed_windows(encoder, windows, head="emb")
+    batched_outputs(encoder, windows, "emb", 1, torch.device("cpu"))
+    assert capsys.readouterr().err == ""
+    embed_windows(encoder, windows, head="emb", progress=True)
+    assert "embed" in capsys.readouterr().err
+
+
+def test_the_nan_embedding_error_names_the_first_bad_window(encoder):
+    windows = np.random.default_rng(4).normal(size=(3, 6, 250)).astype(np.float32)
+    windows[1:] = np.finfo(np.float32).max  # finite input whose embedding is not
+    with pytest.raises(DataError, match=r"for 2 of 3 windows \(first: window 1, whose largest"):
+        embed_windows(encoder, windows, head="emb")
+
+
+def test_a_short_input_says_how_long_a_window_is():
+    with pytest.raises(DataError, match=r"100 samples at 50 Hz; a window needs 250 \(5 s\)"):
+        prepare_windows(np.zeros((6, 100)), channels=6, window=250, rate_hz=50.0)
+
+
+def test_a_csv_row_of_empty_cells_is_skipped(tmp_path):
+    (tmp_path / "r.csv").write_text("ax,ay\n1,2\n,\n3,4\n , \n")
+    np.testing.assert_array_equal(read_input(tmp_path / "r.csv"), [[1.0, 3.0], [2.0, 4.0]])
