@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 2) of the core modules (training loop and checkpoints, data windowing, zoo
 # verification, evaluation probes, objectives, augmentations, the restricted unpickler, the CPU
-# GRU paths, the compiled kernels' Python side), each against its fast test subset.
+# GRU paths, the compiled kernels' Python side, embedding's input path), each against its fast
+# test subset.
 #   bash scripts/mutation.sh [MODULE...]     # default: every module below
 # mutmut 2 rewrites the mutated file in place, so it runs in a copy of the tree (MUTDIR, default
 # /tmp/primus-mutation) that PYTHONPATH puts before the editable install: the checkout is never
