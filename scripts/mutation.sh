@@ -67,7 +67,7 @@ declare -A SCOPE=(
 )
 
 modules=("$@")
-[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer gru native)
+[ ${#modules[@]} -eq 0 ] && modules=(augment evaluate data zoo objectives safe_pickle checkpoint trainer gru native embed)
 
 "$PY" scripts/mutation_runner.py serve "$SOCK" &
 server=$!
