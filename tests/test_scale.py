@@ -96,7 +96,11 @@ def prepared(cache_dir: Path) -> tuple[dict[str, bytes], dict]:
 def test_prepare_with_workers_and_ranks_writes_the_same_bytes(cli, tmp_path):
     cli("data", "prepare", "hapt", "--cache-dir", tmp_path / "one", "--json")
     cli("data", "prepare", "hapt", "--cache-dir", tmp_path / "pool", "--workers", "2", "--json")
-    run_primus("data", "prepare", "hapt", "--cache-dir", tmp_path / "ranks", "--nproc", "2")
+    temp = tmp_path / "tmp"  # the run's TMPDIR: torchrun's log folders left nothing there
+    temp.mkdir()
+    ranks = ["--cache-dir", tmp_path / "ranks", "--nproc", "2"]
+    run_primus("data", "prepare", "hapt", *ranks, env={"TMPDIR": str(temp)})
+    assert not list(temp.iterdir())
     one = prepared(tmp_path / "one")
     assert one[1]["sources"] > 2
     assert prepared(tmp_path / "pool") == one
@@ -190,6 +194,7 @@ def test_two_torchrun_nodes_on_loopback_match_one_process(one_thread, tmp_path):
                 "--nproc_per_node=1",
                 "--master_addr=127.0.0.1",
                 f"--master_port={port}",
+                f"--log-dir={tmp_path / f'logs{rank}'}",  # not a /tmp/torchelastic_* left
                 "-m",
                 "primus_core",
                 *train,

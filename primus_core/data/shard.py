@@ -14,6 +14,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,14 +146,16 @@ def strided(items: Sequence[T], ranks: Ranks) -> list[T]:
     return list(items[ranks.rank :: ranks.world])
 
 
-def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
-    """``primus ARGS`` under torchrun with ``nproc`` processes on this machine."""
+def torchrun_command(nproc: int, args: Sequence[str], log_dir: str | None = None) -> list[str]:
+    """``primus ARGS`` under torchrun with ``nproc`` processes on this machine; torchrun's
+    (empty unless redirected) log folders under ``log_dir``, else a new /tmp/torchelastic_*."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
+        *([f"--log-dir={log_dir}"] if log_dir else []),
         "-m",
         "primus_core",
         *args,
@@ -168,7 +171,10 @@ def relaunch(nproc: int) -> None:
             skip = arg == "--nproc"
             continue
         args.append(arg)
-    sys.exit(subprocess.call(torchrun_command(nproc, args)))
+    # torchrun leaves a /tmp/torchelastic_* folder per run; its logs go where they are removed
+    with tempfile.TemporaryDirectory(prefix="primus-torchrun-") as logs:
+        code = subprocess.call(torchrun_command(nproc, args, log_dir=logs))
+    sys.exit(code)
 
 
 # --------------------------------------------------------------------------- data prepare
