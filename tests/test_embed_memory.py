@@ -163,3 +163,15 @@ def test_a_short_input_says_how_long_a_window_is():
 def test_a_csv_row_of_empty_cells_is_skipped(tmp_path):
     (tmp_path / "r.csv").write_text("ax,ay\n1,2\n,\n3,4\n , \n")
     np.testing.assert_array_equal(read_input(tmp_path / "r.csv"), [[1.0, 3.0], [2.0, 4.0]])
+
+
+@pytest.mark.parametrize("block_bytes", [1, 6 * 100 * 8 * 2, 1 << 20])
+def test_windows_resampled_by_blocks_are_those_resampled_whole(block_bytes, monkeypatch):
+    from primus_core.data.windows import resample
+
+    monkeypatch.setattr(embed_module, "CHECK_BLOCK_BYTES", block_bytes)
+    x = np.random.default_rng(5).normal(size=(5, 6, 100))
+    got = prepare_windows(x, channels=6, window=250, rate_hz=50.0, input_rate_hz=20.0)
+    whole = resample(x, 20.0, 50.0, axis=-1).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == (5, 6, 250)
+    np.testing.assert_array_equal(got, whole)

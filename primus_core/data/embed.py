@@ -131,9 +131,7 @@ def prepare_windows(
     if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4:
         check_finite(array, "input has float32 overflow:", as_float32=True)
     if input_rate_hz is not None and input_rate_hz != rate_hz:
-        with np.errstate(over="ignore", invalid="ignore"):
-            array = resample(array.astype(np.float32), input_rate_hz, rate_hz, axis=-1)
-            array = array.astype(np.float32, copy=False)
+        array = resampled_float32(array, input_rate_hz, rate_hz)
         check_finite(array, "input resampled to float32 has")
     length = array.shape[-1]
     if length < window:
@@ -147,7 +145,25 @@ def prepare_windows(
     return every[:, :: stride or window].transpose(1, 0, 2)
 
 
-CHECK_BLOCK_BYTES = 64 << 20  # how much of an input the checks read at a time
+CHECK_BLOCK_BYTES = 64 << 20  # how much of an input the checks and resampling read at a time
+
+
+def resampled_float32(array: np.ndarray, rate_from: float, rate_to: float) -> np.ndarray:
+    """``array`` resampled along its last axis, in float32. (N, C, T) windows are resampled
+    ``CHECK_BLOCK_BYTES`` of input at a time into the result (each window on its own, so the
+    same values), so that a memory-mapped input is never loaded whole and resampling's float64
+    temporaries stay the size of a block; a (C, T) recording is resampled whole."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if array.ndim != 3:
+            return resample(array, rate_from, rate_to, axis=-1).astype(np.float32)
+        step = max(1, CHECK_BLOCK_BYTES // max(array[0].nbytes, 1))
+        out = None
+        for start in range(0, len(array), step):
+            block = resample(array[start : start + step], rate_from, rate_to, axis=-1)
+            if out is None:
+                out = np.empty((len(array), *block.shape[1:]), np.float32)
+            out[start : start + len(block)] = block
+        return out
 
 
 def check_finite(array: np.ndarray, what: str, as_float32: bool = False) -> None:
