@@ -148,18 +148,28 @@ def prepare_windows(
 CHECK_BLOCK_BYTES = 64 << 20  # how much of an input the checks and resampling read at a time
 
 
+def blocks(array: np.ndarray, axis: int):
+    """(start, block) along ``axis``, each block about ``CHECK_BLOCK_BYTES`` of ``array``, so
+    that a memory-mapped input is read a block at a time, never whole."""
+    length = array.shape[axis]
+    step = max(1, CHECK_BLOCK_BYTES * length // max(array.nbytes, 1))
+    for start in range(0, length, step):
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(start, start + step)
+        yield start, array[tuple(index)]
+
+
 def resampled_float32(array: np.ndarray, rate_from: float, rate_to: float) -> np.ndarray:
-    """``array`` resampled along its last axis, in float32. (N, C, T) windows are resampled
-    ``CHECK_BLOCK_BYTES`` of input at a time into the result (each window on its own, so the
-    same values), so that a memory-mapped input is never loaded whole and resampling's float64
-    temporaries stay the size of a block; a (C, T) recording is resampled whole."""
+    """``array`` resampled along its last axis, in float32. (N, C, T) windows are resampled a
+    block of windows at a time into the result (each window on its own, so the same values):
+    resampling's float64 temporaries stay the size of a block; a (C, T) recording is resampled
+    whole."""
     with np.errstate(over="ignore", invalid="ignore"):
         if array.ndim != 3:
             return resample(array, rate_from, rate_to, axis=-1).astype(np.float32)
-        step = max(1, CHECK_BLOCK_BYTES // max(array[0].nbytes, 1))
         out = None
-        for start in range(0, len(array), step):
-            block = resample(array[start : start + step], rate_from, rate_to, axis=-1)
+        for start, block in blocks(array, 0):
+            block = resample(block, rate_from, rate_to, axis=-1)
             if out is None:
                 out = np.empty((len(array), *block.shape[1:]), np.float32)
             out[start : start + len(block)] = block
@@ -168,17 +178,11 @@ def resampled_float32(array: np.ndarray, rate_from: float, rate_to: float) -> np
 
 def check_finite(array: np.ndarray, what: str, as_float32: bool = False) -> None:
     """Raise a DataError naming how many values are NaN/inf (``as_float32``: become so in
-    float32) and where the first one is. Reads ``CHECK_BLOCK_BYTES`` at a time, along the first
-    axis (the last for a 2-D recording), so that a memory-mapped input is never loaded whole."""
+    float32) and where the first one is, reading the input by ``blocks`` along the first axis
+    (the last for a 2-D recording)."""
     axis = array.ndim - 1 if array.ndim == 2 else 0
-    length = array.shape[axis] if array.ndim else 1
-    step = max(1, CHECK_BLOCK_BYTES * length // max(array.nbytes, 1))
     count, first = 0, None
-    for start in range(0, length, step):
-        index = [slice(None)] * array.ndim
-        if array.ndim:
-            index[axis] = slice(start, start + step)
-        block = array[tuple(index)]
+    for start, block in blocks(array, axis):
         if as_float32:
             with np.errstate(over="ignore", invalid="ignore"):
                 block = block.astype(np.float32)
@@ -187,8 +191,7 @@ def check_finite(array: np.ndarray, what: str, as_float32: bool = False) -> None
         if found:
             count += found
             where = [int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape)]
-            if array.ndim:
-                where[axis] += start
+            where[axis] += start
             first = min(first or tuple(where), tuple(where))
     if count:
         raise DataError(f"{what} {count} NaN/inf values (first at index {first})")
